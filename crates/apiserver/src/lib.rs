@@ -1,1 +1,175 @@
+//! The r8s API server: the Kubernetes REST API over the [`r8s_store::Store`].
+//!
+//! Request path: TLS + client-certificate authentication (`server`, `auth`) -> routing from
+//! the resource table (`handlers`, `request`, `catalog`) -> the generic registry (`registry`:
+//! defaults, validation, admission, optimistic concurrency, graceful deletion) -> the store.
+//! LIST and WATCH are served from per-resource watch caches (`cache`, `watch`).
 
+pub mod alloc;
+pub mod apply;
+pub mod auth;
+pub mod bootstrap;
+pub mod cache;
+pub mod catalog;
+pub mod convert;
+pub mod crd;
+pub mod discovery;
+pub mod fields;
+pub mod handlers;
+pub mod mergekeys;
+pub mod openapi;
+pub mod patch;
+pub mod patching;
+pub mod registry;
+pub mod request;
+pub mod server;
+pub mod status;
+pub mod table;
+pub mod typed;
+pub mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use r8s_store::Store;
+use serde_json::json;
+
+/// The Kubernetes version this server speaks.
+pub const KUBE_MINOR: &str = "32";
+pub const GIT_VERSION: &str = concat!("v1.32.0-r8s.", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub https_port: u16,
+    pub service_cidr: String,
+    pub cluster_cidr: String,
+    /// Where the admin kubeconfig goes (default DATA_DIR/admin.kubeconfig).
+    pub kubeconfig_path: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: Arc<handlers::AppState>,
+    pub kubeconfig_path: PathBuf,
+}
+
+/// Addresses of this host (for the serving certificate), from the kernel's local routes.
+fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let lines: Vec<&str> = trie.lines().collect();
+        for w in lines.windows(2) {
+            if w[1].contains("/32 host LOCAL") {
+                if let Some(ip) = w[0].trim().trim_start_matches("|-- ").trim().parse::<IpAddr>().ok() {
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn version_info() -> serde_json::Value {
+    json!({
+        "major": "1",
+        "minor": KUBE_MINOR,
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.23.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// Opens the store, creates or loads the PKI, writes the admin kubeconfig, binds and starts
+/// serving. Returns once the server is ready.
+pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
+    let service_cidr = alloc::Cidr::parse(&cfg.service_cidr).ok_or_else(|| anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr))?;
+    let first_ip = service_cidr.nth(1);
+    let mut names = r8s_pki::ServingNames::default();
+    names.dns_names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_lowercase();
+        if !h.is_empty() {
+            names.dns_names.push(h);
+        }
+    }
+    names.ips = local_addresses();
+    names.ips.push(IpAddr::V4(first_ip));
+    if !cfg.bind_address.is_unspecified() && !names.ips.contains(&cfg.bind_address) {
+        names.ips.push(cfg.bind_address);
+    }
+    for s in &cfg.tls_sans {
+        match s.parse::<IpAddr>() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns_names.push(s.clone()),
+        }
+    }
+    let pki_dir = cfg.data_dir.join("pki");
+    let pki = tokio::task::spawn_blocking(move || r8s_pki::ClusterPki::ensure(&pki_dir, &names)).await??;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
+    let addr = listener.local_addr()?;
+    let client_host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+    let server_url = format!("https://{client_host}:{}", addr.port());
+    let kubeconfig_path = cfg.kubeconfig_path.clone().unwrap_or_else(|| cfg.data_dir.join("admin.kubeconfig"));
+    r8s_pki::kubeconfig::write(
+        &kubeconfig_path,
+        &r8s_pki::kubeconfig::KubeconfigSpec {
+            cluster_name: "kubernetes",
+            user_name: "kubernetes-admin",
+            server: &server_url,
+            ca_pem: &pki.ca.cert_pem,
+            client_cert_pem: &pki.admin.cert_pem,
+            client_key_pem: &pki.admin.key_pem,
+        },
+    )?;
+    let catalog = catalog::Catalog::new(store.clone());
+    let allocators = Arc::new(alloc::Allocators::new(service_cidr));
+    let registry = Arc::new(registry::Registry::new(catalog.clone(), allocators));
+    let state = Arc::new(handlers::AppState {
+        registry: registry.clone(),
+        catalog: catalog.clone(),
+        server_address: format!("{client_host}:{}", addr.port()),
+        version: version_info(),
+        openapi: openapi::OpenApi::default(),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    let tls = server::tls_config(&pki.ca.cert_pem, &pki.apiserver.cert_pem, &pki.apiserver.key_pem)?;
+    tokio::spawn(server::serve(listener, tls, state.clone()));
+    bootstrap::run(&registry, &catalog, addr.port()).await?;
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "API server ready");
+    Ok(RunningServer { addr, state, kubeconfig_path })
+}
+
+/// Compacts the store's history every `interval`, keeping at least `keep` revisions.
+pub fn spawn_compactor(store: Arc<dyn Store>, interval: std::time::Duration, keep: i64) {
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(interval).await;
+            // Compact to the revision seen one interval ago: watchers get a full interval to
+            // resume, as with upstream's compaction.
+            let target = last.min(store.current_revision() - keep);
+            if target > store.compacted_revision() {
+                if let Err(e) = store.compact(target).await {
+                    tracing::warn!(error = %e, "compaction failed");
+                }
+            }
+            last = store.current_revision();
+        }
+    });
+}

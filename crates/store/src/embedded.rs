@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::encoding::{decode_event, decode_record, encode_event, encode_record, event_key};
 use crate::metrics::StoreMetrics;
-use crate::{Event, EventType, KeyValue, Precondition, RangeResult, Result, Store, StoreError, WatchReceiver, WriteOutcome};
+use crate::{Event, EventType, KeyValue, Precondition, RangeResult, Result, Store, StoreError, WatchBatch, WatchReceiver, WriteOutcome};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -49,7 +49,7 @@ struct WriteRequest {
 
 struct Watcher {
     prefix: String,
-    tx: mpsc::UnboundedSender<Vec<Event>>,
+    tx: mpsc::UnboundedSender<WatchBatch>,
 }
 
 /// Live watchers. The writer publishes under this lock and updates `revision` under it too, so
@@ -131,13 +131,10 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<WriteRequest
                 {
                     let mut hub = shared.hub.lock().unwrap();
                     shared.revision.store(new_rev, Ordering::SeqCst);
-                    if !events.is_empty() {
-                        hub.watchers.retain(|w| {
-                            let mine: Vec<Event> =
-                                events.iter().filter(|e| e.kv.key.starts_with(&w.prefix)).cloned().collect();
-                            mine.is_empty() || w.tx.send(mine).is_ok()
-                        });
-                    }
+                    hub.watchers.retain(|w| {
+                        let mine: Vec<Event> = events.iter().filter(|e| e.kv.key.starts_with(&w.prefix)).cloned().collect();
+                        w.tx.send(WatchBatch { events: mine, revision: new_rev }).is_ok()
+                    });
                 }
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     if outcome.is_ok() {
@@ -360,9 +357,13 @@ impl Store for EmbeddedStore {
                 match history {
                     Ok(Ok(events)) => {
                         for chunk in events.chunks(1000) {
-                            if out_tx.send(Ok(chunk.to_vec())).await.is_err() {
+                            let revision = chunk.last().map(Event::revision).unwrap_or(registered_at);
+                            if out_tx.send(Ok(WatchBatch { events: chunk.to_vec(), revision })).await.is_err() {
                                 return;
                             }
+                        }
+                        if out_tx.send(Ok(WatchBatch { events: vec![], revision: registered_at })).await.is_err() {
+                            return;
                         }
                     }
                     Ok(Err(e)) => {
@@ -375,9 +376,17 @@ impl Store for EmbeddedStore {
                     }
                 }
             }
-            while let Some(mut events) = live_rx.recv().await {
-                events.retain(|e| e.revision() >= from_revision);
-                if !events.is_empty() && out_tx.send(Ok(events)).await.is_err() {
+            while let Some(mut batch) = live_rx.recv().await {
+                // Coalesce queued batches so a slow consumer gets fewer, larger ones.
+                while let Ok(more) = live_rx.try_recv() {
+                    batch.events.extend(more.events);
+                    batch.revision = more.revision;
+                    if batch.events.len() >= 1000 {
+                        break;
+                    }
+                }
+                batch.events.retain(|e| e.revision() >= from_revision);
+                if out_tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
             }
@@ -441,12 +450,17 @@ mod tests {
         let mut w = s.watch("/r/", kv2.mod_revision).await.unwrap();
         let mut seen = Vec::new();
         while seen.len() < 3 {
-            seen.extend(w.recv().await.unwrap().unwrap());
+            seen.extend(w.recv().await.unwrap().unwrap().events);
         }
         assert_eq!(seen[0].kv.mod_revision, kv2.mod_revision);
         assert_eq!(seen[2].kind, EventType::Delete);
         s.put("/r/c", b("live"), Precondition::None).await.unwrap();
-        let live = w.recv().await.unwrap().unwrap();
+        let live = loop {
+            let b = w.recv().await.unwrap().unwrap();
+            if !b.events.is_empty() {
+                break b.events;
+            }
+        };
         assert_eq!(live[0].kv.key, "/r/c");
         // Compaction.
         let cur = s.current_revision();

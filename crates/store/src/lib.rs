@@ -96,8 +96,17 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// A stream of change batches; every batch holds the events of one or more revisions in order.
-pub type WatchReceiver = mpsc::Receiver<Result<Vec<Event>>>;
+/// A batch of changes, in revision order, plus the revision the store had reached when the batch
+/// was sent. A batch may have no events: it then only reports progress, so a watcher (the watch
+/// cache) knows it is current even when no key under its prefix changed.
+#[derive(Clone, Debug, Default)]
+pub struct WatchBatch {
+    pub events: Vec<Event>,
+    pub revision: i64,
+}
+
+/// A stream of change batches.
+pub type WatchReceiver = mpsc::Receiver<Result<WatchBatch>>;
 
 /// The etcd-shaped storage interface. Keys are strings (`/registry/<resource>/<ns>/<name>`).
 #[async_trait]

@@ -1,0 +1,64 @@
+//! What the API server puts in place at start: the system namespaces, the `kubernetes`
+//! Service, allocator state rebuilt from stored Services, and the CRDs' resources.
+
+use std::sync::Arc;
+
+use r8s_api::meta;
+use serde_json::{Value, json};
+
+use crate::catalog::Catalog;
+use crate::registry::{ListOptions, Registry};
+
+pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16) -> anyhow::Result<()> {
+    let ns = catalog.find("", "v1", "namespaces").expect("namespaces");
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        reg.ensure(&ns, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    let svc = catalog.find("", "v1", "services").expect("services");
+    let existing = reg.list(&svc, None, &ListOptions::default()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    for b in &existing.items {
+        if let Ok(v) = serde_json::from_slice::<Value>(b) {
+            reg.alloc.restore(&v);
+        }
+    }
+    let first = reg.alloc.first_ip().to_string();
+    reg.ensure(
+        &svc,
+        Some("default"),
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": first, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port}], "sessionAffinity": "None"}
+        }),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    // Serve what stored CRDs define, and follow CRD writes from now on.
+    let crd = catalog.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crds");
+    let hook_catalog = catalog.clone();
+    *reg.crd_hook.write().unwrap() = Some(Arc::new(move |obj: &Value, deleted: bool| register_crd(&hook_catalog, obj, deleted)));
+    let crds = reg.list(&crd, None, &ListOptions::default()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    for b in &crds.items {
+        if let Ok(v) = serde_json::from_slice::<Value>(b) {
+            register_crd(catalog, &v, false);
+        }
+    }
+    Ok(())
+}
+
+pub fn register_crd(catalog: &Catalog, crd: &Value, deleted: bool) {
+    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    if deleted || crd.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+        if deleted {
+            catalog.remove_custom(group, plural);
+        }
+        return;
+    }
+    for (info, schema) in crate::crd::resources(crd) {
+        catalog.set_schema(&info, schema);
+        catalog.set_columns(&info, crate::crd::printer_columns(crd, &info.version));
+        catalog.add(Arc::new(info));
+    }
+    let _ = meta::name(crd);
+}

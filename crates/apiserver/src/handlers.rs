@@ -1,0 +1,589 @@
+//! HTTP handling: one entry point that authenticates, routes by the resource table and renders
+//! in the negotiated format. Routing is by hand (not per-route axum handlers) because the set of
+//! resources changes at run time with CRDs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use r8s_api::ResourceInfo;
+use r8s_api::selectors::{FieldSelector, LabelSelector};
+use r8s_api::strategy::strategy;
+use r8s_api::Subresource;
+use serde_json::{Value, json};
+
+use crate::auth::UserInfo;
+use crate::catalog::Catalog;
+use crate::registry::{DeleteOptions, ListOptions, ListResult, Registry, WriteOptions};
+use crate::request::{BodyFormat, Output, ResourcePath, Route, body_format, decode_body, negotiate, parse_query, parse_route};
+use crate::status::{ApiError, ApiResult, success_status};
+use crate::{convert, table};
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub catalog: Arc<Catalog>,
+    pub server_address: String,
+    pub version: Value,
+    pub openapi: crate::openapi::OpenApi,
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+type Query = HashMap<String, String>;
+
+fn json_response(code: StatusCode, v: &Value, out: Output) -> Response {
+    match out {
+        Output::Yaml => {
+            let body = serde_yaml::to_string(v).unwrap_or_default();
+            (code, [(http::header::CONTENT_TYPE, "application/yaml")], body).into_response()
+        }
+        _ => (code, [(http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response(),
+    }
+}
+
+fn text(code: StatusCode, s: &'static str) -> Response {
+    (code, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
+}
+
+/// The whole API: called with the authenticated user (None: anonymous).
+pub async fn handle(state: Arc<AppState>, user: Option<UserInfo>, method: Method, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
+    let path = uri.path().to_string();
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => {
+            return if state.ready.load(std::sync::atomic::Ordering::SeqCst) || path == "/livez" {
+                text(StatusCode::OK, "ok")
+            } else {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "[-]poststarthook/r8s-bootstrap failed: not finished\nreadyz check failed")
+            };
+        }
+        "/version" => return json_response(StatusCode::OK, &state.version, Output::Json),
+        _ => {}
+    }
+    let Some(user) = user else {
+        return ApiError::unauthorized().into_response();
+    };
+    let query = parse_query(uri.query());
+    // Read the body with the size limit before anything else can use it.
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let res = dispatch(&state, &user, &method, &path, &query, &headers, body).await;
+    match res {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, crate::request::MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(ApiError::too_large(crate::request::MAX_BODY))
+            } else {
+                Err(ApiError::bad_request(format!("failed to read request body: {e}")))
+            }
+        }
+    }
+}
+
+async fn dispatch(state: &Arc<AppState>, user: &UserInfo, method: &Method, path: &str, query: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+    if path == "/metrics" {
+        return Ok(metrics(state));
+    }
+    if path == "/openapi/v2" {
+        return state.openapi.v2(headers);
+    }
+    if path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
+        return state.openapi.v3(&state.catalog, path, headers);
+    }
+    let Some(route) = parse_route(path) else {
+        return Err(ApiError::no_route());
+    };
+    if *method != Method::GET && !matches!(route, Route::Resource(_)) {
+        return Err(ApiError::method_not_allowed());
+    }
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let aggregated = accept.split(',').find(|e| e.contains("as=APIGroupDiscoveryList") && e.contains("g=apidiscovery.k8s.io"));
+    match route {
+        Route::CoreVersions | Route::Groups => {
+            let core = route == Route::CoreVersions;
+            if let Some(entry) = aggregated {
+                let v = if entry.contains("v=v2beta1") { "v2beta1" } else { "v2" };
+                let doc = crate::discovery::aggregated(&state.catalog, core, &format!("apidiscovery.k8s.io/{v}"));
+                let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+                return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, ct)], serde_json::to_vec(&doc).unwrap()).into_response());
+            }
+            let doc = if core { crate::discovery::api_versions(&state.server_address) } else { crate::discovery::api_group_list(&state.catalog) };
+            Ok(json_response(StatusCode::OK, &doc, Output::Json))
+        }
+        Route::Group(g) => match crate::discovery::api_group(&state.catalog, &g) {
+            Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
+            None => Err(ApiError::no_route()),
+        },
+        Route::ResourceList { group, version } => match crate::discovery::resource_list(&state.catalog, &group, &version) {
+            Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
+            None => Err(ApiError::no_route()),
+        },
+        Route::Resource(rp) => resource(state, user, method, &rp, query, headers, body).await,
+    }
+}
+
+fn metrics(state: &AppState) -> Response {
+    let mut out = String::new();
+    for (k, v) in state.catalog.store().metrics().snapshot() {
+        out.push_str(&format!("# TYPE {k} counter\n{k} {v}\n"));
+    }
+    out.push_str(&format!("# TYPE r8s_store_revision gauge\nr8s_store_revision {}\n", state.catalog.store().current_revision()));
+    (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
+    let label_selector = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let field_selector = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e))?;
+    let st = strategy(info);
+    for r in &field_selector.requirements {
+        if !st.supports_field(&r.field) {
+            let msg = if info.custom {
+                format!("\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"", r.field)
+            } else {
+                format!("field label not supported: {}", r.field)
+            };
+            return Err(ApiError::bad_request(msg));
+        }
+    }
+    let limit = match query.get("limit") {
+        Some(l) if !l.is_empty() => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,
+        _ => 0,
+    };
+    Ok(ListOptions {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: query.get("continue").cloned(),
+        resource_version: query.get("resourceVersion").cloned(),
+        resource_version_match: query.get("resourceVersionMatch").cloned(),
+    })
+}
+
+fn write_options(query: &Query, headers: &HeaderMap, default_manager: bool) -> ApiResult<WriteOptions> {
+    let dry_run = match query.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("Invalid dryRun value: {other}"))),
+    };
+    let mut field_manager = query.get("fieldManager").cloned().filter(|s| !s.is_empty());
+    if field_manager.is_none() && default_manager {
+        // Upstream falls back to the user agent's program name.
+        field_manager = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
+            .filter(|s| !s.is_empty());
+    }
+    if let Some(m) = &field_manager {
+        if m.len() > 128 {
+            return Err(ApiError::bad_request("fieldManager: Too long: must have at most 128 bytes"));
+        }
+    }
+    if let Some(fv) = query.get("fieldValidation") {
+        if !["", "Ignore", "Warn", "Strict"].contains(&fv.as_str()) {
+            return Err(ApiError::bad_request(format!("fieldValidation: Unsupported value: \"{fv}\": supported values: \"Ignore\", \"Strict\", \"Warn\"")));
+        }
+    }
+    Ok(WriteOptions { dry_run, field_manager, operation: "Update" })
+}
+
+fn find_resource(state: &AppState, rp: &ResourcePath) -> ApiResult<Arc<ResourceInfo>> {
+    match state.catalog.find(&rp.group, &rp.version, &rp.plural) {
+        Some(i) => Ok(i),
+        None => Err(ApiError::no_route()),
+    }
+}
+
+async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &ResourcePath, query: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let info = find_resource(state, rp)?;
+    let _ = user;
+    let ns = rp.namespace.as_deref();
+    if info.namespaced && rp.name.is_some() && ns.is_none() && info.plural != "namespaces" {
+        return Err(ApiError::no_route());
+    }
+    if !info.namespaced && ns.is_some() {
+        return Err(ApiError::no_route());
+    }
+    let sub = match &rp.subresource {
+        None => None,
+        Some(s) => match Subresource::parse(s) {
+            Some(sr) if info.has(sr) => Some(sr),
+            _ => return Err(ApiError::no_route()),
+        },
+    };
+    let name = rp.name.as_deref();
+    let reg = &state.registry;
+    let verb_allowed = |v: &str| info.verbs.iter().any(|x| x == v);
+    match (method.clone(), name, sub) {
+        (Method::GET, None, _) => {
+            let watch = rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            let out = negotiate(headers)?;
+            let opts = list_options(&info, query)?;
+            if watch {
+                if !verb_allowed("watch") {
+                    return Err(ApiError::method_not_allowed());
+                }
+                return crate::watch::serve(state.clone(), info, ns.map(str::to_string), opts, out, query).await;
+            }
+            if !verb_allowed("list") {
+                return Err(ApiError::method_not_allowed());
+            }
+            let res = reg.list(&info, ns, &opts).await?;
+            render_list(state, &info, res, out, query)
+        }
+        (Method::GET, Some(n), None | Some(Subresource::Status)) => {
+            let out = negotiate(headers)?;
+            let obj = reg.get(&info, ns, n).await?;
+            render_object(state, &info, obj, out, query, StatusCode::OK)
+        }
+        (Method::GET, Some(n), Some(Subresource::Scale)) => {
+            let obj = reg.get(&info, ns, n).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&info, &obj), negotiate(headers)?))
+        }
+        (Method::POST, None, None) => {
+            if !verb_allowed("create") {
+                return Err(ApiError::method_not_allowed());
+            }
+            let out = negotiate(headers)?;
+            let fmt = body_format(headers)?;
+            if !matches!(fmt, BodyFormat::Json | BodyFormat::Yaml) {
+                return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
+            }
+            let obj = decode_body(&body, fmt == BodyFormat::Yaml)?;
+            check_type(&info, &obj)?;
+            crate::typed::check(&info, &obj)?;
+            let opts = write_options(query, headers, true)?;
+            let created = reg.create(&info, ns, obj, &opts).await?;
+            render_object(state, &info, created, out, query, StatusCode::CREATED)
+        }
+        (Method::POST, Some(n), Some(Subresource::Binding)) => {
+            let b = decode_body(&body, body_format(headers)? == BodyFormat::Yaml)?;
+            bind(state, &info, ns, n, &b, query, headers).await
+        }
+        (Method::POST, Some(n), Some(Subresource::Eviction)) => {
+            let b = decode_body(&body, body_format(headers)? == BodyFormat::Yaml)?;
+            evict(state, &info, ns, n, &b).await
+        }
+        (Method::POST, None, Some(Subresource::Binding)) => Err(ApiError::method_not_allowed()),
+        (Method::PUT, Some(n), sub) => {
+            if !verb_allowed("update") {
+                return Err(ApiError::method_not_allowed());
+            }
+            let out = negotiate(headers)?;
+            let fmt = body_format(headers)?;
+            let obj = decode_body(&body, fmt == BodyFormat::Yaml)?;
+            let opts = write_options(query, headers, true)?;
+            if sub == Some(Subresource::Scale) {
+                let updated = update_scale(reg, &info, ns, n, &opts, |_| Ok(obj.clone())).await?;
+                return Ok(json_response(StatusCode::OK, &scale_of(&info, &updated), out));
+            }
+            if sub == Some(Subresource::Finalize) {
+                let updated = reg
+                    .update_with(&info, ns, n, None, &opts, |mut cur| {
+                        cur["spec"]["finalizers"] = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                        Ok(cur)
+                    })
+                    .await?;
+                return render_object(state, &info, updated, out, query, StatusCode::OK);
+            }
+            check_type(&info, &obj)?;
+            crate::typed::check(&info, &obj)?;
+            let updated = reg.update(&info, ns, n, obj, sub, &opts).await?;
+            render_object(state, &info, updated, out, query, StatusCode::OK)
+        }
+        (Method::PATCH, Some(n), sub) => {
+            if !verb_allowed("patch") {
+                return Err(ApiError::method_not_allowed());
+            }
+            let out = negotiate(headers)?;
+            crate::patching::patch(state, &info, ns, n, sub, headers, query, &body, out).await
+        }
+        (Method::DELETE, Some(n), None) => {
+            if !verb_allowed("delete") {
+                return Err(ApiError::method_not_allowed());
+            }
+            let out = negotiate(headers)?;
+            let opts = delete_options(query, &body)?;
+            let deleted = reg.delete(&info, ns, n, &opts).await?;
+            render_object(state, &info, deleted, out, query, StatusCode::OK)
+        }
+        (Method::DELETE, None, None) => {
+            if !verb_allowed("deletecollection") {
+                return Err(ApiError::method_not_allowed());
+            }
+            let out = negotiate(headers)?;
+            let lopts = list_options(&info, query)?;
+            let dopts = delete_options(query, &body)?;
+            let items = reg.delete_collection(&info, ns, &lopts, &dopts).await?;
+            let list = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": {}, "items": items});
+            Ok(json_response(StatusCode::OK, &list, out))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// The body's apiVersion and kind must name this resource.
+fn check_type(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
+    }
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if kind.is_empty() {
+        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
+    }
+    if av.is_empty() {
+        return Err(ApiError::bad_request(format!("Object 'apiVersion' is missing in '{}'", truncate(&obj.to_string()))));
+    }
+    if av != info.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            info.api_version()
+        )));
+    }
+    if kind != info.kind {
+        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", info.kind)));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() > 200 { format!("{}...", &s[..s.char_indices().take_while(|(i, _)| *i < 200).last().map(|(i, _)| i).unwrap_or(0)]) } else { s.to_string() }
+}
+
+fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions::default();
+    if !body.iter().all(|b| b.is_ascii_whitespace()) {
+        let b = decode_body(body, true)?;
+        opts.grace_period_seconds = b.get("gracePeriodSeconds").and_then(Value::as_i64);
+        opts.propagation_policy = b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string);
+        if b.get("orphanDependents") == Some(&json!(true)) {
+            opts.propagation_policy = Some("Orphan".into());
+        }
+        opts.precondition_uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
+            opts.dry_run = d.iter().any(|x| x == "All");
+        }
+    }
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        opts.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+    }
+    if let Some(p) = query.get("propagationPolicy") {
+        opts.propagation_policy = Some(p.clone());
+    }
+    if let Some(p) = &opts.propagation_policy {
+        if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
+            return Err(ApiError::bad_request(format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"")));
+        }
+    }
+    if query.get("dryRun").map(String::as_str) == Some("All") {
+        opts.dry_run = true;
+    }
+    Ok(opts)
+}
+
+/// Renders one object (already in `info`'s version).
+pub fn render_object(state: &AppState, info: &ResourceInfo, obj: Value, out: Output, query: &Query, code: StatusCode) -> ApiResult<Response> {
+    match out {
+        Output::Table => {
+            let t = table::table(state, info, &[obj], None, query);
+            Ok(json_response(code, &t, Output::Json))
+        }
+        Output::PartialMetadata => Ok(json_response(code, &table::partial(&obj), Output::Json)),
+        _ => Ok(json_response(code, &obj, out)),
+    }
+}
+
+fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Output, query: &Query) -> ApiResult<Response> {
+    let mut md = json!({"resourceVersion": res.rev.to_string()});
+    if let Some(c) = &res.continue_token {
+        md["continue"] = json!(c);
+    }
+    if let Some(r) = res.remaining {
+        md["remainingItemCount"] = json!(r);
+    }
+    match out {
+        Output::Json if !convert::needs_conversion(info) => {
+            // Fast path: splice the cached JSON bytes.
+            let mut head = serde_json::to_vec(&json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": md})).unwrap();
+            head.pop();
+            let mut body = head;
+            body.extend_from_slice(b",\"items\":[");
+            for (i, item) in res.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(item);
+            }
+            body.extend_from_slice(b"]}");
+            Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response())
+        }
+        _ => {
+            let items: Vec<Value> = res
+                .items
+                .iter()
+                .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+                .map(|v| convert::from_storage(info, v))
+                .collect();
+            match out {
+                Output::Table => {
+                    let t = table::table(state, info, &items, Some(md), query);
+                    Ok(json_response(StatusCode::OK, &t, Output::Json))
+                }
+                Output::PartialMetadata => {
+                    let items: Vec<Value> = items.iter().map(table::partial).collect();
+                    let l = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": md, "items": items});
+                    Ok(json_response(StatusCode::OK, &l, Output::Json))
+                }
+                _ => {
+                    let l = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": md, "items": items});
+                    Ok(json_response(StatusCode::OK, &l, out))
+                }
+            }
+        }
+    }
+}
+
+/// The autoscaling/v1 Scale of a scalable object.
+pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    let selector = match obj.pointer("/spec/selector") {
+        Some(Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
+            r8s_api::printers::label_selector_string(Some(&Value::Object(m.clone())))
+        }
+        Some(Value::Object(m)) => {
+            let mut parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            parts.sort();
+            parts.join(",")
+        }
+        _ => String::new(),
+    };
+    let md = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut smd = json!({});
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        if let Some(v) = md.get(k) {
+            smd[k] = v.clone();
+        }
+    }
+    let _ = info;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": smd,
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+    })
+}
+
+/// Updates spec.replicas through the scale subresource: `f` maps the current Scale to the new.
+pub async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, mut f: F) -> ApiResult<Value>
+where
+    F: FnMut(Value) -> ApiResult<Value>,
+{
+    reg.update_with(info, ns, name, None, opts, |mut cur| {
+        let scale = scale_of(info, &cur);
+        let new_scale = f(scale)?;
+        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            if !rv.is_empty() && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                return Err(ApiError::stale(info, name));
+            }
+        }
+        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")]));
+        }
+        cur["spec"]["replicas"] = json!(replicas);
+        Ok(cur)
+    })
+    .await
+}
+
+async fn bind(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, binding: &Value, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::required("target.name", "")]));
+    }
+    let opts = write_options(query, headers, false)?;
+    state
+        .registry
+        .update_with(info, ns, name, None, &opts, |mut pod| {
+            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(ApiError::conflict(info, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            Ok(pod)
+        })
+        .await?;
+    // The PodScheduled condition is status: set it through the status path.
+    let now = r8s_api::meta::now_rfc3339();
+    state
+        .registry
+        .update_with(info, ns, name, Some(Subresource::Status), &opts, |mut pod| {
+            let conds = r8s_api::meta::obj_mut(&mut pod, &["status"]).entry("conditions").or_insert(json!([]));
+            if let Some(list) = conds.as_array_mut() {
+                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+            }
+            Ok(pod)
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
+}
+
+async fn evict(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, eviction: &Value) -> ApiResult<Response> {
+    let pod = state.registry.get(info, ns, name).await?;
+    let labels = r8s_api::meta::labels(&pod);
+    let pdb_info = state.catalog.find("policy", "v1", "poddisruptionbudgets").expect("pdb resource");
+    let pdbs = state.registry.list(&pdb_info, ns, &ListOptions::default()).await?;
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let terminal = phase == "Succeeded" || phase == "Failed";
+    for b in &pdbs.items {
+        let pdb: Value = serde_json::from_slice(b).map_err(ApiError::internal)?;
+        let Some(sel) = pdb.pointer("/spec/selector") else { continue };
+        if terminal || !r8s_api::strategy::selector_matches(sel, &labels) {
+            continue;
+        }
+        let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+        if allowed < 1 {
+            let pdb_name = r8s_api::meta::name(&pdb).to_string();
+            let current = pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
+            let desired = pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
+            return Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
+                "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")}]
+            })));
+        }
+        let pdb_name = r8s_api::meta::name(&pdb).to_string();
+        state
+            .registry
+            .update_with(&pdb_info, ns, &pdb_name, Some(Subresource::Status), &WriteOptions::default(), |mut p| {
+                let a = p.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+                p["status"]["disruptionsAllowed"] = json!((a - 1).max(0));
+                Ok(p)
+            })
+            .await?;
+    }
+    let mut opts = DeleteOptions::default();
+    if let Some(d) = eviction.get("deleteOptions") {
+        opts.grace_period_seconds = d.get("gracePeriodSeconds").and_then(Value::as_i64);
+        opts.precondition_uid = d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+    }
+    state.registry.delete(info, ns, name, &opts).await?;
+    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
+}

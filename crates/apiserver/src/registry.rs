@@ -1,0 +1,787 @@
+//! The generic registry: create / get / list / update / delete of any resource against the
+//! store, with upstream's object semantics (uid, resourceVersion and optimistic concurrency,
+//! generation, generateName, finalizers and graceful deletion, dry-run), the kind's strategy
+//! (defaults, validation, status/spec split) and the built-in admission steps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use r8s_api::meta::{self, now_rfc3339};
+use r8s_api::selectors::{FieldSelector, LabelSelector};
+use r8s_api::strategy::{strategy, validate_object_meta};
+use r8s_api::{ResourceInfo, ResourceRef, Subresource};
+use r8s_store::{Precondition, Store, WriteOutcome, prefix_end};
+use serde_json::{Map, Value, json};
+
+use crate::alloc::Allocators;
+use crate::cache::CacheEntry;
+use crate::catalog::Catalog;
+use crate::convert;
+use crate::status::{ApiError, ApiResult};
+
+/// Who is asking and how (per request).
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    /// "Update" or "Apply" for managedFields bookkeeping.
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+pub struct ListResult {
+    pub rev: i64,
+    /// Objects as stored-version JSON with resourceVersion set.
+    pub items: Vec<Bytes>,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+/// Hook the CRD machinery registers to react to CRD writes.
+pub type CrdHook = Arc<dyn Fn(&Value, bool) + Send + Sync>;
+
+pub struct Registry {
+    pub catalog: Arc<Catalog>,
+    pub alloc: Arc<Allocators>,
+    pub crd_hook: std::sync::RwLock<Option<CrdHook>>,
+    /// When false (no garbage collector runs yet), Orphan/Foreground deletes do not add the
+    /// finalizers only a GC would remove.
+    pub gc_enabled: bool,
+}
+
+const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn random_suffix(n: usize) -> String {
+    let r = uuid::Uuid::new_v4().as_u128();
+    (0..n).map(|i| NAME_CHARS[((r >> (i * 8)) % NAME_CHARS.len() as u128) as usize] as char).collect()
+}
+
+fn strip_rv(obj: &mut Value) {
+    if let Some(md) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.remove("resourceVersion");
+        md.remove("selfLink");
+    }
+}
+
+fn set_rv(obj: &mut Value, rev: i64) {
+    meta::metadata_mut(obj).insert("resourceVersion".into(), json!(rev.to_string()));
+}
+
+fn decode(bytes: &[u8], rev: i64) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
+    set_rv(&mut v, rev);
+    Ok(v)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+pub fn encode_continue(rev: i64, last_key_suffix: &str) -> String {
+    let t = ContinueToken { v: "meta.k8s.io/v1".into(), rv: rev, start: format!("{last_key_suffix}\u{0}") };
+    base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap())
+}
+
+fn decode_continue(tok: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::bad_request("continue key is not valid: illegal base64 data");
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(tok)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok))
+        .map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid token"))?;
+    if t.v != "meta.k8s.io/v1" {
+        return Err(ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+    }
+    let start = t.start.trim_end_matches('\u{0}').to_string();
+    Ok((t.rv, start))
+}
+
+fn qualified_kind(info: &ResourceInfo) -> String {
+    if info.group.is_empty() { info.kind.clone() } else { format!("{}.{}", info.kind, info.group) }
+}
+
+impl Registry {
+    pub fn new(catalog: Arc<Catalog>, alloc: Arc<Allocators>) -> Self {
+        Registry { catalog, alloc, crd_hook: std::sync::RwLock::new(None), gc_enabled: false }
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.catalog.store()
+    }
+
+    fn storage(&self, info: &ResourceInfo) -> ResourceRef {
+        self.catalog.storage_info(info)
+    }
+
+    fn key(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
+        self.storage(info).key(ns, name)
+    }
+
+    /// Reads the stored object (storage version) and its revision.
+    async fn read(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Option<(Value, i64)>> {
+        let key = self.key(info, ns, name);
+        match self.store().get(&key).await? {
+            Some(kv) => Ok(Some((decode(&kv.value, kv.mod_revision)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        match self.read(info, ns, name).await? {
+            Some((v, _)) => Ok(convert::from_storage(info, v)),
+            None => Err(ApiError::not_found(info, name)),
+        }
+    }
+
+    /// Lists objects (stored version JSON). Served from the watch cache except when paging at a
+    /// revision the cache has moved past or when an exact old revision is asked for.
+    pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+        let sinfo = self.storage(info);
+        let prefix = match ns {
+            Some(n) if sinfo.namespaced => sinfo.namespace_prefix(n),
+            _ => sinfo.key_prefix(),
+        };
+        let base = sinfo.key_prefix();
+        let cache = self.catalog.cache(&sinfo);
+        let (token_rev, start_after) = match &opts.continue_token {
+            Some(t) if !t.is_empty() => {
+                let (rev, start) = decode_continue(t)?;
+                if rev < self.store().compacted_revision() {
+                    return Err(ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ));
+                }
+                (Some(rev), Some(format!("{base}{start}")))
+            }
+            _ => (None, None),
+        };
+        let rv_param = opts.resource_version.as_deref().unwrap_or("");
+        let exact = opts.resource_version_match.as_deref() == Some("Exact");
+        let requested_rev: Option<i64> = if rv_param.is_empty() || rv_param == "0" {
+            None
+        } else {
+            Some(rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?)
+        };
+        // Decide the revision to read at and whether the cache can serve it.
+        let mut from_cache = None;
+        if let Some(cache) = &cache {
+            match (token_rev, requested_rev) {
+                (Some(r), _) => {
+                    if cache.revision() == r {
+                        from_cache = Some(cache.clone());
+                    }
+                }
+                (None, Some(r)) if exact => {
+                    if cache.revision() == r {
+                        from_cache = Some(cache.clone());
+                    }
+                }
+                (None, Some(r)) => {
+                    if !cache.wait_for(r, Duration::from_secs(3)).await {
+                        return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", cache.revision())));
+                    }
+                    from_cache = Some(cache.clone());
+                }
+                (None, None) => {
+                    if rv_param == "0" || cache.wait_for(self.store().current_revision(), Duration::from_secs(3)).await {
+                        from_cache = Some(cache.clone());
+                    }
+                }
+            }
+        }
+        let matches = |e: &CacheEntry| e.matches(if sinfo.namespaced { ns } else { None }, &opts.label_selector, &opts.field_selector);
+        let limit = opts.limit;
+        let mut items = Vec::new();
+        let mut last_key: Option<String> = None;
+        let mut more = false;
+        let mut remaining = 0i64;
+        let rev;
+        if let Some(cache) = from_cache {
+            let (r, entries) = cache.list(&prefix, start_after.as_deref());
+            rev = r;
+            for e in entries {
+                if !matches(&e) {
+                    continue;
+                }
+                if limit > 0 && items.len() >= limit {
+                    more = true;
+                    remaining += 1;
+                    continue;
+                }
+                last_key = Some(e.key.clone());
+                items.push(e.bytes.clone());
+            }
+        } else {
+            let at = token_rev.or(requested_rev);
+            let start = start_after.map(|s| format!("{s}\0")).unwrap_or_else(|| prefix.clone());
+            let res = self.store().range(&start, &prefix_end(&prefix), 0, at).await?;
+            rev = res.revision;
+            for kv in res.kvs {
+                let Some(e) = crate::cache::entry_from_kv(&sinfo, &kv.key, &kv.value, kv.mod_revision) else { continue };
+                if !matches(&e) {
+                    continue;
+                }
+                if limit > 0 && items.len() >= limit {
+                    more = true;
+                    remaining += 1;
+                    continue;
+                }
+                last_key = Some(e.key.clone());
+                items.push(e.bytes.clone());
+            }
+        }
+        let continue_token = if more { last_key.map(|k| encode_continue(rev, k.strip_prefix(&base).unwrap_or(&k))) } else { None };
+        let has_selectors = !opts.label_selector.is_empty() || !opts.field_selector.is_empty();
+        Ok(ListResult { rev, items, continue_token, remaining: if more && !has_selectors { Some(remaining) } else { None } })
+    }
+
+    async fn check_namespace(&self, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<()> {
+        let Some(ns) = ns else { return Ok(()) };
+        if !info.namespaced {
+            return Ok(());
+        }
+        let ns_info = self.catalog.find("", "v1", "namespaces").expect("namespaces resource");
+        match self.read(&ns_info, None, ns).await? {
+            None => Err(ApiError::namespace_not_found(ns)),
+            Some((nsobj, _)) => {
+                if nsobj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                    Err(ApiError::forbidden(format!("unable to create new content in namespace {ns} because it is being terminated"))
+                        .with_details(json!({"name": info.plural, "kind": info.plural})))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Creates an object. `obj` is in `info`'s version; the result too.
+    pub async fn create(&self, info: &ResourceInfo, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body of the request must be an object"));
+        }
+        // Namespace from the URL; a differing one in the body is an error.
+        {
+            let md = meta::metadata_mut(&mut obj);
+            if info.namespaced {
+                let body_ns = md.get("namespace").and_then(Value::as_str).map(str::to_string);
+                match (ns, body_ns.as_deref()) {
+                    (Some(u), Some(b)) if !b.is_empty() && u != b => {
+                        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                    }
+                    (Some(u), _) => {
+                        md.insert("namespace".into(), json!(u));
+                    }
+                    (None, _) => return Err(ApiError::bad_request("the server could not find the requested resource")),
+                }
+            } else {
+                md.remove("namespace");
+            }
+            if md.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+            }
+            let name_empty = md.get("name").and_then(Value::as_str).is_none_or(str::is_empty);
+            if name_empty {
+                if let Some(g) = md.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                    let base = if g.len() > 58 { &g[..58] } else { g };
+                    let name = format!("{base}{}", random_suffix(5));
+                    md.insert("name".into(), json!(name));
+                }
+            }
+            md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            md.insert("creationTimestamp".into(), json!(now_rfc3339()));
+            md.remove("deletionTimestamp");
+            md.remove("deletionGracePeriodSeconds");
+            md.remove("generation");
+        }
+        let sinfo = self.storage(info);
+        let mut obj = convert::to_storage(info, obj);
+        let st = strategy(&sinfo);
+        st.default(&mut obj);
+        st.prepare_create(&mut obj);
+        self.admit_create(&sinfo, &mut obj).await?;
+        let name = meta::name(&obj).to_string();
+        let mut errs = validate_object_meta(&obj, st.name_rule(), sinfo.namespaced);
+        errs.extend(st.validate(&obj, None));
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(info, &name, &errs));
+        }
+        self.check_namespace(&sinfo, ns).await?;
+        crate::fields::record_operation(&mut obj, None, opts, &info.api_version());
+        // Service allocations.
+        let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() {
+            Some(self.alloc.allocate(&mut obj, None, opts.dry_run).map_err(|e| ApiError::invalid(info, &name, &e))?)
+        } else {
+            None
+        };
+        let key = sinfo.key(ns, &name);
+        if opts.dry_run {
+            if self.store().get(&key).await?.is_some() {
+                return Err(ApiError::already_exists(info, &name));
+            }
+            return Ok(convert::from_storage(info, obj));
+        }
+        strip_rv(&mut obj);
+        let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+        match self.store().put(&key, bytes, Precondition::Absent).await? {
+            WriteOutcome::Done { kv, .. } => {
+                set_rv(&mut obj, kv.mod_revision);
+                self.after_write(&sinfo, &obj, false);
+                Ok(convert::from_storage(info, obj))
+            }
+            WriteOutcome::Failed { .. } => {
+                if let Some(a) = allocation {
+                    self.alloc.release_allocation(&a);
+                }
+                Err(ApiError::already_exists(info, &name))
+            }
+        }
+    }
+
+    /// Built-in admission on create (what upstream's default admission chain does).
+    async fn admit_create(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+        if info.group.is_empty() && info.kind == "Secret" {
+            merge_string_data(obj);
+        }
+        if info.group == "batch" && info.kind == "Job" {
+            job_selector(obj);
+        }
+        if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
+            crate::crd::accept(obj);
+        }
+        if info.custom {
+            self.custom_schema(info, obj)?;
+        }
+        Ok(())
+    }
+
+    /// Prunes, defaults and validates a custom resource against its CRD's schema.
+    fn custom_schema(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+        if let Some(schema) = self.catalog.schema(info) {
+            crate::crd::prune(obj, &schema, true);
+            crate::crd::apply_defaults(obj, &schema);
+            let errs = crate::crd::validate(obj, &schema);
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(info, meta::name(obj), &errs));
+            }
+        }
+        Ok(())
+    }
+
+    fn after_write(&self, info: &ResourceInfo, obj: &Value, deleted: bool) {
+        if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
+            if let Some(h) = self.crd_hook.read().unwrap().clone() {
+                h(obj, deleted);
+            }
+        }
+    }
+
+    /// Read-modify-write with retries: `mutate` gets the current object (stored version, with
+    /// resourceVersion) and returns the desired one. A resourceVersion in the result that
+    /// differs from the current one is a conflict (409), like upstream's update precondition.
+    pub async fn update_with<F>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+        mut mutate: F,
+    ) -> ApiResult<Value>
+    where
+        F: FnMut(Value) -> ApiResult<Value>,
+    {
+        let sinfo = self.storage(info);
+        let key = sinfo.key(ns, name);
+        for _attempt in 0..16 {
+            let Some((current, rev)) = self.read(info, ns, name).await? else {
+                return Err(ApiError::not_found(info, name));
+            };
+            let wanted = mutate(convert::from_storage(info, current.clone()))?;
+            if let Some(rv) = wanted.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                if !rv.is_empty() && rv != rev.to_string() {
+                    return Err(ApiError::stale(info, name));
+                }
+            }
+            let mut obj = self.prepare_update(info, &sinfo, &current, wanted, sub, opts)?;
+            let final_delete = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+                && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+                && !(sinfo.kind == "Pod" && sinfo.group.is_empty() && current.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0);
+            let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() && sub.is_none() {
+                Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).map_err(|e| ApiError::invalid(info, name, &e))?)
+            } else {
+                None
+            };
+            // No-op updates do not write (and keep the resourceVersion), like upstream.
+            let mut cmp_old = current.clone();
+            let mut cmp_new = obj.clone();
+            strip_rv(&mut cmp_old);
+            strip_rv(&mut cmp_new);
+            for v in [&mut cmp_old, &mut cmp_new] {
+                if let Some(md) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    md.remove("managedFields");
+                }
+            }
+            if cmp_old == cmp_new && !final_delete {
+                return Ok(convert::from_storage(info, current));
+            }
+            if opts.dry_run {
+                return Ok(convert::from_storage(info, obj));
+            }
+            if final_delete {
+                return match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
+                    WriteOutcome::Done { kv, .. } => {
+                        set_rv(&mut obj, kv.mod_revision);
+                        self.on_deleted(&sinfo, &obj);
+                        Ok(convert::from_storage(info, obj))
+                    }
+                    WriteOutcome::Failed { .. } => continue,
+                };
+            }
+            strip_rv(&mut obj);
+            let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+            match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
+                WriteOutcome::Done { kv, .. } => {
+                    set_rv(&mut obj, kv.mod_revision);
+                    if sinfo.kind == "Service" && sinfo.group.is_empty() {
+                        self.alloc.release_unused(&current, Some(&obj));
+                    }
+                    self.after_write(&sinfo, &obj, false);
+                    return Ok(convert::from_storage(info, obj));
+                }
+                WriteOutcome::Failed { current: None } => {
+                    if let Some(a) = allocation {
+                        self.alloc.release_allocation(&a);
+                    }
+                    return Err(ApiError::not_found(info, name));
+                }
+                WriteOutcome::Failed { .. } => {
+                    if let Some(a) = allocation {
+                        self.alloc.release_allocation(&a);
+                    }
+                    continue;
+                }
+            }
+        }
+        Err(ApiError::stale(info, name))
+    }
+
+    /// Applies the update rules to `wanted` (in `info`'s version) given `current` (stored).
+    fn prepare_update(
+        &self,
+        info: &ResourceInfo,
+        sinfo: &ResourceInfo,
+        current: &Value,
+        wanted: Value,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let name = meta::name(current).to_string();
+        if !wanted.is_object() {
+            return Err(ApiError::bad_request("the body of the request must be an object"));
+        }
+        let wanted_name = meta::name(&wanted);
+        if !wanted_name.is_empty() && wanted_name != name {
+            return Err(ApiError::bad_request(format!("the name of the object ({wanted_name}) does not match the name on the URL ({name})")));
+        }
+        if sinfo.namespaced {
+            let wns = meta::namespace(&wanted).unwrap_or("");
+            if !wns.is_empty() && Some(wns) != meta::namespace(current) {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+        }
+        let mut obj = convert::to_storage(info, wanted);
+        let st = strategy(sinfo);
+        match sub {
+            Some(Subresource::Status) => {
+                // Only status changes (plus nothing else) through the status subresource.
+                let mut merged = current.clone();
+                if let Some(s) = obj.get("status") {
+                    merged["status"] = s.clone();
+                } else if let Some(m) = merged.as_object_mut() {
+                    m.remove("status");
+                }
+                if let (Some(md), Some(new_md)) = (merged.get_mut("metadata").and_then(Value::as_object_mut), obj.get("metadata").and_then(Value::as_object)) {
+                    if let Some(rv) = new_md.get("resourceVersion") {
+                        md.insert("resourceVersion".into(), rv.clone());
+                    }
+                }
+                obj = merged;
+            }
+            _ => {
+                // Immutable and system-owned metadata comes from the stored object.
+                let cur_md = current.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+                let md = meta::metadata_mut(&mut obj);
+                for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                    match cur_md.get(k) {
+                        Some(v) => {
+                            md.insert(k.into(), v.clone());
+                        }
+                        None => {
+                            md.remove(k);
+                        }
+                    }
+                }
+                if md.get("managedFields").is_none() {
+                    if let Some(mf) = cur_md.get("managedFields") {
+                        md.insert("managedFields".into(), mf.clone());
+                    }
+                }
+                // A deleting object may only lose finalizers.
+                if cur_md.get("deletionTimestamp").is_some() {
+                    let old_f: Vec<Value> = cur_md.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                    if let Some(new_f) = md.get("finalizers").and_then(Value::as_array) {
+                        if new_f.iter().any(|f| !old_f.contains(f)) {
+                            return Err(ApiError::invalid(
+                                info,
+                                &name,
+                                &[r8s_api::errors::FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                            ));
+                        }
+                    }
+                }
+                if info.has(Subresource::Status) || sinfo.has(Subresource::Status) {
+                    match current.get("status") {
+                        Some(s) => obj["status"] = s.clone(),
+                        None => {
+                            obj.as_object_mut().unwrap().remove("status");
+                        }
+                    }
+                }
+                if sinfo.group.is_empty() && sinfo.kind == "Secret" {
+                    merge_string_data(&mut obj);
+                }
+                if sinfo.custom {
+                    self.custom_schema(sinfo, &mut obj)?;
+                }
+                st.default(&mut obj);
+                if st.tracks_generation() && meta::spec_part(current) != meta::spec_part(&obj) {
+                    let g = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                    meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
+                }
+            }
+        }
+        let mut errs = validate_object_meta(&obj, st.name_rule(), sinfo.namespaced);
+        errs.extend(st.validate(&obj, Some(current)));
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(info, &name, &errs));
+        }
+        crate::fields::record_operation(&mut obj, Some(current), opts, &info.api_version());
+        Ok(obj)
+    }
+
+    /// PUT: replace the object (or its status). Conflicts if the body's resourceVersion is stale.
+    pub async fn update(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, obj: Value, sub: Option<Subresource>, opts: &WriteOptions) -> ApiResult<Value> {
+        let rv_missing = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty);
+        if rv_missing && sub.is_none() && self.read(info, ns, name).await?.is_none() && allow_create_on_update(info) {
+            return self.create(info, ns, obj, opts).await;
+        }
+        self.update_with(info, ns, name, sub, opts, |_current| Ok(obj.clone())).await
+    }
+
+    /// DELETE with upstream's graceful deletion and finalizer semantics.
+    pub async fn delete(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Value> {
+        let sinfo = self.storage(info);
+        if sinfo.group.is_empty() && sinfo.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")).with_details(json!({"name": name, "kind": "namespaces"})));
+        }
+        let key = sinfo.key(ns, name);
+        for _ in 0..16 {
+            let Some((current, rev)) = self.read(info, ns, name).await? else {
+                return Err(ApiError::not_found(info, name));
+            };
+            if let Some(uid) = &opts.precondition_uid {
+                if current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str()) {
+                    return Err(ApiError::conflict(
+                        info,
+                        name,
+                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")),
+                    ));
+                }
+            }
+            if let Some(prv) = &opts.precondition_rv {
+                if *prv != rev.to_string() {
+                    return Err(ApiError::conflict(info, name, &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}")));
+                }
+            }
+            let mut obj = current.clone();
+            let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let mut finalizers: Vec<Value> = current.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            if self.gc_enabled && !already_deleting {
+                match opts.propagation_policy.as_deref() {
+                    Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => finalizers.push(json!("foregroundDeletion")),
+                    Some("Orphan") if !finalizers.contains(&json!("orphan")) => finalizers.push(json!("orphan")),
+                    _ => {}
+                }
+            }
+            // Graceful deletion: bound pods wait for their kubelet.
+            let is_pod = sinfo.group.is_empty() && sinfo.kind == "Pod";
+            let is_ns = sinfo.group.is_empty() && sinfo.kind == "Namespace";
+            let mut grace = 0i64;
+            if is_pod {
+                let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+                let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+                let terminal = phase == "Succeeded" || phase == "Failed";
+                grace = opts.grace_period_seconds.unwrap_or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30));
+                if !bound || terminal {
+                    grace = 0;
+                }
+                if already_deleting {
+                    let cur_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+                    // A shorter grace period may replace a longer one.
+                    if grace >= cur_grace && grace != 0 {
+                        return Ok(convert::from_storage(info, current));
+                    }
+                }
+            }
+            let needs_wait = !finalizers.is_empty() || grace > 0 || is_ns;
+            if needs_wait {
+                let md = meta::metadata_mut(&mut obj);
+                if !already_deleting || grace > 0 || (is_pod && grace == 0) {
+                    let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+                    if !already_deleting || is_pod {
+                        md.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                        md.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                }
+                md.insert("finalizers".into(), Value::Array(finalizers.clone()));
+                if finalizers.is_empty() {
+                    md.remove("finalizers");
+                }
+                if is_ns {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+                let pod_done = is_pod && grace == 0 && finalizers.is_empty();
+                if !pod_done {
+                    if opts.dry_run {
+                        return Ok(convert::from_storage(info, obj));
+                    }
+                    if obj == current {
+                        return Ok(convert::from_storage(info, current));
+                    }
+                    strip_rv(&mut obj);
+                    let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+                    match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
+                        WriteOutcome::Done { kv, .. } => {
+                            set_rv(&mut obj, kv.mod_revision);
+                            return Ok(convert::from_storage(info, obj));
+                        }
+                        WriteOutcome::Failed { .. } => continue,
+                    }
+                }
+            }
+            if opts.dry_run {
+                return Ok(convert::from_storage(info, current));
+            }
+            match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
+                WriteOutcome::Done { kv, .. } => {
+                    let mut last = current.clone();
+                    set_rv(&mut last, kv.mod_revision);
+                    self.on_deleted(&sinfo, &last);
+                    return Ok(convert::from_storage(info, last));
+                }
+                WriteOutcome::Failed { .. } => continue,
+            }
+        }
+        Err(ApiError::stale(info, name))
+    }
+
+    fn on_deleted(&self, sinfo: &ResourceInfo, obj: &Value) {
+        if sinfo.group.is_empty() && sinfo.kind == "Service" {
+            self.alloc.release_unused(obj, None);
+        }
+        self.after_write(sinfo, obj, true);
+    }
+
+    /// Deletes everything a LIST with these options returns.
+    pub async fn delete_collection(&self, info: &ResourceInfo, ns: Option<&str>, list: &ListOptions, opts: &DeleteOptions) -> ApiResult<Vec<Value>> {
+        let res = self.list(info, ns, list).await?;
+        let mut out = Vec::new();
+        for b in res.items {
+            let v: Value = serde_json::from_slice(&b).map_err(ApiError::internal)?;
+            let name = meta::name(&v).to_string();
+            let ons = meta::namespace(&v).map(str::to_string);
+            match self.delete(info, ons.as_deref(), &name, opts).await {
+                Ok(d) => out.push(d),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores an object as-is if missing (bootstrap of default objects).
+    pub async fn ensure(&self, info: &ResourceInfo, ns: Option<&str>, obj: Value) -> ApiResult<()> {
+        match self.create(info, ns, obj, &WriteOptions { operation: "Update", ..Default::default() }).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn qualified_kind(info: &ResourceInfo) -> String {
+        qualified_kind(info)
+    }
+}
+
+fn allow_create_on_update(info: &ResourceInfo) -> bool {
+    // Upstream allows create-on-update for these (e.g. `kubectl replace` of a missing lease).
+    matches!((info.group.as_str(), info.kind.as_str()), ("", "Endpoints") | ("coordination.k8s.io", "Lease") | ("", "Event") | ("events.k8s.io", "Event"))
+        || info.group == "rbac.authorization.k8s.io"
+        || info.custom
+        || matches!(info.kind.as_str(), "PriorityClass" | "LimitRange")
+}
+
+/// `stringData` is merged into `data` (base64) and never stored.
+fn merge_string_data(obj: &mut Value) {
+    let Some(m) = obj.as_object_mut() else { return };
+    if let Some(Value::Object(sd)) = m.remove("stringData") {
+        let data = m.entry("data").or_insert_with(|| Value::Object(Map::new()));
+        if !data.is_object() {
+            *data = Value::Object(Map::new());
+        }
+        let data = data.as_object_mut().unwrap();
+        for (k, v) in sd {
+            if let Some(s) = v.as_str() {
+                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+            }
+        }
+    }
+}
+
+/// Jobs get a generated selector and labels tied to their uid (unless manualSelector).
+fn job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = meta::name(obj).to_string();
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let labels = meta::obj_mut(obj, &["spec", "template", "metadata", "labels"]);
+    labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+    labels.insert("batch.kubernetes.io/job-name".into(), json!(name));
+    labels.insert("controller-uid".into(), json!(uid));
+    labels.insert("job-name".into(), json!(name));
+}
