@@ -504,9 +504,9 @@ pub fn qos_class(spec: Option<&Value>) -> &'static str {
 fn default_template(obj: &mut Value) {
     let spec = obj_mut(obj, &["spec", "template", "spec"]);
     default_pod_spec(spec, false);
-    // Upstream shows an empty creationTimestamp in templates.
+    // Upstream serializes the template's zero creationTimestamp as null.
     let md = obj_mut(obj, &["spec", "template", "metadata"]);
-    let _ = md;
+    md.entry("creationTimestamp").or_insert(Value::Null);
 }
 
 fn default_job(obj: &mut Value) {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::auth::UserInfo;
 use crate::catalog::Catalog;
 use crate::registry::{DeleteOptions, ListOptions, ListResult, Registry, WriteOptions};
-use crate::request::{BodyFormat, Output, ResourcePath, Route, body_format, decode_body, negotiate, parse_query, parse_route};
+use crate::request::{BodyFormat, Output, ResourcePath, Route, body_format, decode_body, decode_object, negotiate, parse_query, parse_route};
 use crate::status::{ApiError, ApiResult, success_status};
 use crate::{convert, table};
 
@@ -260,10 +260,10 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             }
             let out = negotiate(headers)?;
             let fmt = body_format(headers)?;
-            if !matches!(fmt, BodyFormat::Json | BodyFormat::Yaml) {
+            if !matches!(fmt, BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf) {
                 return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
             }
-            let obj = decode_body(&body, fmt == BodyFormat::Yaml)?;
+            let obj = decode_object(&body, fmt)?;
             check_type(&info, &obj)?;
             crate::typed::check(&info, &obj)?;
             let opts = write_options(query, headers, true)?;
@@ -271,11 +271,11 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             render_object(state, &info, created, out, query, StatusCode::CREATED)
         }
         (Method::POST, Some(n), Some(Subresource::Binding)) => {
-            let b = decode_body(&body, body_format(headers)? == BodyFormat::Yaml)?;
+            let b = decode_object(&body, body_format(headers)?)?;
             bind(state, &info, ns, n, &b, query, headers).await
         }
         (Method::POST, Some(n), Some(Subresource::Eviction)) => {
-            let b = decode_body(&body, body_format(headers)? == BodyFormat::Yaml)?;
+            let b = decode_object(&body, body_format(headers)?)?;
             evict(state, &info, ns, n, &b).await
         }
         (Method::POST, None, Some(Subresource::Binding)) => Err(ApiError::method_not_allowed()),
@@ -285,7 +285,7 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             }
             let out = negotiate(headers)?;
             let fmt = body_format(headers)?;
-            let obj = decode_body(&body, fmt == BodyFormat::Yaml)?;
+            let obj = decode_object(&body, fmt)?;
             let opts = write_options(query, headers, true)?;
             if sub == Some(Subresource::Scale) {
                 let updated = update_scale(reg, &info, ns, n, &opts, |_| Ok(obj.clone())).await?;

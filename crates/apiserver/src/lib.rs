@@ -20,6 +20,7 @@ pub mod mergekeys;
 pub mod openapi;
 pub mod patch;
 pub mod patching;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod server;

@@ -250,8 +250,38 @@ fn parent_context(def: &str) -> Option<&'static str> {
     })
 }
 
+/// Rewrites `{"$ref": .., "description": ..}` as upstream writes it (`allOf: [{$ref}]` beside
+/// the description), since OpenAPI 3.0 ignores siblings of `$ref`.
+fn wrap_refs(schema: &mut Value) {
+    let Some(m) = schema.as_object_mut() else { return };
+    if m.contains_key("$ref") && m.len() > 1 {
+        let r = m.remove("$ref").unwrap();
+        m.insert("allOf".into(), json!([{"$ref": r}]));
+    }
+    for (k, c) in m.iter_mut() {
+        match k.as_str() {
+            // Maps of name -> schema (a property may itself be called "$ref").
+            "properties" | "patternProperties" | "definitions" => {
+                if let Some(props) = c.as_object_mut() {
+                    props.values_mut().for_each(wrap_refs);
+                }
+            }
+            "items" | "additionalProperties" | "not" | "additionalItems" => wrap_refs(c),
+            "allOf" | "oneOf" | "anyOf" => {
+                if let Some(a) = c.as_array_mut() {
+                    a.iter_mut().for_each(wrap_refs);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Adds x-kubernetes-patch-* and list-type extensions to array properties.
 fn decorate(defs: &mut Map<String, Value>) {
+    for (_, schema) in defs.iter_mut() {
+        wrap_refs(schema);
+    }
     for (name, schema) in defs.iter_mut() {
         let Some(parent) = parent_context(name) else { continue };
         let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { continue };

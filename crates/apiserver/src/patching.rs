@@ -56,7 +56,7 @@ pub async fn patch(
     let fmt = body_format(headers)?;
     let reg = &state.registry;
     match fmt {
-        BodyFormat::Json | BodyFormat::Yaml => {
+        BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf => {
             return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
         }
         BodyFormat::ApplyPatch => return server_side_apply(state, info, ns, name, sub, query, body, out).await,

@@ -132,6 +132,7 @@ pub enum BodyFormat {
     MergePatch,
     StrategicMergePatch,
     ApplyPatch,
+    Protobuf,
 }
 
 pub fn body_format(headers: &HeaderMap) -> ApiResult<BodyFormat> {
@@ -144,8 +145,23 @@ pub fn body_format(headers: &HeaderMap) -> ApiResult<BodyFormat> {
         "application/merge-patch+json" => BodyFormat::MergePatch,
         "application/strategic-merge-patch+json" => BodyFormat::StrategicMergePatch,
         "application/apply-patch+yaml" | "application/apply-patch+json" => BodyFormat::ApplyPatch,
+        "application/vnd.kubernetes.protobuf" => BodyFormat::Protobuf,
         other => return Err(ApiError::unsupported_media_type(other)),
     })
+}
+
+/// Decodes an object body in any accepted format.
+pub fn decode_object(body: &Bytes, fmt: BodyFormat) -> ApiResult<Value> {
+    match fmt {
+        BodyFormat::Protobuf => {
+            if body.len() > MAX_BODY {
+                return Err(ApiError::too_large(MAX_BODY));
+            }
+            crate::protobuf::decode(body).map_err(|e| ApiError::bad_request(format!("failed to decode protobuf body: {e}")))
+        }
+        BodyFormat::Yaml => decode_body(body, true),
+        _ => decode_body(body, false),
+    }
 }
 
 /// Decodes a JSON or YAML body into a value.
