@@ -143,6 +143,11 @@ fn metrics(state: &AppState) -> Response {
     (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// Boolean query parameters as Go's strconv.ParseBool reads them (clients send "True" too).
+pub fn query_bool(query: &Query, key: &str) -> bool {
+    query.get(key).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
 fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
     let label_selector = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
@@ -230,7 +235,7 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
     let verb_allowed = |v: &str| info.verbs.iter().any(|x| x == v);
     match (method.clone(), name, sub) {
         (Method::GET, None, _) => {
-            let watch = rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            let watch = rp.watch_prefix || query.get("watch").is_some_and(|w| w.eq_ignore_ascii_case("true") || w == "1");
             let out = negotiate(headers)?;
             let opts = list_options(&info, query)?;
             if watch {

@@ -95,7 +95,7 @@ async fn server_side_apply(
     if manager.is_empty() {
         return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
     }
-    let force = query.get("force").is_some_and(|f| f == "true");
+    let force = crate::handlers::query_bool(query, "force");
     let config = decode_body(body, true)?;
     if !config.is_object() {
         return Err(ApiError::bad_request("apply patch must be an object"));

@@ -734,6 +734,9 @@ impl Registry {
 
     /// Stores an object as-is if missing (bootstrap of default objects).
     pub async fn ensure(&self, info: &ResourceInfo, ns: Option<&str>, obj: Value) -> ApiResult<()> {
+        if self.read(info, ns, meta::name(&obj)).await?.is_some() {
+            return Ok(());
+        }
         match self.create(info, ns, obj, &WriteOptions { operation: "Update", ..Default::default() }).await {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 => Ok(()),

@@ -84,8 +84,8 @@ pub async fn serve(
     let sinfo = state.catalog.storage_info(&info);
     let cache = state.catalog.cache(&sinfo).ok_or_else(ApiError::method_not_allowed)?;
     let rv = opts.resource_version.clone().unwrap_or_default();
-    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let send_initial = crate::handlers::query_bool(query, "sendInitialEvents");
+    let bookmarks = crate::handlers::query_bool(query, "allowWatchBookmarks");
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
