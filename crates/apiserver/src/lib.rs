@@ -52,6 +52,8 @@ pub struct Config {
     pub kubeconfig_path: Option<PathBuf>,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// A garbage collector runs: Orphan/Foreground deletes get the finalizers it removes.
+    pub gc_enabled: bool,
 }
 
 pub struct RunningServer {
@@ -139,7 +141,9 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
     )?;
     let catalog = catalog::Catalog::new(store.clone());
     let allocators = Arc::new(alloc::Allocators::new(service_cidr));
-    let registry = Arc::new(registry::Registry::new(catalog.clone(), allocators));
+    let mut registry = registry::Registry::new(catalog.clone(), allocators);
+    registry.gc_enabled = cfg.gc_enabled;
+    let registry = Arc::new(registry);
     let state = Arc::new(handlers::AppState {
         registry: registry.clone(),
         catalog: catalog.clone(),

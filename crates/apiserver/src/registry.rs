@@ -428,7 +428,10 @@ impl Registry {
             let mut obj = self.prepare_update(info, &sinfo, &current, wanted, sub, opts)?;
             let final_delete = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
                 && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
-                && !(sinfo.kind == "Pod" && sinfo.group.is_empty() && current.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0);
+                && !(sinfo.kind == "Pod" && sinfo.group.is_empty() && current.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
+                // A namespace goes only once the namespace controller has emptied it and removed
+                // its spec finalizer ("kubernetes").
+                && !(sinfo.kind == "Namespace" && sinfo.group.is_empty() && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
             let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() && sub.is_none() {
                 Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).map_err(|e| ApiError::invalid(info, name, &e))?)
             } else {

@@ -1,5 +1,7 @@
 //! The `r8s` binary: flag parsing and wiring only.
 
+mod local;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +19,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane (API server on the embedded store).
+    /// Run the control plane (API server on the embedded store, scheduler, controllers).
     Server(ServerArgs),
+    /// Register simulated nodes and play their kubelet (capacity planning, controller tests).
+    SimNodes(SimNodesArgs),
+    /// Run the scheduler against a cluster.
+    Scheduler(RemoteArgs),
+    /// Run the controller-manager against a cluster.
+    ControllerManager(ControllerManagerArgs),
+}
+
+#[derive(Args)]
+struct RemoteArgs {
+    /// Kubeconfig with the cluster's address and credentials.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+}
+
+#[derive(Args)]
+struct ControllerManagerArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+}
+
+#[derive(Args)]
+struct SimNodesArgs {
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// How many nodes.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    #[arg(long, default_value = "sim-")]
+    name_prefix: String,
+    /// Number of the first node (name_prefix + number).
+    #[arg(long, default_value_t = 0)]
+    first_index: usize,
+    #[arg(long, default_value = "32")]
+    cpu: String,
+    #[arg(long, default_value = "256Gi")]
+    memory: String,
+    #[arg(long, default_value = "110")]
+    pods: String,
+    /// Node labels: k=v,k2=v2
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Node taints: k=v:Effect,...
+    #[arg(long, default_value = "")]
+    taints: String,
+    /// Lease duration; leases are renewed every quarter of it.
+    #[arg(long, default_value_t = 40)]
+    lease_duration_seconds: i32,
 }
 
 #[derive(Args)]
@@ -44,6 +96,12 @@ struct ServerArgs {
     /// Extra SANs for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    disable_controller_manager: bool,
     /// How often store history is compacted.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: Duration,
@@ -70,6 +128,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
+        Command::SimNodes(args) => rt.block_on(sim_nodes(args)),
+        Command::Scheduler(args) => rt.block_on(async move {
+            let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
+            r8s_scheduler::run(r8s_client::informer::Informers::new(client)).await
+        }),
+        Command::ControllerManager(args) => rt.block_on(async move {
+            let client = r8s_client::client_from_kubeconfig(&args.remote.kubeconfig).await?;
+            r8s_controllers::start(r8s_client::informer::Informers::new(client), r8s_controllers::Options { cluster_cidr: args.cluster_cidr }).await?;
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }),
     }
 }
 
@@ -85,15 +154,48 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             bind_address: args.bind_address,
             https_port: args.https_listen_port,
             service_cidr: args.service_cluster_ip_range,
-            cluster_cidr: args.cluster_cidr,
+            cluster_cidr: args.cluster_cidr.clone(),
             kubeconfig_path: args.write_kubeconfig,
             tls_sans: args.tls_san,
+            gc_enabled: !args.disable_controller_manager,
         },
         store.clone(),
     )
     .await?;
     r8s_apiserver::spawn_compactor(store, args.compaction_interval, 1000);
+    // In-process components reach the API through the same handler as remote clients.
+    if !args.disable_scheduler {
+        let informers = r8s_client::informer::Informers::new(local::client(running.state.clone(), "kube-scheduler"));
+        tokio::spawn(async move {
+            if let Err(e) = r8s_scheduler::run(informers).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        });
+    }
+    if !args.disable_controller_manager {
+        let informers = r8s_client::informer::Informers::new(local::client(running.state.clone(), "kube-controller-manager"));
+        r8s_controllers::start(informers, r8s_controllers::Options { cluster_cidr: args.cluster_cidr.clone() }).await?;
+    }
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "r8s server ready");
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+async fn sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
+    let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
+    let cfg = r8s_simnodes::SimConfig {
+        count: args.count,
+        name_prefix: args.name_prefix,
+        first_index: args.first_index,
+        cpu: args.cpu,
+        memory: args.memory,
+        pods: args.pods,
+        labels: r8s_simnodes::parse_labels(&args.labels)?,
+        taints: r8s_simnodes::parse_taints(&args.taints)?,
+        lease_duration_seconds: args.lease_duration_seconds,
+    };
+    tokio::select! {
+        r = r8s_simnodes::run(client, cfg) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }

@@ -1,0 +1,51 @@
+//! Expectations (upstream's ControllerExpectations): after a controller creates or deletes
+//! pods it waits to see those changes in its informer before it counts again, so a lagging
+//! cache never makes it create or delete twice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TTL: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+pub struct Expectations {
+    map: Mutex<HashMap<(String, String), (i64, i64, Instant)>>,
+}
+
+impl Expectations {
+    pub fn expect(&self, key: &(String, String), adds: i64, dels: i64) {
+        self.map.lock().unwrap().insert(key.clone(), (adds, dels, Instant::now()));
+    }
+
+    pub fn observed_add(&self, key: &(String, String)) {
+        if let Some(e) = self.map.lock().unwrap().get_mut(key) {
+            e.0 -= 1;
+        }
+    }
+
+    pub fn observed_del(&self, key: &(String, String)) {
+        if let Some(e) = self.map.lock().unwrap().get_mut(key) {
+            e.1 -= 1;
+        }
+    }
+
+    /// A create or delete that failed will never be observed.
+    pub fn lower(&self, key: &(String, String), adds: i64, dels: i64) {
+        if let Some(e) = self.map.lock().unwrap().get_mut(key) {
+            e.0 -= adds;
+            e.1 -= dels;
+        }
+    }
+
+    pub fn satisfied(&self, key: &(String, String)) -> bool {
+        match self.map.lock().unwrap().get(key) {
+            None => true,
+            Some((a, d, at)) => (*a <= 0 && *d <= 0) || at.elapsed() > TTL,
+        }
+    }
+
+    pub fn forget(&self, key: &(String, String)) {
+        self.map.lock().unwrap().remove(key);
+    }
+}

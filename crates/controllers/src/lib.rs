@@ -1,0 +1,58 @@
+//! The controller-manager: one reconcile loop per resource over shared informers and
+//! rate-limited work queues, talking to the API server only through the API. Every
+//! controller follows the same shape: handlers map informer changes to keys, workers take
+//! keys from the queue and reconcile the object to its desired state.
+
+pub mod deployment;
+pub mod expectations;
+pub mod gc;
+pub mod namespace;
+pub mod nodeipam;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod util;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use r8s_client::informer::Informers;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub cluster_cidr: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { cluster_cidr: "10.244.0.0/16".into() }
+    }
+}
+
+/// Starts every controller; returns once they are all running.
+pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
+    nodeipam::Controller::start(informers.clone(), &opts.cluster_cidr).await?;
+    let i = informers.clone();
+    tokio::spawn(async move { replicaset::Controller::<ReplicaSet>::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { replicaset::Controller::<ReplicationController>::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { deployment::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { namespace::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { serviceaccount::Controller::start(i).await });
+    let gc = gc::Collector::new(informers.clone());
+    tokio::spawn(async move {
+        gc.track::<Pod>("pods").await;
+        gc.track::<ReplicaSet>("replicasets").await;
+        gc.track::<ReplicationController>("replicationcontrollers").await;
+        gc.track::<Deployment>("deployments").await;
+        gc.track::<DaemonSet>("daemonsets").await;
+        gc.track::<StatefulSet>("statefulsets").await;
+        gc.track::<Job>("jobs").await;
+        gc.track::<CronJob>("cronjobs").await;
+        gc.run();
+    });
+    tracing::info!("controllers started");
+    Ok(())
+}

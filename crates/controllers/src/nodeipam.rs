@@ -1,0 +1,149 @@
+//! Node IPAM: each node gets a podCIDR (a /24 by default) out of --cluster-cidr, as upstream's
+//! range allocator does; the allocation is rebuilt from the nodes at start.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use r8s_client::informer::{Informers, ObjKey, key_of};
+use r8s_client::queue::WorkQueue;
+use serde_json::json;
+
+pub struct Allocator {
+    base: u32,
+    prefix: u32,
+    node_mask: u32,
+    used: HashSet<u32>,
+}
+
+impl Allocator {
+    pub fn new(cluster_cidr: &str, node_mask: u32) -> anyhow::Result<Self> {
+        let (ip, len) = cluster_cidr.split_once('/').ok_or_else(|| anyhow::anyhow!("invalid --cluster-cidr {cluster_cidr}"))?;
+        let ip: Ipv4Addr = ip.parse()?;
+        let prefix: u32 = len.parse()?;
+        anyhow::ensure!(prefix <= node_mask && node_mask <= 30, "--cluster-cidr {cluster_cidr} is smaller than a node's /{node_mask}");
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Ok(Allocator { base: u32::from(ip) & mask, prefix, node_mask, used: HashSet::new() })
+    }
+
+    fn index_of(&self, cidr: &str) -> Option<u32> {
+        let (ip, len) = cidr.split_once('/')?;
+        if len.parse::<u32>().ok()? != self.node_mask {
+            return None;
+        }
+        let ip = u32::from(ip.parse::<Ipv4Addr>().ok()?);
+        let off = ip.checked_sub(self.base)?;
+        let idx = off >> (32 - self.node_mask);
+        (idx < self.capacity()).then_some(idx)
+    }
+
+    fn capacity(&self) -> u32 {
+        1 << (self.node_mask - self.prefix)
+    }
+
+    pub fn occupy(&mut self, cidr: &str) {
+        if let Some(i) = self.index_of(cidr) {
+            self.used.insert(i);
+        }
+    }
+
+    pub fn release(&mut self, cidr: &str) {
+        if let Some(i) = self.index_of(cidr) {
+            self.used.remove(&i);
+        }
+    }
+
+    pub fn allocate(&mut self) -> Option<String> {
+        let i = (0..self.capacity()).find(|i| !self.used.contains(i))?;
+        self.used.insert(i);
+        Some(format!("{}/{}", Ipv4Addr::from(self.base + (i << (32 - self.node_mask))), self.node_mask))
+    }
+}
+
+pub struct Controller {
+    informers: Informers,
+    queue: WorkQueue<ObjKey>,
+    alloc: Mutex<Allocator>,
+}
+
+fn pod_cidr(n: &Node) -> Option<String> {
+    n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty())
+}
+
+impl Controller {
+    pub async fn start(informers: Informers, cluster_cidr: &str) -> anyhow::Result<()> {
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new(), alloc: Mutex::new(Allocator::new(cluster_cidr, 24)?) });
+        let nodes = informers.get::<Node>();
+        {
+            let c2 = c.clone();
+            nodes.on_change(move |old, new| match new {
+                Some(n) => {
+                    if let Some(cidr) = pod_cidr(n) {
+                        c2.alloc.lock().unwrap().occupy(&cidr);
+                    } else {
+                        c2.queue.add(key_of(n.as_ref()));
+                    }
+                }
+                None => {
+                    if let Some(cidr) = old.and_then(|o| pod_cidr(o)) {
+                        c2.alloc.lock().unwrap().release(&cidr);
+                    }
+                }
+            });
+        }
+        nodes.synced().await;
+        for n in nodes.list() {
+            match pod_cidr(&n) {
+                Some(cidr) => c.alloc.lock().unwrap().occupy(&cidr),
+                None => c.queue.add(key_of(n.as_ref())),
+            }
+        }
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            r8s_client::run_workers("nodeipam", c2.queue.clone(), 1, move |key| {
+                let c = c2.clone();
+                async move { c.sync(key).await }
+            });
+        });
+        Ok(())
+    }
+
+    async fn sync(&self, (_, name): ObjKey) -> anyhow::Result<Option<Duration>> {
+        let Some(node) = self.informers.get::<Node>().get("", &name) else { return Ok(None) };
+        if pod_cidr(&node).is_some() {
+            return Ok(None);
+        }
+        let Some(cidr) = self.alloc.lock().unwrap().allocate() else {
+            anyhow::bail!("no podCIDR left in the cluster CIDR for node {name}");
+        };
+        let api: Api<Node> = Api::all(self.informers.client().clone());
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}))).await {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                self.alloc.lock().unwrap().release(&cidr);
+                if r8s_client::is_not_found(&e) { Ok(None) } else { Err(e.into()) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocates_node_ranges() {
+        let mut a = Allocator::new("10.244.0.0/16", 24).unwrap();
+        a.occupy("10.244.0.0/24");
+        assert_eq!(a.allocate().unwrap(), "10.244.1.0/24");
+        a.release("10.244.0.0/24");
+        assert_eq!(a.allocate().unwrap(), "10.244.0.0/24");
+        let mut small = Allocator::new("10.0.0.0/23", 24).unwrap();
+        assert!(small.allocate().is_some() && small.allocate().is_some());
+        assert!(small.allocate().is_none());
+    }
+}

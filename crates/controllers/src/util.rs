@@ -1,0 +1,128 @@
+//! Helpers the controllers share: controller references, pod states, label selection.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+pub fn controller_ref<K: Resource>(o: &K) -> Option<&OwnerReference> {
+    o.meta().owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))
+}
+
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+pub fn is_owned_by<K: Resource, O: Resource>(o: &K, owner: &O) -> bool {
+    controller_ref(o).is_some_and(|r| Some(&r.uid) == owner.meta().uid.as_ref())
+}
+
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty()) {
+        // An empty selector selects nothing for controllers (upstream).
+        return false;
+    }
+    if let Some(ml) = &sel.match_labels {
+        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            return false;
+        }
+    }
+    sel.match_expressions.iter().flatten().all(|e| {
+        let vals = e.values.as_deref().unwrap_or(&[]);
+        let got = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => got.is_some_and(|g| vals.contains(g)),
+            "NotIn" => got.is_none_or(|g| !vals.contains(g)),
+            "Exists" => got.is_some(),
+            "DoesNotExist" => got.is_none(),
+            _ => false,
+        }
+    })
+}
+
+pub fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// Not finished and not being deleted: counts toward a controller's replicas.
+pub fn is_active(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")
+}
+
+pub fn is_ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Ready for at least `min_ready_seconds`.
+pub fn is_available(p: &Pod, min_ready_seconds: i32) -> bool {
+    if !is_ready(p) {
+        return false;
+    }
+    if min_ready_seconds <= 0 {
+        return true;
+    }
+    let since = p.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
+    since.is_some_and(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t).as_secs() >= min_ready_seconds as i64)
+}
+
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<kube::Error>().is_some_and(r8s_client::is_not_found)
+}
+
+/// Upstream's ordering of pods to delete first when scaling down: unassigned before
+/// assigned, pending before running, not ready before ready, more restarts first, newer first.
+pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
+    let assigned = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty()) as u8;
+    let phase_rank = match phase(p) {
+        "Pending" => 0,
+        "Unknown" => 1,
+        "Running" => 2,
+        _ => 0,
+    };
+    let restarts: i64 = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().map(|c| c.restart_count as i64).sum()).unwrap_or(0);
+    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    (assigned, phase_rank, is_ready(p) as u8, -restarts, std::cmp::Reverse(created))
+}
+
+/// The hash upstream puts in `pod-template-hash` / controller-revision-hash: FNV-1a over the
+/// template (plus the collision count), written in the alphabet of generated names.
+pub fn template_hash(template: &serde_json::Value, collision_count: Option<i32>) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    let mut feed = |b: &[u8]| {
+        for x in b {
+            h ^= *x as u32;
+            h = h.wrapping_mul(0x01000193);
+        }
+    };
+    feed(serde_json::to_string(template).unwrap_or_default().as_bytes());
+    if let Some(c) = collision_count {
+        feed(&c.to_le_bytes());
+    }
+    // Upstream writes the decimal form of the hash through the alphabet of generated names
+    // (so no vowels make words and no 0/1/3 look like letters).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    h.to_string().bytes().map(|d| ALPHABET[(d - b'0') as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable_and_safe() {
+        let t = serde_json::json!({"spec": {"containers": [{"name": "a"}]}});
+        let a = template_hash(&t, None);
+        assert_eq!(a, template_hash(&t, None));
+        assert_ne!(a, template_hash(&t, Some(1)));
+        assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+        assert!(!a.is_empty() && a.len() <= 10);
+    }
+}

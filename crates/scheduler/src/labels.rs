@@ -1,0 +1,85 @@
+//! Matching of label selectors and node selector terms against labels.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A metav1.LabelSelector: an empty selector matches everything.
+pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> bool {
+    if let Some(ml) = &sel.match_labels {
+        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            return false;
+        }
+    }
+    sel.match_expressions.iter().flatten().all(|e| {
+        let vals = e.values.as_deref().unwrap_or(&[]);
+        let got = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => got.is_some_and(|g| vals.contains(g)),
+            "NotIn" => got.is_none_or(|g| !vals.contains(g)),
+            "Exists" => got.is_some(),
+            "DoesNotExist" => got.is_none(),
+            _ => false,
+        }
+    })
+}
+
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+    let vals = r.values.as_deref().unwrap_or(&[]);
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| vals.contains(v)),
+        "NotIn" => value.is_none_or(|v| !vals.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), vals.first().and_then(|b| b.parse::<i64>().ok())) else {
+                return false;
+            };
+            if r.operator == "Gt" { v > bound } else { v < bound }
+        }
+        _ => false,
+    }
+}
+
+/// One node selector term: all its expressions and fields match. A term with neither
+/// matches nothing (upstream).
+pub fn term_matches(t: &NodeSelectorTerm, node_name: &str, labels: &Labels) -> bool {
+    let exprs = t.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = t.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    let name = node_name.to_string();
+    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key)))
+        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(v: serde_json::Value) -> Labels {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn selectors() {
+        let sel: LabelSelector = serde_json::from_value(json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]})).unwrap();
+        assert!(selector_matches(&sel, &labels(json!({"app": "web"}))));
+        assert!(!selector_matches(&sel, &labels(json!({"app": "web", "tier": "db"}))));
+        assert!(selector_matches(&LabelSelector::default(), &labels(json!({}))));
+    }
+
+    #[test]
+    fn node_terms() {
+        let t: NodeSelectorTerm = serde_json::from_value(json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}], "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]})).unwrap();
+        assert!(term_matches(&t, "n1", &labels(json!({"cores": "8"}))));
+        assert!(!term_matches(&t, "n2", &labels(json!({"cores": "8"}))));
+        assert!(!term_matches(&t, "n1", &labels(json!({"cores": "2"}))));
+        assert!(!term_matches(&NodeSelectorTerm::default(), "n1", &labels(json!({}))));
+    }
+}

@@ -1,0 +1,128 @@
+//! InterPodAffinity: required and preferred pod affinity and anti-affinity over topology
+//! domains, including existing pods' anti-affinity against the incoming pod (symmetry).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
+use kube::ResourceExt;
+
+use super::{TermNamespaces, is_terminating};
+use crate::cache::{Cache, NodeInfo};
+use crate::framework::{Code, MAX_NODE_SCORE, Reject};
+use crate::labels::selector_matches;
+
+struct Term {
+    term: PodAffinityTerm,
+    ns: TermNamespaces,
+    weight: i64,
+    /// topology value -> matching pods in that domain
+    counts: HashMap<String, i64>,
+}
+
+impl Term {
+    fn matches(&self, p: &Pod, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> bool {
+        self.ns.matches(&p.namespace().unwrap_or_default(), ns_labels) && self.term.label_selector.as_ref().is_some_and(|s| selector_matches(s, p.labels()))
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    affinity: Vec<Term>,
+    anti: Vec<Term>,
+    preferred: Vec<Term>,
+    /// (topologyKey, value) domains where an existing pod's required anti-affinity forbids us.
+    existing_anti: Vec<(String, String)>,
+    /// No pod anywhere matches the affinity terms, but the pod matches them itself: the first
+    /// pod of a group may go anywhere (upstream).
+    first_of_group: bool,
+}
+
+impl State {
+    pub fn new(pod: &Arc<Pod>, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> State {
+        let ns = pod.namespace().unwrap_or_default();
+        let mk = |t: &PodAffinityTerm, weight: i64| Term { ns: TermNamespaces::new(&ns, t.namespaces.as_ref(), t.namespace_selector.as_ref()), term: t.clone(), weight, counts: HashMap::new() };
+        let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let pa = aff.and_then(|a| a.pod_affinity.as_ref());
+        let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
+        let mut st = State::default();
+        st.affinity = pa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect();
+        st.anti = paa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect();
+        st.preferred = pa
+            .and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|w| mk(&w.pod_affinity_term, w.weight as i64))
+            .chain(paa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|w| mk(&w.pod_affinity_term, -(w.weight as i64))))
+            .collect();
+        let own_ns = ns.clone();
+        for info in cache.nodes.values() {
+            if info.node.is_none() {
+                continue;
+            }
+            for e in info.pods.values() {
+                let p = &e.pod;
+                if is_terminating(p) {
+                    continue;
+                }
+                // Existing pods' required anti-affinity against us.
+                if let Some(terms) = p.spec.as_ref().and_then(|s| s.affinity.as_ref()).and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()) {
+                    let pns = p.namespace().unwrap_or_default();
+                    for t in terms {
+                        let tn = TermNamespaces::new(&pns, t.namespaces.as_ref(), t.namespace_selector.as_ref());
+                        if tn.matches(&own_ns, ns_labels) && t.label_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels())) {
+                            if let Some(v) = info.labels.get(&t.topology_key) {
+                                st.existing_anti.push((t.topology_key.clone(), v.clone()));
+                            }
+                        }
+                    }
+                }
+                for term in st.affinity.iter_mut().chain(st.anti.iter_mut()).chain(st.preferred.iter_mut()) {
+                    if let Some(v) = info.labels.get(&term.term.topology_key) {
+                        if term.matches(p, ns_labels) {
+                            *term.counts.entry(v.clone()).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+        }
+        st.first_of_group = !st.affinity.is_empty() && st.affinity.iter().all(|t| t.counts.is_empty()) && st.affinity.iter().all(|t| t.matches(pod, ns_labels));
+        st
+    }
+
+    pub fn filter(&self, node: &NodeInfo) -> Result<(), Reject> {
+        for (k, v) in &self.existing_anti {
+            if node.labels.get(k) == Some(v) {
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't satisfy existing pods anti-affinity rules"));
+            }
+        }
+        if !self.first_of_group {
+            for t in &self.affinity {
+                let ok = node.labels.get(&t.term.topology_key).is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0);
+                if !ok {
+                    return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match pod affinity rules"));
+                }
+            }
+        }
+        for t in &self.anti {
+            if node.labels.get(&t.term.topology_key).is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0) {
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't match pod anti-affinity rules"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Preferred terms: +weight per matching pod in the node's domain (anti: -weight),
+    /// normalised to 0..100 between the lowest and highest node.
+    pub fn scores(&self, nodes: &[&NodeInfo]) -> Option<Vec<i64>> {
+        if self.preferred.is_empty() {
+            return None;
+        }
+        let raw: Vec<i64> = nodes
+            .iter()
+            .map(|n| self.preferred.iter().map(|t| n.labels.get(&t.term.topology_key).map(|v| t.counts.get(v).copied().unwrap_or(0) * t.weight).unwrap_or(0)).sum())
+            .collect();
+        let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+        Some(raw.iter().map(|s| if max == min { 0 } else { MAX_NODE_SCORE * (s - min) / (max - min) }).collect())
+    }
+}

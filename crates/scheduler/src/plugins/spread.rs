@@ -1,0 +1,142 @@
+//! PodTopologySpread: required (DoNotSchedule) and preferred (ScheduleAnyway) constraints,
+//! plus upstream's default constraints for pods with a controller (hostname maxSkew 3, zone
+//! maxSkew 5, ScheduleAnyway) that replace the old SelectorSpread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+
+use super::is_terminating;
+use crate::cache::{Cache, NodeInfo};
+use crate::framework::{Code, MAX_NODE_SCORE, Reject, node_affinity_matches};
+use crate::labels::selector_matches;
+
+enum Selector {
+    Labels(LabelSelector),
+    /// Default spreading: pods with the same controller.
+    Owner(String),
+}
+
+struct Constraint {
+    key: String,
+    max_skew: i64,
+    required: bool,
+    selector: Selector,
+    counts: HashMap<String, i64>,
+    self_match: i64,
+}
+
+#[derive(Default)]
+pub struct State {
+    constraints: Vec<Constraint>,
+}
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+fn matches(sel: &Selector, p: &Pod) -> bool {
+    match sel {
+        Selector::Labels(s) => selector_matches(s, p.labels()),
+        Selector::Owner(uid) => p.owner_references().iter().any(|o| o.controller == Some(true) && &o.uid == uid),
+    }
+}
+
+impl State {
+    pub fn new(pod: &Arc<Pod>, cache: &Cache) -> State {
+        let spec = pod.spec.as_ref();
+        let mut constraints: Vec<Constraint> = spec
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mut sel = c.label_selector.clone().unwrap_or_default();
+                // matchLabelKeys: the pod's own values for those keys join the selector.
+                for k in c.match_label_keys.iter().flatten() {
+                    if let Some(v) = pod.labels().get(k) {
+                        sel.match_labels.get_or_insert_with(Default::default).insert(k.clone(), v.clone());
+                    }
+                }
+                Constraint { key: c.topology_key.clone(), max_skew: c.max_skew as i64, required: c.when_unsatisfiable == "DoNotSchedule", selector: Selector::Labels(sel), counts: HashMap::new(), self_match: 0 }
+            })
+            .collect();
+        if constraints.is_empty() {
+            if let Some(owner) = pod.owner_references().iter().find(|o| o.controller == Some(true) && ["ReplicaSet", "ReplicationController", "StatefulSet"].contains(&o.kind.as_str())) {
+                for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
+                    constraints.push(Constraint { key: key.into(), max_skew: skew, required: false, selector: Selector::Owner(owner.uid.clone()), counts: HashMap::new(), self_match: 0 });
+                }
+            }
+        }
+        if constraints.is_empty() {
+            return State::default();
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        for c in constraints.iter_mut() {
+            c.self_match = matches(&c.selector, pod) as i64;
+        }
+        for info in cache.nodes.values() {
+            let Some(node) = info.node.as_ref() else { continue };
+            // nodeAffinityPolicy Honor: only nodes the pod could go to define domains.
+            if !node_affinity_matches(pod, &node.name_any(), &info.labels) {
+                continue;
+            }
+            for c in constraints.iter_mut() {
+                let Some(v) = info.labels.get(&c.key) else { continue };
+                let n = info.pods.values().filter(|e| !is_terminating(&e.pod) && e.pod.namespace().as_deref() == Some(ns.as_str()) && matches(&c.selector, &e.pod)).count() as i64;
+                *c.counts.entry(v.clone()).or_insert(0) += n;
+            }
+        }
+        // Default constraints on a key no node has are dropped (e.g. no zones).
+        constraints.retain(|c| c.required || !c.counts.is_empty());
+        State { constraints }
+    }
+
+    pub fn filter(&self, node: &NodeInfo) -> Result<(), Reject> {
+        for c in self.constraints.iter().filter(|c| c.required) {
+            let Some(v) = node.labels.get(&c.key) else {
+                return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match pod topology spread constraints (missing required label)"));
+            };
+            let min = c.counts.values().copied().min().unwrap_or(0);
+            let skew = c.counts.get(v).copied().unwrap_or(0) + c.self_match - min;
+            if skew > c.max_skew {
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't match pod topology spread constraints"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fewer matching pods in the node's domains is better; each constraint weighs
+    /// log(domains + 2), normalised as upstream (100 * (max + min - s) / max).
+    pub fn scores(&self, nodes: &[&NodeInfo]) -> Option<Vec<i64>> {
+        let soft: Vec<&Constraint> = self.constraints.iter().filter(|c| !c.required).collect();
+        if soft.is_empty() {
+            return None;
+        }
+        let raw: Vec<Option<f64>> = nodes
+            .iter()
+            .map(|n| {
+                let mut s = 0.0;
+                for c in &soft {
+                    let v = n.labels.get(&c.key)?;
+                    let w = ((c.counts.len() + 2) as f64).ln();
+                    s += c.counts.get(v).copied().unwrap_or(0) as f64 * w;
+                }
+                Some(s)
+            })
+            .collect();
+        let vals: Vec<f64> = raw.iter().flatten().copied().collect();
+        let max = vals.iter().copied().fold(0.0, f64::max);
+        let min = vals.iter().copied().fold(f64::MAX, f64::min);
+        Some(
+            raw.iter()
+                .map(|s| match s {
+                    None => 0,
+                    Some(_) if max == 0.0 => MAX_NODE_SCORE,
+                    Some(s) => (MAX_NODE_SCORE as f64 * (max + min - s) / max) as i64,
+                })
+                .collect(),
+        )
+    }
+}
