@@ -46,12 +46,24 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on a free port and waits until /readyz answers.
+    /// Starts an API server alone (no scheduler, no controllers) on a free port and waits
+    /// until /readyz answers: the API tests check exactly what the API server stores.
     pub fn start() -> TestServer {
         Self::start_with(&[])
     }
 
     pub fn start_with(args: &[&str]) -> TestServer {
+        let mut all = vec!["--disable-scheduler", "--disable-controller-manager"];
+        all.extend_from_slice(args);
+        Self::start_raw(&all)
+    }
+
+    /// Starts the whole control plane (API server, scheduler, controllers).
+    pub fn start_cluster(args: &[&str]) -> TestServer {
+        Self::start_raw(args)
+    }
+
+    fn start_raw(args: &[&str]) -> TestServer {
         let dir = tempfile::Builder::new().prefix("r8s-e2e-").tempdir().expect("tempdir");
         let mut s = TestServer {
             kubeconfig: dir.path().join("admin.kubeconfig"),
@@ -241,4 +253,55 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, content_type: 
     let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
     let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, v)
+}
+
+/// Simulated nodes (`r8s sim-nodes`) registered with a test server; killed on drop.
+pub struct SimNodes {
+    child: Option<Child>,
+    pub names: Vec<String>,
+}
+
+impl SimNodes {
+    /// Starts `count` nodes named `prefix0..` and waits until they are all Ready.
+    pub fn start(server: &TestServer, prefix: &str, count: usize, extra: &[&str]) -> SimNodes {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(server.dir.path().join(format!("sim-{prefix}.log"))).expect("log file");
+        let child = Command::new(r8s_bin())
+            .args(["sim-nodes", "--count", &count.to_string(), "--name-prefix", prefix])
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn r8s sim-nodes");
+        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+        let sim = SimNodes { child: Some(child), names };
+        for n in &sim.names {
+            wait_for(&format!("node {n} Ready with a podCIDR"), Duration::from_secs(30), || {
+                let out = server.kubectl(&["get", "node", n, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}"]);
+                let s = String::from_utf8_lossy(&out.stdout).to_string();
+                (s.starts_with("True ") && s.len() > 5).then_some(())
+            });
+        }
+        sim
+    }
+
+    /// Stops the simulator (its nodes stop renewing their leases).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for SimNodes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Lines of kubectl output split into whitespace-separated cells.
+pub fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
 }

@@ -220,10 +220,12 @@ impl Collector {
             }
         } else if !absent.is_empty() {
             // Some owners remain: drop the references to those that are gone.
-            let mut patch_node = node.clone();
-            patch_node.owners.retain(|r| !absent.iter().any(|a| a.uid == r.uid));
-            let owners: Vec<&OwnerReference> = patch_node.owners.iter().collect();
-            match self.api(&node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"ownerReferences": owners}}))).await {
+            let gone: Vec<String> = absent.iter().map(|a| a.uid.clone()).collect();
+            let mut patch = remove_owner_patch(&node, "");
+            if let Some(list) = patch.pointer_mut("/metadata/ownerReferences").and_then(serde_json::Value::as_array_mut) {
+                list.retain(|r| !gone.iter().any(|g| r.get("uid").and_then(serde_json::Value::as_str) == Some(g.as_str())));
+            }
+            match self.api(&node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -241,7 +243,8 @@ impl Collector {
 
     async fn remove_finalizer(&self, node: &Node, f: &str) -> anyhow::Result<()> {
         let rest: Vec<&String> = node.finalizers.iter().filter(|x| x.as_str() != f).collect();
-        match self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": rest}}))).await {
+        let patch = if rest.is_empty() { json!({"metadata": {"finalizers": null}}) } else { json!({"metadata": {"finalizers": rest}}) };
+        match self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
             Err(e) if r8s_client::is_not_found(&e) => Ok(()),
             Err(e) => Err(e.into()),
@@ -255,5 +258,6 @@ fn is_cluster_scoped(kind: &str) -> bool {
 
 fn remove_owner_patch(d: &Node, owner_uid: &str) -> serde_json::Value {
     let owners: Vec<&OwnerReference> = d.owners.iter().filter(|r| r.uid != owner_uid).collect();
-    json!({"metadata": {"ownerReferences": owners}})
+    // null removes the field: an object without owners has no ownerReferences at all.
+    if owners.is_empty() { json!({"metadata": {"ownerReferences": null}}) } else { json!({"metadata": {"ownerReferences": owners}}) }
 }

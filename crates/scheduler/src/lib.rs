@@ -104,7 +104,11 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
                             s.queue.move_all();
                         }
                     } else if responsible(p) {
-                        s.queue.add(key, priority(p));
+                        // Our own status writes (PodScheduled=False) are no reason to retry.
+                        let changed = old.is_none_or(|o| o.spec != p.spec || o.metadata.labels != p.metadata.labels);
+                        if changed {
+                            s.queue.add(key, priority(p));
+                        }
                     }
                 }
                 None => {

@@ -90,12 +90,8 @@ impl State {
         st
     }
 
+    /// Upstream's order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
     pub fn filter(&self, node: &NodeInfo) -> Result<(), Reject> {
-        for (k, v) in &self.existing_anti {
-            if node.labels.get(k) == Some(v) {
-                return Err(Reject::new(Code::Unschedulable, "node(s) didn't satisfy existing pods anti-affinity rules"));
-            }
-        }
         if !self.first_of_group {
             for t in &self.affinity {
                 let ok = node.labels.get(&t.term.topology_key).is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0);
@@ -107,6 +103,11 @@ impl State {
         for t in &self.anti {
             if node.labels.get(&t.term.topology_key).is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0) {
                 return Err(Reject::new(Code::Unschedulable, "node(s) didn't match pod anti-affinity rules"));
+            }
+        }
+        for (k, v) in &self.existing_anti {
+            if node.labels.get(k) == Some(v) {
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't satisfy existing pods anti-affinity rules"));
             }
         }
         Ok(())
