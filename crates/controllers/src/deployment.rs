@@ -78,32 +78,8 @@ fn template_without_hash(t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>
     v
 }
 
-/// Drops zero values (0, false, "", null, empty lists and maps) recursively: upstream compares
-/// templates as Go structs, where an absent field and its zero value are the same, and
-/// clients differ in which of the two they send (kubectl's protobuf bodies carry the zeros).
-fn without_zeros(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter().map(|(k, v)| (k.clone(), without_zeros(v))).filter(|(_, v)| !is_zero(v)).collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(without_zeros).collect()),
-        other => other.clone(),
-    }
-}
-
-fn is_zero(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(m) => m.is_empty(),
-    }
-}
-
 fn same_template(a: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>, b: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> bool {
-    without_zeros(&template_without_hash(a)) == without_zeros(&template_without_hash(b))
+    util::without_zeros(&template_without_hash(a)) == util::without_zeros(&template_without_hash(b))
 }
 
 fn limits(d: &Deployment) -> (i32, i32) {
@@ -316,7 +292,7 @@ impl Controller {
         let ns = d.namespace().unwrap_or_default();
         let spec = d.spec.clone().unwrap_or_default();
         let collision = d.status.as_ref().and_then(|s| s.collision_count);
-        let hash = util::template_hash(&without_zeros(&template_without_hash(Some(&spec.template))), collision);
+        let hash = util::template_hash(&util::without_zeros(&template_without_hash(Some(&spec.template))), collision);
         let mut template = spec.template.clone();
         template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default).insert(HASH_LABEL.into(), hash.clone());
         let mut selector = spec.selector.clone();

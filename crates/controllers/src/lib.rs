@@ -3,18 +3,21 @@
 //! controller follows the same shape: handlers map informer changes to keys, workers take
 //! keys from the queue and reconcile the object to its desired state.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod history;
 pub mod namespace;
 pub mod nodeipam;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController};
 use r8s_client::informer::Informers;
 
 #[derive(Clone, Debug)]
@@ -38,6 +41,10 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     let i = informers.clone();
     tokio::spawn(async move { deployment::Controller::start(i).await });
     let i = informers.clone();
+    tokio::spawn(async move { daemonset::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { statefulset::Controller::start(i).await });
+    let i = informers.clone();
     tokio::spawn(async move { namespace::Controller::start(i).await });
     let i = informers.clone();
     tokio::spawn(async move { serviceaccount::Controller::start(i).await });
@@ -51,6 +58,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.track::<StatefulSet>("statefulsets").await;
         gc.track::<Job>("jobs").await;
         gc.track::<CronJob>("cronjobs").await;
+        gc.track::<ControllerRevision>("controllerrevisions").await;
+        gc.track::<PersistentVolumeClaim>("persistentvolumeclaims").await;
         gc.run();
     });
     tracing::info!("controllers started");

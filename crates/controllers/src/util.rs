@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -110,6 +112,30 @@ pub fn template_hash(template: &serde_json::Value, collision_count: Option<i32>)
     // (so no vowels make words and no 0/1/3 look like letters).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     h.to_string().bytes().map(|d| ALPHABET[(d - b'0') as usize] as char).collect()
+}
+
+/// Drops zero values (0, false, "", null, empty lists and maps) recursively: upstream compares
+/// templates as Go structs, where an absent field and its zero value are the same, and
+/// clients differ in which of the two they send (kubectl's protobuf bodies carry the zeros).
+pub fn without_zeros(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter().map(|(k, v)| (k.clone(), without_zeros(v))).filter(|(_, v)| !is_zero(v)).collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_zeros).collect()),
+        other => other.clone(),
+    }
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+    }
 }
 
 #[cfg(test)]
