@@ -815,9 +815,11 @@ fn node_cells(obj: &Value) -> Vec<Value> {
     let mut status = Vec::new();
     let conds = arr(obj, "/status/conditions");
     match conds.iter().find(|c| s(c, "/type") == "Ready") {
+        // Upstream: Ready when True, NotReady for False and Unknown alike; Unknown only
+        // when the node has no Ready condition at all.
         Some(c) if s(c, "/status") == "True" => status.push("Ready".to_string()),
-        Some(c) if s(c, "/status") == "False" => status.push("NotReady".to_string()),
-        _ => status.push("Unknown".to_string()),
+        Some(_) => status.push("NotReady".to_string()),
+        None => status.push("Unknown".to_string()),
     }
     if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
         status.push("SchedulingDisabled".into());

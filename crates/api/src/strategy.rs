@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use crate::errors::FieldError;
 use crate::meta::{default_field, get, get_str, obj_mut};
 use crate::resources::{ResourceInfo, Subresource};
@@ -555,6 +557,16 @@ fn default_job(obj: &mut Value) {
     default_template(obj);
 }
 
+/// The DefaultTolerationSeconds admission plugin's settings (kube-apiserver's
+/// --default-not-ready-toleration-seconds and --default-unreachable-toleration-seconds).
+static NOT_READY_TOLERATION_SECONDS: AtomicI64 = AtomicI64::new(300);
+static UNREACHABLE_TOLERATION_SECONDS: AtomicI64 = AtomicI64::new(300);
+
+pub fn set_default_toleration_seconds(not_ready: i64, unreachable: i64) {
+    NOT_READY_TOLERATION_SECONDS.store(not_ready, Ordering::Relaxed);
+    UNREACHABLE_TOLERATION_SECONDS.store(unreachable, Ordering::Relaxed);
+}
+
 /// Upstream's pod spec defaults. `is_pod` adds what admission adds to real pods (tolerations,
 /// service account).
 pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
@@ -578,7 +590,8 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
                     t.get("key").and_then(Value::as_str) == Some(key) || (t.get("key").is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists"))
                 });
                 if !has {
-                    list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                    let secs = if key.ends_with("not-ready") { &NOT_READY_TOLERATION_SECONDS } else { &UNREACHABLE_TOLERATION_SECONDS };
+                    list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs.load(Ordering::Relaxed)}));
                 }
             }
         }

@@ -3,12 +3,16 @@
 //! controller follows the same shape: handlers map informer changes to keys, workers take
 //! keys from the queue and reconcile the object to its desired state.
 
+pub mod cron;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
 pub mod history;
+pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod nodeipam;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -23,11 +27,14 @@ use r8s_client::informer::Informers;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub cluster_cidr: String,
+    pub node_lifecycle: nodelifecycle::Options,
+    /// How long a cron minute lasts (60 s; tests shorten it).
+    pub cron_minute: std::time::Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { cluster_cidr: "10.244.0.0/16".into() }
+        Options { cluster_cidr: "10.244.0.0/16".into(), node_lifecycle: Default::default(), cron_minute: std::time::Duration::from_secs(60) }
     }
 }
 
@@ -44,6 +51,12 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     tokio::spawn(async move { daemonset::Controller::start(i).await });
     let i = informers.clone();
     tokio::spawn(async move { statefulset::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { job::Controller::start(i).await });
+    let (i, minute) = (informers.clone(), opts.cron_minute);
+    tokio::spawn(async move { cronjob::Controller::start(i, minute).await });
+    let (i, nl) = (informers.clone(), opts.node_lifecycle.clone());
+    tokio::spawn(async move { nodelifecycle::Controller::start(i, nl).await });
     let i = informers.clone();
     tokio::spawn(async move { namespace::Controller::start(i).await });
     let i = informers.clone();

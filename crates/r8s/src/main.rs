@@ -40,8 +40,35 @@ struct RemoteArgs {
 struct ControllerManagerArgs {
     #[command(flatten)]
     remote: RemoteArgs,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+}
+
+/// Settings of the controllers (kube-controller-manager's flag names).
+#[derive(Args, Clone)]
+struct ControllerFlags {
+    /// Pod IP range; each node gets a /24 of it.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// How long a node may go without a heartbeat before it is marked NotReady (Unknown).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// How long a cron minute lasts for CronJobs (a test knob; 60s is real time).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    cronjob_minute: Duration,
+}
+
+impl ControllerFlags {
+    fn options(&self) -> r8s_controllers::Options {
+        r8s_controllers::Options {
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_lifecycle: r8s_controllers::nodelifecycle::Options { grace_period: self.node_monitor_grace_period, monitor_period: self.node_monitor_period },
+            cron_minute: self.cronjob_minute,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -91,8 +118,14 @@ struct ServerArgs {
     disable_agent: bool,
     #[arg(long = "service-cluster-ip-range", alias = "service-cidr", default_value = "10.96.0.0/12")]
     service_cluster_ip_range: String,
-    #[arg(long, default_value = "10.244.0.0/16")]
-    cluster_cidr: String,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+    /// Toleration seconds admission gives pods for the not-ready taint.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// Toleration seconds admission gives pods for the unreachable taint.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// Extra SANs for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
@@ -135,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::ControllerManager(args) => rt.block_on(async move {
             let client = r8s_client::client_from_kubeconfig(&args.remote.kubeconfig).await?;
-            r8s_controllers::start(r8s_client::informer::Informers::new(client), r8s_controllers::Options { cluster_cidr: args.cluster_cidr }).await?;
+            r8s_controllers::start(r8s_client::informer::Informers::new(client), args.controllers.options()).await?;
             tokio::signal::ctrl_c().await?;
             Ok(())
         }),
@@ -148,13 +181,14 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         r8s_store::embedded::EmbeddedStore::open(&args.data_dir.join("db")).with_context(|| format!("opening store in {}", args.data_dir.display()))?,
     );
     let _ = args.disable_agent;
+    r8s_api::strategy::set_default_toleration_seconds(args.default_not_ready_toleration_seconds, args.default_unreachable_toleration_seconds);
     let running = r8s_apiserver::start(
         r8s_apiserver::Config {
             data_dir: args.data_dir.clone(),
             bind_address: args.bind_address,
             https_port: args.https_listen_port,
             service_cidr: args.service_cluster_ip_range,
-            cluster_cidr: args.cluster_cidr.clone(),
+            cluster_cidr: args.controllers.cluster_cidr.clone(),
             kubeconfig_path: args.write_kubeconfig,
             tls_sans: args.tls_san,
             gc_enabled: !args.disable_controller_manager,
@@ -174,7 +208,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_controller_manager {
         let informers = r8s_client::informer::Informers::new(local::client(running.state.clone(), "kube-controller-manager"));
-        r8s_controllers::start(informers, r8s_controllers::Options { cluster_cidr: args.cluster_cidr.clone() }).await?;
+        r8s_controllers::start(informers, args.controllers.options()).await?;
     }
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "r8s server ready");
     tokio::signal::ctrl_c().await?;
