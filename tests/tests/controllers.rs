@@ -166,3 +166,30 @@ fn lost_nodes_go_not_ready_and_their_pods_are_replaced() {
     s.k(&["rollout", "status", "deploy/app", "--timeout=60s"]);
     assert!(pods_by_node(&s, "app=app").iter().all(|(n, _)| n.starts_with("stay")));
 }
+
+#[test]
+fn drain_respects_a_pod_disruption_budget() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "dr", 3, &[]);
+    s.k(&["create", "deployment", "web", "--image=nginx", "--replicas=4"]);
+    s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    s.k(&["create", "poddisruptionbudget", "web-pdb", "--selector=app=web", "--min-available=3"]);
+    wait_for("PDB allows one disruption", T, || {
+        let st = s.k(&["get", "pdb", "web-pdb", "-o", "jsonpath={.status.currentHealthy}/{.status.desiredHealthy}/{.status.disruptionsAllowed}"]);
+        (st == "4/3/1").then_some(())
+    });
+    // The node with two of the pods: evicting both at once would break the budget.
+    let placed = pods_by_node(&s, "app=web");
+    let busy = ["dr0", "dr1", "dr2"].into_iter().find(|n| placed.iter().filter(|(m, _)| m == n).count() == 2).expect("a node with two pods").to_string();
+    let out = s.kubectl(&["drain", &busy, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Cannot evict pod as it would violate the pod's disruption budget."), "the second eviction waited for the budget: {text}");
+    assert!(text.contains(&format!("node/{busy} drained")), "{text}");
+    // Cordoned, empty, and the four replicas run elsewhere.
+    assert!(rows(&s.k(&["get", "node", &busy, "--no-headers"]))[0][1].contains("SchedulingDisabled"));
+    wait_for("4 pods on the other nodes", T, || {
+        let p = pods_by_node(&s, "app=web");
+        (p.len() == 4 && p.iter().all(|(n, _)| *n != busy)).then_some(())
+    });
+}

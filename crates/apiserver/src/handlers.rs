@@ -565,21 +565,26 @@ async fn evict(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &s
         if terminal || !r8s_api::strategy::selector_matches(sel, &labels) {
             continue;
         }
-        let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-        if allowed < 1 {
-            let pdb_name = r8s_api::meta::name(&pdb).to_string();
-            let current = pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
-            let desired = pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
-            return Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
-                "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")}]
-            })));
-        }
         let pdb_name = r8s_api::meta::name(&pdb).to_string();
+        // Check and take the disruption in one compare-and-swap of the budget, so concurrent
+        // evictions (kubectl drain sends them in parallel) cannot both spend the last one.
         state
             .registry
             .update_with(&pdb_info, ns, &pdb_name, Some(Subresource::Status), &WriteOptions::default(), |mut p| {
                 let a = p.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-                p["status"]["disruptionsAllowed"] = json!((a - 1).max(0));
+                if a < 1 {
+                    let current = p.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
+                    let desired = p.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
+                    return Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
+                        "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")}]
+                    })));
+                }
+                p["status"]["disruptionsAllowed"] = json!(a - 1);
+                // The disruption controller must not count this pod as healthy while it goes.
+                let disrupted = r8s_api::meta::obj_mut(&mut p, &["status"]).entry("disruptedPods").or_insert(json!({}));
+                if let Some(m) = disrupted.as_object_mut() {
+                    m.insert(name.to_string(), json!(r8s_api::meta::now_rfc3339()));
+                }
                 Ok(p)
             })
             .await?;

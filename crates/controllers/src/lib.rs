@@ -7,6 +7,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod expectations;
 pub mod gc;
 pub mod history;
@@ -53,6 +54,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     tokio::spawn(async move { statefulset::Controller::start(i).await });
     let i = informers.clone();
     tokio::spawn(async move { job::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { disruption::Controller::start(i).await });
     let (i, minute) = (informers.clone(), opts.cron_minute);
     tokio::spawn(async move { cronjob::Controller::start(i, minute).await });
     let (i, nl) = (informers.clone(), opts.node_lifecycle.clone());
