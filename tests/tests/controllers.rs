@@ -193,3 +193,35 @@ fn drain_respects_a_pod_disruption_budget() {
         (p.len() == 4 && p.iter().all(|(n, _)| *n != busy)).then_some(())
     });
 }
+
+#[test]
+fn endpoints_follow_the_pods_a_service_selects() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "ep", 2, &[]);
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: nginx, ports: [{name: http, containerPort: 8080}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: web, port: 80, targetPort: http}]\n",
+    );
+    s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let ips = |s: &TestServer| {
+        let mut v: Vec<String> = s.k(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}"]).split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let want = ips(&s);
+    // `kubectl get ep` shows IP:targetPort, the named port resolved per pod.
+    let expect = want.iter().map(|ip| format!("{ip}:8080")).collect::<Vec<_>>().join(",");
+    wait_for("endpoints with both pods", T, || (rows(&s.k(&["get", "ep", "web", "--no-headers"]))[0][1] == expect).then_some(()));
+    let slice = s.k(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "jsonpath={.items[0].ports[0].port} {.items[0].endpoints[*].conditions.ready}"]);
+    assert_eq!(slice, "8080 true true");
+    // Scaling changes the endpoints.
+    s.k(&["scale", "deploy", "web", "--replicas=3"]);
+    s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    wait_for("three endpoints", T, || (rows(&s.k(&["get", "ep", "web", "--no-headers"]))[0][1].split(',').count() == 3).then_some(()));
+    let n = s.k(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "jsonpath={.items[*].endpoints[*].addresses[0]}"]);
+    assert_eq!(n.split_whitespace().count(), 3);
+    // Deleting the service removes its endpoints.
+    s.k(&["delete", "svc", "web"]);
+    wait_for("endpoints removed", T, || (!s.kubectl(&["get", "ep", "web"]).status.success()).then_some(()));
+    wait_for("slices removed", T, || s.k(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).trim().is_empty().then_some(()));
+}

@@ -8,6 +8,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod expectations;
 pub mod gc;
 pub mod history;
@@ -22,7 +23,8 @@ pub mod util;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use r8s_client::informer::Informers;
 
 #[derive(Clone, Debug)]
@@ -56,6 +58,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     tokio::spawn(async move { job::Controller::start(i).await });
     let i = informers.clone();
     tokio::spawn(async move { disruption::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { endpoints::Controller::start(i).await });
     let (i, minute) = (informers.clone(), opts.cron_minute);
     tokio::spawn(async move { cronjob::Controller::start(i, minute).await });
     let (i, nl) = (informers.clone(), opts.node_lifecycle.clone());
@@ -76,6 +80,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.track::<CronJob>("cronjobs").await;
         gc.track::<ControllerRevision>("controllerrevisions").await;
         gc.track::<PersistentVolumeClaim>("persistentvolumeclaims").await;
+        gc.track::<EndpointSlice>("endpointslices").await;
+        gc.track::<Service>("services").await;
         gc.run();
     });
     tracing::info!("controllers started");
