@@ -122,3 +122,24 @@ fn required_anti_affinity_and_topology_spread() {
     s.k(&["uncordon", "aa1"]);
     wait_for("s2 on aa1 after uncordon", T, || (node_of(&s, "s2") == "aa1").then_some(()));
 }
+
+#[test]
+fn priority_preempts_lower_priority_pods() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "pr", 1, &["--cpu", "2"]);
+    apply(&s, "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
+    let pod = |name: &str, class: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  {class}containers:\n  - name: c\n    image: nginx\n    resources: {{requests: {{cpu: 900m}}}}\n");
+    apply(&s, &pod("low1", ""));
+    apply(&s, &pod("low2", ""));
+    wait_for("low pods bound", T, || (node_of(&s, "low1") == "pr0" && node_of(&s, "low2") == "pr0").then_some(()));
+    // Admission resolved the class into the pod's priority.
+    apply(&s, &pod("vip", "priorityClassName: high\n  "));
+    assert_eq!(s.k(&["get", "pod", "vip", "-o", "jsonpath={.spec.priority}"]), "1000");
+    wait_for("vip scheduled after preempting a low pod", T, || (node_of(&s, "vip") == "pr0").then_some(()));
+    let preempted = s.k(&["get", "events", "--field-selector", "reason=Preempted", "-o", "jsonpath={.items[*].involvedObject.name}"]);
+    assert_eq!(preempted.split_whitespace().count(), 1, "exactly one victim: {preempted}");
+    assert!(preempted.starts_with("low"), "{preempted}");
+    // An unknown class is refused by admission.
+    let err = s.k_err(&["run", "nope", "--image=nginx", "--overrides={\"spec\":{\"priorityClassName\":\"missing\"}}"]);
+    assert!(err.contains("no PriorityClass with name missing was found"), "{err}");
+}

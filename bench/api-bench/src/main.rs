@@ -1,84 +1,18 @@
 //! Benchmarks the API server on loopback: `r8s-api-bench [--objects 100000]`.
 //! Starts its own `r8s server` (release build next to this binary, or $R8S_BIN) in a temp dir.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{client, pct, rss_mib, send, start};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
 
-fn r8s_bin() -> std::path::PathBuf {
-    std::env::var("R8S_BIN").map(Into::into).unwrap_or_else(|_| std::env::current_exe().unwrap().parent().unwrap().join("r8s"))
-}
-
-struct Server {
-    child: Child,
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Server {
-    fn path(&self) -> &std::path::Path {
-        self.dir.as_ref().expect("data dir").path()
-    }
-
-    /// Kills the server (like a crash) and hands back its data dir for a restart.
-    fn kill(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.dir.take().expect("data dir")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: tempfile::TempDir, port: u16) -> Result<(Server, Duration)> {
-    let t0 = Instant::now();
-    let kc = dir.path().join("admin.kubeconfig");
-    let _ = std::fs::remove_file(&kc);
-    let child = Command::new(r8s_bin())
-        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--write-kubeconfig")
-        .arg(&kc)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("spawn r8s")?;
-    // Ready = /readyz answers ok over TLS (what clients see).
-    loop {
-        if kc.exists() {
-            let out = Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{port}/readyz")]).output()?;
-            if String::from_utf8_lossy(&out.stdout) == "ok" {
-                break;
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("server not ready");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok((Server { child, dir: Some(dir) }, t0.elapsed()))
-}
-
-async fn client(dir: &std::path::Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(dir.join("admin.kubeconfig"))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
-
-async fn send(c: &kube::Client, method: &str, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
-    let req = http::Request::builder().method(method).uri(path).header("Content-Type", "application/json").body(body)?;
-    let resp = c.send(req.map(kube::client::Body::from)).await?;
-    let code = resp.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
-    Ok((code, bytes.to_vec()))
-}
+/// The API server alone: no scheduler or controllers reacting to the benchmark's pods.
+const API_ONLY: &[&str] = &["--disable-scheduler", "--disable-controller-manager"];
 
 fn pod(ns: &str, name: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -88,17 +22,6 @@ fn pod(ns: &str, name: &str) -> Vec<u8> {
                   "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
     }))
     .unwrap()
-}
-
-fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
 }
 
 async fn create_many(c: &kube::Client, ns: &str, prefix: &str, n: usize, concurrency: usize) -> Result<Duration> {
@@ -156,12 +79,12 @@ async fn main() -> Result<()> {
     };
 
     // Time to ready: first start (creates the PKI) and a restart.
-    let (srv, first) = start(tempfile::tempdir()?, port)?;
-    let (srv, restart) = start(srv.kill(), port)?;
+    let (srv, first) = start(tempfile::tempdir()?, port, API_ONLY)?;
+    let (srv, restart) = start(srv.kill(), port, API_ONLY)?;
     line(format!("| time from `r8s server` start to /readyz (first start, with PKI) | {:.0} ms |", first.as_secs_f64() * 1000.0));
     line(format!("| time from `r8s server` start to /readyz (restart) | {:.0} ms |", restart.as_secs_f64() * 1000.0));
     let pid = srv.child.id();
-    let c = client(srv.path()).await?;
+    let c = client(&srv.kubeconfig()).await?;
     // Warm the connection, then idle memory.
     send(&c, "GET", "/api/v1/namespaces", vec![]).await?;
     std::thread::sleep(Duration::from_millis(500));

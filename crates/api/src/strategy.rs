@@ -96,9 +96,6 @@ impl Strategy<'_> {
         if self.tracks_generation() {
             crate::meta::metadata_mut(obj).insert("generation".into(), json!(1));
         }
-        if self.gk() == ("batch", "Job") {
-            generate_job_selector(obj);
-        }
         if self.gk() == ("", "Namespace") {
             let name = crate::meta::name(obj).to_string();
             let md = crate::meta::metadata_mut(obj);
@@ -512,30 +509,6 @@ fn default_template(obj: &mut Value) {
     // Upstream serializes the template's zero creationTimestamp as null.
     let md = obj_mut(obj, &["spec", "template", "metadata"]);
     md.entry("creationTimestamp").or_insert(Value::Null);
-}
-
-/// Upstream's Job PrepareForCreate: unless `manualSelector` is set, the Job selects its pods by
-/// its own uid, and the template carries the matching labels.
-fn generate_job_selector(obj: &mut Value) {
-    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
-        return;
-    }
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = crate::meta::name(obj).to_string();
-    if uid.is_empty() {
-        return;
-    }
-    let labels = json!({
-        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-        "controller-uid": uid, "job-name": name,
-    });
-    let tl = obj_mut(obj, &["spec", "template", "metadata"]).entry("labels").or_insert_with(|| json!({}));
-    if let (Some(tl), Some(add)) = (tl.as_object_mut(), labels.as_object()) {
-        for (k, v) in add {
-            tl.insert(k.clone(), v.clone());
-        }
-    }
-    obj_mut(obj, &["spec"]).insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
 }
 
 fn default_job(obj: &mut Value) {

@@ -33,6 +33,16 @@ pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16) -
     )
     .await
     .map_err(|e| anyhow::anyhow!(e.message))?;
+    // The built-in priority classes critical system pods use.
+    let pc = catalog.find("scheduling.k8s.io", "v1", "priorityclasses").expect("priorityclasses");
+    for (name, value, desc) in [
+        ("system-node-critical", 2000001000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2000000000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        reg.ensure(&pc, None, json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value, "description": desc, "preemptionPolicy": "PreemptLowerPriority"}))
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+    }
     // Serve what stored CRDs define, and follow CRD writes from now on.
     let crd = catalog.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crds");
     let hook_catalog = catalog.clone();

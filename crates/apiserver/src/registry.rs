@@ -368,11 +368,41 @@ impl Registry {
         if info.group == "batch" && info.kind == "Job" {
             job_selector(obj);
         }
+        if info.group.is_empty() && info.kind == "Pod" {
+            self.admit_priority(obj).await?;
+        }
         if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
             crate::crd::accept(obj);
         }
         if info.custom {
             self.custom_schema(info, obj)?;
+        }
+        Ok(())
+    }
+
+    /// The Priority admission plugin: a pod's priority (and preemption policy) come from its
+    /// PriorityClass, or from the class marked globalDefault, or are 0.
+    async fn admit_priority(&self, obj: &mut Value) -> ApiResult<()> {
+        let Some(pc_info) = self.catalog.find("scheduling.k8s.io", "v1", "priorityclasses") else { return Ok(()) };
+        let wanted = obj.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        let class = match &wanted {
+            Some(name) => match self.get(&pc_info, None, name).await {
+                Ok(pc) => Some(pc),
+                Err(e) if e.code == 404 => {
+                    return Err(ApiError::forbidden(format!("pods \"{}\" is forbidden: no PriorityClass with name {name} was found", meta::name(obj))));
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let all = self.list(&pc_info, None, &ListOptions::default()).await?;
+                all.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).find(|pc| pc.get("globalDefault") == Some(&json!(true)))
+            }
+        };
+        if let Some(pc) = class {
+            let spec = meta::obj_mut(obj, &["spec"]);
+            spec.insert("priority".into(), pc.get("value").cloned().unwrap_or(json!(0)));
+            spec.insert("priorityClassName".into(), json!(meta::name(&pc)));
+            spec.insert("preemptionPolicy".into(), pc.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority")));
         }
         Ok(())
     }

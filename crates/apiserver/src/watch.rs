@@ -120,6 +120,8 @@ pub async fn serve(
     let filter = move |ev: &CacheEvent| ev.for_watcher(ns_filter.as_deref(), &labels, &fields);
     match cache.subscribe(from, &prefix) {
         Ok(sub) => {
+            let catch_up = cache.clone();
+            let catch_up_prefix = prefix.clone();
             tokio::spawn(async move {
                 let deadline = tokio::time::sleep(timeout);
                 tokio::pin!(deadline);
@@ -161,8 +163,22 @@ pub async fn serve(
                                     if tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
                                 }
                             }
-                            // Too slow or the cache restarted: end the watch; clients re-watch.
-                            Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                            // Fell behind the live feed: catch up from the cache's window of
+                            // recent events (or end the watch if even that has moved on).
+                            Err(broadcast::error::RecvError::Lagged(_)) => match catch_up.subscribe(Some(last_rev), &catch_up_prefix) {
+                                Ok(again) => {
+                                    for ev in &again.replay {
+                                        if ev.rev <= last_rev { continue; }
+                                        last_rev = ev.rev;
+                                        if let Some(k) = filter(ev) {
+                                            if tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
+                                        }
+                                    }
+                                    live = again.live;
+                                }
+                                Err(_) => return,
+                            },
+                            Err(broadcast::error::RecvError::Closed) => return,
                         },
                         _ = tx.closed() => return,
                     }

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod informer;
+pub mod leader;
 pub mod queue;
 
 use std::time::Duration;

@@ -164,10 +164,12 @@ fn main() -> anyhow::Result<()> {
         Command::SimNodes(args) => rt.block_on(sim_nodes(args)),
         Command::Scheduler(args) => rt.block_on(async move {
             let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
+            leader_elect(client.clone(), "kube-scheduler", &r8s_client::leader::unique_identity()).await;
             r8s_scheduler::run(r8s_client::informer::Informers::new(client)).await
         }),
         Command::ControllerManager(args) => rt.block_on(async move {
             let client = r8s_client::client_from_kubeconfig(&args.remote.kubeconfig).await?;
+            leader_elect(client.clone(), "kube-controller-manager", &r8s_client::leader::unique_identity()).await;
             r8s_controllers::start(r8s_client::informer::Informers::new(client), args.controllers.options()).await?;
             tokio::signal::ctrl_c().await?;
             Ok(())
@@ -199,16 +201,23 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     r8s_apiserver::spawn_compactor(store, args.compaction_interval, 1000);
     // In-process components reach the API through the same handler as remote clients.
     if !args.disable_scheduler {
-        let informers = r8s_client::informer::Informers::new(local::client(running.state.clone(), "kube-scheduler"));
+        let client = local::client(running.state.clone(), "kube-scheduler");
         tokio::spawn(async move {
-            if let Err(e) = r8s_scheduler::run(informers).await {
+            leader_elect(client.clone(), "kube-scheduler", &r8s_client::leader::hostname()).await;
+            if let Err(e) = r8s_scheduler::run(r8s_client::informer::Informers::new(client)).await {
                 tracing::error!(error = %e, "scheduler stopped");
             }
         });
     }
     if !args.disable_controller_manager {
-        let informers = r8s_client::informer::Informers::new(local::client(running.state.clone(), "kube-controller-manager"));
-        r8s_controllers::start(informers, args.controllers.options()).await?;
+        let client = local::client(running.state.clone(), "kube-controller-manager");
+        let opts = args.controllers.options();
+        tokio::spawn(async move {
+            leader_elect(client.clone(), "kube-controller-manager", &r8s_client::leader::hostname()).await;
+            if let Err(e) = r8s_controllers::start(r8s_client::informer::Informers::new(client), opts).await {
+                tracing::error!(error = %e, "controllers stopped");
+            }
+        });
     }
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "r8s server ready");
     tokio::signal::ctrl_c().await?;
@@ -232,4 +241,11 @@ async fn sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
         r = r8s_simnodes::run(client, cfg) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Waits for leadership of the component's Lease in kube-system; losing it later ends the
+/// process, as upstream components do, so a supervisor restarts it as a candidate.
+async fn leader_elect(client: kube::Client, component: &str, identity: &str) {
+    let cfg = r8s_client::leader::Config::new(component, identity);
+    r8s_client::leader::run(client, cfg, || std::process::exit(1)).await;
 }

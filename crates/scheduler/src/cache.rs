@@ -1,10 +1,11 @@
 //! The scheduler's view of the cluster: every node with the pods on it (bound, or assumed:
 //! bound by this scheduler but not yet seen back from the API) and their summed requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use crate::labels::Labels;
@@ -52,16 +53,16 @@ impl NodeInfo {
         self.pods.insert(pod.uid().unwrap_or_default(), PodEntry { pod, req, nonzero });
     }
 
-    fn remove_pod(&mut self, uid: &str) {
-        if let Some(e) = self.pods.remove(uid) {
-            self.requested.sub(&e.req);
-            self.nonzero_requested.sub(&e.nonzero);
-            for p in host_ports(&e.pod) {
-                if let Some(i) = self.used_ports.iter().position(|u| *u == p) {
-                    self.used_ports.swap_remove(i);
-                }
+    fn remove_pod(&mut self, uid: &str) -> Option<Arc<Pod>> {
+        let e = self.pods.remove(uid)?;
+        self.requested.sub(&e.req);
+        self.nonzero_requested.sub(&e.nonzero);
+        for p in host_ports(&e.pod) {
+            if let Some(i) = self.used_ports.iter().position(|u| *u == p) {
+                self.used_ports.swap_remove(i);
             }
         }
+        Some(e.pod)
     }
 
     fn set_node(&mut self, node: Arc<Node>) {
@@ -78,9 +79,49 @@ impl NodeInfo {
         self.node = Some(node);
     }
 
+    /// A copy without the pods `drop` selects (what the node would be after preempting them).
+    pub fn without(&self, drop: &dyn Fn(&Pod) -> bool) -> NodeInfo {
+        let mut n = NodeInfo {
+            node: self.node.clone(),
+            labels: self.labels.clone(),
+            allocatable: self.allocatable.clone(),
+            allowed_pods: self.allowed_pods,
+            images: self.images.clone(),
+            ..Default::default()
+        };
+        for e in self.pods.values() {
+            if !drop(&e.pod) {
+                n.add_pod(e.pod.clone());
+            }
+        }
+        n
+    }
+
     pub fn name(&self) -> String {
         self.node.as_ref().map(|n| n.name_any()).unwrap_or_default()
     }
+}
+
+/// Identical required anti-affinity terms of bound pods (same namespace, selector, topology
+/// key) grouped, with how many such pods each node has: a scheduling cycle checks each group
+/// once instead of every pod.
+pub struct AntiGroup {
+    pub owner_ns: String,
+    pub term: PodAffinityTerm,
+    pub nodes: HashMap<String, i64>,
+}
+
+fn anti_terms(pod: &Pod) -> &[PodAffinityTerm] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
+        .unwrap_or(&[])
+}
+
+fn term_key(ns: &str, t: &PodAffinityTerm) -> String {
+    format!("{ns}\u{0}{}", serde_json::to_string(t).unwrap_or_default())
 }
 
 #[derive(Default)]
@@ -92,6 +133,11 @@ pub struct Cache {
     assumed: HashMap<String, String>,
     /// Names of nodes that have a Node object, in a stable order (for round-robin starts).
     pub order: Vec<String>,
+    /// label (key, value) -> uids of counted pods with it.
+    by_label: HashMap<(String, String), HashSet<String>>,
+    /// controller uid -> uids of its counted pods.
+    by_owner: HashMap<String, HashSet<String>>,
+    pub anti: HashMap<String, AntiGroup>,
 }
 
 fn counts(pod: &Pod) -> bool {
@@ -129,8 +175,7 @@ impl Cache {
             Some(node) if counts(pod) => {
                 self.assumed.remove(&uid);
                 self.remove_pod(&uid);
-                self.nodes.entry(node.clone()).or_default().add_pod(pod.clone());
-                self.pod_node.insert(uid, node);
+                self.place(pod.clone(), &node);
             }
             _ => {
                 if !self.assumed.contains_key(&uid) {
@@ -140,15 +185,89 @@ impl Cache {
         }
     }
 
+    fn place(&mut self, pod: Arc<Pod>, node: &str) {
+        let uid = pod.uid().unwrap_or_default();
+        for (k, v) in pod.labels() {
+            self.by_label.entry((k.clone(), v.clone())).or_default().insert(uid.clone());
+        }
+        if let Some(o) = pod.owner_references().iter().find(|o| o.controller == Some(true)) {
+            self.by_owner.entry(o.uid.clone()).or_default().insert(uid.clone());
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        for t in anti_terms(&pod) {
+            let g = self.anti.entry(term_key(&ns, t)).or_insert_with(|| AntiGroup { owner_ns: ns.clone(), term: t.clone(), nodes: HashMap::new() });
+            *g.nodes.entry(node.to_string()).or_insert(0) += 1;
+        }
+        self.nodes.entry(node.to_string()).or_default().add_pod(pod);
+        self.pod_node.insert(uid, node.to_string());
+    }
+
     pub fn remove_pod(&mut self, uid: &str) {
-        if let Some(node) = self.pod_node.remove(uid) {
-            if let Some(info) = self.nodes.get_mut(&node) {
-                info.remove_pod(uid);
-                if info.node.is_none() && info.pods.is_empty() {
-                    self.nodes.remove(&node);
+        let Some(node) = self.pod_node.remove(uid) else { return };
+        let Some(info) = self.nodes.get_mut(&node) else { return };
+        let removed = info.remove_pod(uid);
+        if info.node.is_none() && info.pods.is_empty() {
+            self.nodes.remove(&node);
+        }
+        let Some(pod) = removed else { return };
+        for (k, v) in pod.labels() {
+            let key = (k.clone(), v.clone());
+            if let Some(set) = self.by_label.get_mut(&key) {
+                set.remove(uid);
+                if set.is_empty() {
+                    self.by_label.remove(&key);
                 }
             }
         }
+        if let Some(o) = pod.owner_references().iter().find(|o| o.controller == Some(true)) {
+            if let Some(set) = self.by_owner.get_mut(&o.uid) {
+                set.remove(uid);
+                if set.is_empty() {
+                    self.by_owner.remove(&o.uid);
+                }
+            }
+        }
+        let ns = pod.namespace().unwrap_or_default();
+        for t in anti_terms(&pod) {
+            let key = term_key(&ns, t);
+            if let Some(g) = self.anti.get_mut(&key) {
+                if let Some(n) = g.nodes.get_mut(&node) {
+                    *n -= 1;
+                    if *n <= 0 {
+                        g.nodes.remove(&node);
+                    }
+                }
+                if g.nodes.is_empty() {
+                    self.anti.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn entries(&self, uids: &HashSet<String>) -> Vec<(&NodeInfo, &Arc<Pod>)> {
+        uids.iter()
+            .filter_map(|u| {
+                let info = self.nodes.get(self.pod_node.get(u)?)?;
+                Some((info, &info.pods.get(u)?.pod))
+            })
+            .collect()
+    }
+
+    /// Counted pods whose labels the selector matches (narrowed through the label index when
+    /// the selector has matchLabels), with the node they are on.
+    pub fn pods_matching(&self, sel: &LabelSelector) -> Vec<(&NodeInfo, &Arc<Pod>)> {
+        let narrowest = sel.match_labels.iter().flatten().map(|(k, v)| self.by_label.get(&(k.clone(), v.clone()))).min_by_key(|s| s.map_or(0, |s| s.len()));
+        let candidates: Vec<(&NodeInfo, &Arc<Pod>)> = match narrowest {
+            Some(None) => return Vec::new(),
+            Some(Some(set)) => self.entries(set),
+            None => self.nodes.values().flat_map(|n| n.pods.values().map(move |e| (n, &e.pod))).collect(),
+        };
+        candidates.into_iter().filter(|(_, p)| crate::labels::selector_matches(sel, p.labels())).collect()
+    }
+
+    /// Counted pods with this controller.
+    pub fn pods_owned_by(&self, owner_uid: &str) -> Vec<(&NodeInfo, &Arc<Pod>)> {
+        self.by_owner.get(owner_uid).map(|s| self.entries(s)).unwrap_or_default()
     }
 
     pub fn delete_pod(&mut self, uid: &str) {
@@ -162,8 +281,7 @@ impl Cache {
         let mut bound = pod.clone();
         bound.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
         self.remove_pod(&uid);
-        self.nodes.entry(node.to_string()).or_default().add_pod(Arc::new(bound));
-        self.pod_node.insert(uid.clone(), node.to_string());
+        self.place(Arc::new(bound), node);
         self.assumed.insert(uid, node.to_string());
     }
 

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod framework;
 pub mod labels;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 
@@ -193,7 +194,12 @@ impl Scheduler {
                 *start = (*start + processed) % total;
             }
             if feasible.is_empty() {
-                Err(failure_message(&pod, total, &histogram, codes))
+                // PostFilter: preemption of lower-priority pods on nodes where that helps.
+                let plan = if codes.0 > 0 { preemption::plan(&cycle, &cache) } else { None };
+                match plan {
+                    Some(p) => Err((framework::fit_error(total, &histogram, ""), Some(p))),
+                    None => Err((failure_message(&pod, total, &histogram, codes), None)),
+                }
             } else {
                 let scores = framework::score(&cycle, &feasible, total);
                 let best = scores.iter().copied().max().unwrap_or(0);
@@ -210,8 +216,12 @@ impl Scheduler {
                 let me = self.clone();
                 tokio::spawn(async move { me.bind(pod, node, key, prio).await });
             }
-            Err(msg) => {
+            Err((msg, plan)) => {
+                // Parked before the victims go, so their deletion brings the pod back.
                 self.queue.unschedulable(key, prio);
+                if let Some(plan) = plan {
+                    self.preempt(&pod, plan).await;
+                }
                 self.recorder.warning(pod.as_ref(), "FailedScheduling", msg.clone());
                 let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &pod.namespace().unwrap_or_default());
                 let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": r8s_client::now()}]}});
@@ -223,6 +233,22 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Evicts the victims (graceful deletion) and nominates the node for the preemptor; the
+    /// victims' deletion moves the preemptor back into the queue.
+    async fn preempt(&self, pod: &Pod, plan: preemption::Plan) {
+        let client = self.informers.client().clone();
+        for v in &plan.victims {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &v.namespace().unwrap_or_default());
+            let dp = kube::api::DeleteParams { preconditions: Some(kube::api::Preconditions { uid: v.uid(), resource_version: None }), ..Default::default() };
+            match api.delete(&v.name_any(), &dp).await {
+                Ok(_) => self.recorder.normal(v.as_ref(), "Preempted", format!("Preempted by pod {} on node {}", pod.uid().unwrap_or_default(), plan.node)),
+                Err(e) => tracing::debug!(error = %e, "preempting a pod failed"),
+            }
+        }
+        let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
+        let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": {"nominatedNodeName": plan.node}}))).await;
     }
 
     async fn bind(&self, pod: Arc<Pod>, node: String, key: (String, String), prio: i32) {

@@ -55,34 +55,27 @@ impl State {
             .map(|w| mk(&w.pod_affinity_term, w.weight as i64))
             .chain(paa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|w| mk(&w.pod_affinity_term, -(w.weight as i64))))
             .collect();
-        let own_ns = ns.clone();
-        for info in cache.nodes.values() {
-            if info.node.is_none() {
+        // Existing pods' required anti-affinity against us, one check per group of identical terms.
+        for g in cache.anti.values() {
+            let tn = TermNamespaces::new(&g.owner_ns, g.term.namespaces.as_ref(), g.term.namespace_selector.as_ref());
+            if !(tn.matches(&ns, ns_labels) && g.term.label_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels()))) {
                 continue;
             }
-            for e in info.pods.values() {
-                let p = &e.pod;
-                if is_terminating(p) {
+            for node in g.nodes.keys() {
+                if let Some(v) = cache.nodes.get(node).and_then(|n| n.labels.get(&g.term.topology_key)) {
+                    st.existing_anti.push((g.term.topology_key.clone(), v.clone()));
+                }
+            }
+        }
+        // Matching pods per topology domain for each of our terms.
+        for term in st.affinity.iter_mut().chain(st.anti.iter_mut()).chain(st.preferred.iter_mut()) {
+            let Some(sel) = term.term.label_selector.clone() else { continue };
+            for (info, p) in cache.pods_matching(&sel) {
+                if info.node.is_none() || is_terminating(p) || !term.ns.matches(&p.namespace().unwrap_or_default(), ns_labels) {
                     continue;
                 }
-                // Existing pods' required anti-affinity against us.
-                if let Some(terms) = p.spec.as_ref().and_then(|s| s.affinity.as_ref()).and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()) {
-                    let pns = p.namespace().unwrap_or_default();
-                    for t in terms {
-                        let tn = TermNamespaces::new(&pns, t.namespaces.as_ref(), t.namespace_selector.as_ref());
-                        if tn.matches(&own_ns, ns_labels) && t.label_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels())) {
-                            if let Some(v) = info.labels.get(&t.topology_key) {
-                                st.existing_anti.push((t.topology_key.clone(), v.clone()));
-                            }
-                        }
-                    }
-                }
-                for term in st.affinity.iter_mut().chain(st.anti.iter_mut()).chain(st.preferred.iter_mut()) {
-                    if let Some(v) = info.labels.get(&term.term.topology_key) {
-                        if term.matches(p, ns_labels) {
-                            *term.counts.entry(v.clone()).or_insert(0) += 1;
-                        }
-                    }
+                if let Some(v) = info.labels.get(&term.term.topology_key) {
+                    *term.counts.entry(v.clone()).or_insert(0) += 1;
                 }
             }
         }

@@ -76,16 +76,28 @@ impl State {
         for c in constraints.iter_mut() {
             c.self_match = matches(&c.selector, pod) as i64;
         }
-        for info in cache.nodes.values() {
-            let Some(node) = info.node.as_ref() else { continue };
-            // nodeAffinityPolicy Honor: only nodes the pod could go to define domains.
-            if !node_affinity_matches(pod, &node.name_any(), &info.labels) {
-                continue;
+        for c in constraints.iter_mut() {
+            // Every eligible node's domain exists, with zero pods if none match.
+            for info in cache.nodes.values() {
+                let Some(node) = info.node.as_ref() else { continue };
+                // nodeAffinityPolicy Honor: only nodes the pod could go to define domains.
+                if let Some(v) = info.labels.get(&c.key) {
+                    if !c.counts.contains_key(v) && node_affinity_matches(pod, &node.name_any(), &info.labels) {
+                        c.counts.insert(v.clone(), 0);
+                    }
+                }
             }
-            for c in constraints.iter_mut() {
-                let Some(v) = info.labels.get(&c.key) else { continue };
-                let n = info.pods.values().filter(|e| !is_terminating(&e.pod) && e.pod.namespace().as_deref() == Some(ns.as_str()) && matches(&c.selector, &e.pod)).count() as i64;
-                *c.counts.entry(v.clone()).or_insert(0) += n;
+            let members = match &c.selector {
+                Selector::Labels(s) => cache.pods_matching(s),
+                Selector::Owner(uid) => cache.pods_owned_by(uid),
+            };
+            for (info, p) in members {
+                if info.node.is_none() || is_terminating(p) || p.namespace().as_deref() != Some(ns.as_str()) {
+                    continue;
+                }
+                if let Some(n) = info.labels.get(&c.key).and_then(|v| c.counts.get_mut(v)) {
+                    *n += 1;
+                }
             }
         }
         // Default constraints on a key no node has are dropped (e.g. no zones).

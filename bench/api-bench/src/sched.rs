@@ -1,0 +1,135 @@
+//! Scheduler benchmark: `r8s-sched-bench --nodes 5000 --pods 10000 --mode basic|anti|spread`.
+//! Starts a release `r8s server` (scheduler and controllers in-process) and `r8s sim-nodes`,
+//! creates the pods with 64 clients and watches them get bound: throughput is pods over the
+//! time from the first create to the last binding, latency is create-sent to bound-seen.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use common::{client, pct, rss_mib, send, start};
+use futures::StreamExt;
+use serde_json::json;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+}
+
+fn pod(i: usize, mode: &str) -> Vec<u8> {
+    let mut spec = json!({"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+        "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}}}]});
+    let group = format!("g{}", i / 10);
+    match mode {
+        // Groups of 10 pods that may not share a node.
+        "anti" => {
+            spec["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"group": group}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        }
+        // Groups of 10 spread evenly over nodes.
+        "spread" => {
+            spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"group": group}}}]);
+        }
+        _ => {}
+    }
+    serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p-{i}"), "namespace": "bench", "labels": {"group": group}}, "spec": spec})).unwrap()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let nodes: usize = arg(&args, "--nodes", "1000").parse()?;
+    let pods: usize = arg(&args, "--pods", "10000").parse()?;
+    let mode = arg(&args, "--mode", "basic");
+    let port: u16 = arg(&args, "--port", "17444").parse()?;
+    let (mut srv, _) = start(tempfile::tempdir()?, port, &[])?;
+    let c = client(&srv.kubeconfig()).await?;
+    srv.spawn_with(&["sim-nodes", "--count", &nodes.to_string(), "--cpu", "8", "--memory", "32Gi", "--pods", "110"])?;
+    // Wait for all nodes.
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = send(&c, "GET", "/api/v1/nodes?limit=1", vec![]).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let rest = v["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize + v["items"].as_array().map(|a| a.len()).unwrap_or(0);
+        if rest >= nodes {
+            break;
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "nodes did not register");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{nodes} nodes registered in {:.1}s", t0.elapsed().as_secs_f64());
+    send(&c, "POST", "/api/v1/namespaces", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))?).await?;
+
+    // Watch bindings (re-watching from the last seen revision if the stream ends).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut rv = "0".to_string();
+            loop {
+                let req = http::Request::builder().uri(format!("/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}")).body(Vec::new()).unwrap();
+                let Ok(s) = c.request_events::<serde_json::Value>(req.map(Into::into)).await else { continue };
+                let mut s = s.boxed();
+                while let Some(Ok(ev)) = s.next().await {
+                    if let kube::api::WatchEvent::Modified(o) | kube::api::WatchEvent::Added(o) = ev {
+                        rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+                        if o["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
+                            let _ = tx.send((o["metadata"]["name"].as_str().unwrap_or("").to_string(), Instant::now()));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let start_t = Instant::now();
+    let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (c, next, sent, mode) = (c.clone(), next.clone(), sent.clone(), mode.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= pods {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let t = Instant::now();
+                sent.lock().unwrap().insert(format!("p-{i}"), t);
+                let (code, body) = send(&c, "POST", "/api/v1/namespaces/bench/pods", pod(i, &mode)).await?;
+                anyhow::ensure!(code == 201, "create: {code} {}", String::from_utf8_lossy(&body));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let created = start_t.elapsed();
+    let mut bound: HashMap<String, Instant> = HashMap::new();
+    while bound.len() < pods {
+        let (name, at) = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await?.unwrap();
+        bound.entry(name).or_insert(at);
+    }
+    let last = bound.values().max().copied().unwrap();
+    let total = last - start_t;
+    let sent = sent.lock().unwrap();
+    let lat: Vec<Duration> = bound.iter().map(|(n, at)| *at - sent[n]).collect();
+    let line = format!(
+        "| {mode} | {nodes} | {pods} | {:.0} | {:.0} ms / {:.0} ms | {:.1} s | {:.0} MiB |",
+        pods as f64 / total.as_secs_f64(),
+        pct(lat.clone(), 0.5),
+        pct(lat, 0.99),
+        created.as_secs_f64(),
+        rss_mib(srv.child.id()),
+    );
+    println!("{line}");
+    let out = std::env::var("BENCH_OUT").unwrap_or_default();
+    if !out.is_empty() {
+        use std::io::Write;
+        std::fs::OpenOptions::new().create(true).append(true).open(out)?.write_all(format!("{line}\n").as_bytes())?;
+    }
+    Ok(())
+}
