@@ -4,6 +4,8 @@
 pub mod errors;
 pub mod meta;
 pub mod printers;
+pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selectors;
 pub mod strategy;

@@ -523,9 +523,10 @@ async fn bind(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &st
         return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::required("target.name", "")]));
     }
     let opts = write_options(query, headers, false)?;
+    let now = r8s_api::meta::now_rfc3339();
     state
         .registry
-        .update_with(info, ns, name, None, &opts, |mut pod| {
+        .update_with(info, ns, name, Some(Subresource::Binding), &opts, |mut pod| {
             if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
                 return Err(ApiError::conflict(info, name, "pod is being deleted, cannot be assigned to a host"));
             }
@@ -533,14 +534,7 @@ async fn bind(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &st
                 return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
             }
             pod["spec"]["nodeName"] = json!(node);
-            Ok(pod)
-        })
-        .await?;
-    // The PodScheduled condition is status: set it through the status path.
-    let now = r8s_api::meta::now_rfc3339();
-    state
-        .registry
-        .update_with(info, ns, name, Some(Subresource::Status), &opts, |mut pod| {
+            // The PodScheduled condition goes in the same write.
             let conds = r8s_api::meta::obj_mut(&mut pod, &["status"]).entry("conditions").or_insert(json!([]));
             if let Some(list) = conds.as_array_mut() {
                 list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));

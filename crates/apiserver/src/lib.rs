@@ -5,6 +5,7 @@
 //! defaults, validation, admission, optimistic concurrency, graceful deletion) -> the store.
 //! LIST and WATCH are served from per-resource watch caches (`cache`, `watch`).
 
+pub mod admission;
 pub mod alloc;
 pub mod apply;
 pub mod auth;

@@ -329,6 +329,9 @@ impl Registry {
             return Err(ApiError::invalid(info, &name, &errs));
         }
         self.check_namespace(&sinfo, ns).await?;
+        if let (false, true, Some(ns)) = (opts.dry_run, sinfo.namespaced, ns) {
+            crate::admission::quota(self, &sinfo, ns, &obj).await?;
+        }
         crate::fields::record_operation(&mut obj, None, opts, &info.api_version());
         // Service allocations.
         let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() {
@@ -369,40 +372,16 @@ impl Registry {
             job_selector(obj);
         }
         if info.group.is_empty() && info.kind == "Pod" {
-            self.admit_priority(obj).await?;
+            crate::admission::priority(self, obj).await?;
+            if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string) {
+                crate::admission::limit_ranger(self, &ns, obj).await?;
+            }
         }
         if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
             crate::crd::accept(obj);
         }
         if info.custom {
             self.custom_schema(info, obj)?;
-        }
-        Ok(())
-    }
-
-    /// The Priority admission plugin: a pod's priority (and preemption policy) come from its
-    /// PriorityClass, or from the class marked globalDefault, or are 0.
-    async fn admit_priority(&self, obj: &mut Value) -> ApiResult<()> {
-        let Some(pc_info) = self.catalog.find("scheduling.k8s.io", "v1", "priorityclasses") else { return Ok(()) };
-        let wanted = obj.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-        let class = match &wanted {
-            Some(name) => match self.get(&pc_info, None, name).await {
-                Ok(pc) => Some(pc),
-                Err(e) if e.code == 404 => {
-                    return Err(ApiError::forbidden(format!("pods \"{}\" is forbidden: no PriorityClass with name {name} was found", meta::name(obj))));
-                }
-                Err(e) => return Err(e),
-            },
-            None => {
-                let all = self.list(&pc_info, None, &ListOptions::default()).await?;
-                all.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).find(|pc| pc.get("globalDefault") == Some(&json!(true)))
-            }
-        };
-        if let Some(pc) = class {
-            let spec = meta::obj_mut(obj, &["spec"]);
-            spec.insert("priority".into(), pc.get("value").cloned().unwrap_or(json!(0)));
-            spec.insert("priorityClassName".into(), json!(meta::name(&pc)));
-            spec.insert("preemptionPolicy".into(), pc.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority")));
         }
         Ok(())
     }
@@ -595,7 +574,8 @@ impl Registry {
                         }
                     }
                 }
-                if info.has(Subresource::Status) || sinfo.has(Subresource::Status) {
+                // Binding sets spec.nodeName and the PodScheduled condition in one write.
+                if sub != Some(Subresource::Binding) && (info.has(Subresource::Status) || sinfo.has(Subresource::Status)) {
                     match current.get("status") {
                         Some(s) => obj["status"] = s.clone(),
                         None => {

@@ -12,14 +12,18 @@ pub mod endpoints;
 pub mod expectations;
 pub mod gc;
 pub mod history;
+pub mod hpa;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod nodeipam;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod util;
+pub mod volumebinding;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -33,11 +37,15 @@ pub struct Options {
     pub node_lifecycle: nodelifecycle::Options,
     /// How long a cron minute lasts (60 s; tests shorten it).
     pub cron_minute: std::time::Duration,
+    /// Finished pods kept before the oldest are deleted.
+    pub terminated_pod_gc_threshold: usize,
+    /// How often autoscalers are evaluated.
+    pub hpa_sync_period: std::time::Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { cluster_cidr: "10.244.0.0/16".into(), node_lifecycle: Default::default(), cron_minute: std::time::Duration::from_secs(60) }
+        Options { cluster_cidr: "10.244.0.0/16".into(), node_lifecycle: Default::default(), cron_minute: std::time::Duration::from_secs(60), terminated_pod_gc_threshold: 12500, hpa_sync_period: std::time::Duration::from_secs(15) }
     }
 }
 
@@ -58,6 +66,14 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     tokio::spawn(async move { job::Controller::start(i).await });
     let i = informers.clone();
     tokio::spawn(async move { disruption::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { resourcequota::Controller::start(i).await });
+    let (i, threshold) = (informers.clone(), opts.terminated_pod_gc_threshold);
+    tokio::spawn(async move { podgc::Controller::start(i, threshold).await });
+    let i = informers.clone();
+    tokio::spawn(async move { volumebinding::Controller::start(i).await });
+    let (i, period) = (informers.clone(), opts.hpa_sync_period);
+    tokio::spawn(async move { hpa::Controller::start(i, period).await });
     let i = informers.clone();
     tokio::spawn(async move { endpoints::Controller::start(i).await });
     let (i, minute) = (informers.clone(), opts.cron_minute);

@@ -59,6 +59,12 @@ struct ControllerFlags {
     /// How long a cron minute lasts for CronJobs (a test knob; 60s is real time).
     #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
     cronjob_minute: Duration,
+    /// Finished pods kept before the oldest are garbage collected.
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
+    /// How often HorizontalPodAutoscalers are evaluated.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: Duration,
 }
 
 impl ControllerFlags {
@@ -67,6 +73,8 @@ impl ControllerFlags {
             cluster_cidr: self.cluster_cidr.clone(),
             node_lifecycle: r8s_controllers::nodelifecycle::Options { grace_period: self.node_monitor_grace_period, monitor_period: self.node_monitor_period },
             cron_minute: self.cronjob_minute,
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            hpa_sync_period: self.horizontal_pod_autoscaler_sync_period,
         }
     }
 }

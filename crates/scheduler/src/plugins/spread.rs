@@ -26,6 +26,8 @@ struct Constraint {
     required: bool,
     selector: Selector,
     counts: HashMap<String, i64>,
+    /// The smallest domain count (computed once per cycle: filter runs per node).
+    min: i64,
     self_match: i64,
 }
 
@@ -59,13 +61,13 @@ impl State {
                         sel.match_labels.get_or_insert_with(Default::default).insert(k.clone(), v.clone());
                     }
                 }
-                Constraint { key: c.topology_key.clone(), max_skew: c.max_skew as i64, required: c.when_unsatisfiable == "DoNotSchedule", selector: Selector::Labels(sel), counts: HashMap::new(), self_match: 0 }
+                Constraint { key: c.topology_key.clone(), max_skew: c.max_skew as i64, required: c.when_unsatisfiable == "DoNotSchedule", selector: Selector::Labels(sel), counts: HashMap::new(), min: 0, self_match: 0 }
             })
             .collect();
         if constraints.is_empty() {
             if let Some(owner) = pod.owner_references().iter().find(|o| o.controller == Some(true) && ["ReplicaSet", "ReplicationController", "StatefulSet"].contains(&o.kind.as_str())) {
                 for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
-                    constraints.push(Constraint { key: key.into(), max_skew: skew, required: false, selector: Selector::Owner(owner.uid.clone()), counts: HashMap::new(), self_match: 0 });
+                    constraints.push(Constraint { key: key.into(), max_skew: skew, required: false, selector: Selector::Owner(owner.uid.clone()), counts: HashMap::new(), min: 0, self_match: 0 });
                 }
             }
         }
@@ -102,6 +104,9 @@ impl State {
         }
         // Default constraints on a key no node has are dropped (e.g. no zones).
         constraints.retain(|c| c.required || !c.counts.is_empty());
+        for c in constraints.iter_mut() {
+            c.min = c.counts.values().copied().min().unwrap_or(0);
+        }
         State { constraints }
     }
 
@@ -110,8 +115,7 @@ impl State {
             let Some(v) = node.labels.get(&c.key) else {
                 return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match pod topology spread constraints (missing required label)"));
             };
-            let min = c.counts.values().copied().min().unwrap_or(0);
-            let skew = c.counts.get(v).copied().unwrap_or(0) + c.self_match - min;
+            let skew = c.counts.get(v).copied().unwrap_or(0) + c.self_match - c.min;
             if skew > c.max_skew {
                 return Err(Reject::new(Code::Unschedulable, "node(s) didn't match pod topology spread constraints"));
             }
