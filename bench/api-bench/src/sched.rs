@@ -63,6 +63,9 @@ async fn main() -> Result<()> {
     }
     eprintln!("{nodes} nodes registered in {:.1}s", t0.elapsed().as_secs_f64());
     send(&c, "POST", "/api/v1/namespaces", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))?).await?;
+    if mode == "deploy" {
+        return deployment_bench(&c, &srv, nodes, pods).await;
+    }
 
     // Watch bindings (re-watching from the last seen revision if the stream ends).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -125,6 +128,52 @@ async fn main() -> Result<()> {
         created.as_secs_f64(),
         rss_mib(srv.child.id()),
     );
+    println!("{line}");
+    let out = std::env::var("BENCH_OUT").unwrap_or_default();
+    if !out.is_empty() {
+        use std::io::Write;
+        std::fs::OpenOptions::new().create(true).append(true).open(out)?.write_all(format!("{line}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Polls the Deployment until `done` says its status is there.
+async fn wait_deploy(c: &kube::Client, done: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = send(c, "GET", "/apis/apps/v1/namespaces/bench/deployments/big", vec![]).await?;
+        let d: serde_json::Value = serde_json::from_slice(&body)?;
+        if done(&d) {
+            return Ok(());
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "deployment did not converge: {}", d["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Deployment of `replicas` pods: time until all are available, then a rolling update.
+async fn deployment_bench(c: &kube::Client, srv: &common::Server, nodes: usize, replicas: usize) -> Result<()> {
+    let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "big", "namespace": "bench"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "big"}},
+                 "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.21.1",
+                    "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}}});
+    let t0 = Instant::now();
+    let (code, body) = send(c, "POST", "/apis/apps/v1/namespaces/bench/deployments", serde_json::to_vec(&dep)?).await?;
+    anyhow::ensure!(code == 201, "{}", String::from_utf8_lossy(&body));
+    let n = replicas as i64;
+    wait_deploy(c, |d| d["status"]["availableReplicas"].as_i64() == Some(n)).await?;
+    let up = t0.elapsed();
+    let t1 = Instant::now();
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1.23.0"}]}}}});
+    let req = http::Request::builder().method("PATCH").uri("/apis/apps/v1/namespaces/bench/deployments/big").header("Content-Type", "application/strategic-merge-patch+json").body(serde_json::to_vec(&patch)?)?;
+    c.send(req.map(kube::client::Body::from)).await?;
+    wait_deploy(c, |d| {
+        let st = &d["status"];
+        d["metadata"]["generation"] == st["observedGeneration"] && st["updatedReplicas"].as_i64() == Some(n) && st["availableReplicas"].as_i64() == Some(n) && st["replicas"].as_i64() == Some(n)
+    })
+    .await?;
+    let roll = t1.elapsed();
+    let line = format!("| deployment of {replicas} replicas on {nodes} nodes | {:.1} s to all available | rolling update {:.1} s | {:.0} MiB |", up.as_secs_f64(), roll.as_secs_f64(), rss_mib(srv.child.id()));
     println!("{line}");
     let out = std::env::var("BENCH_OUT").unwrap_or_default();
     if !out.is_empty() {

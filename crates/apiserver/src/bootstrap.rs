@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::catalog::Catalog;
 use crate::registry::{ListOptions, Registry};
 
-pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16) -> anyhow::Result<()> {
+pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16, advertise: std::net::IpAddr) -> anyhow::Result<()> {
     let ns = catalog.find("", "v1", "namespaces").expect("namespaces");
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         reg.ensure(&ns, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).await.map_err(|e| anyhow::anyhow!(e.message))?;
@@ -33,6 +33,27 @@ pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16) -
     )
     .await
     .map_err(|e| anyhow::anyhow!(e.message))?;
+    // The `kubernetes` Service's endpoints are this API server (upstream's endpoint reconciler).
+    let ep = catalog.find("", "v1", "endpoints").expect("endpoints");
+    let want = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": advertise.to_string()}], "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}]}],
+    });
+    match reg.get(&ep, Some("default"), "kubernetes").await {
+        Ok(cur) if cur.get("subsets") == want.get("subsets") => {}
+        Ok(_) => {
+            reg.update_with(&ep, Some("default"), "kubernetes", None, &Default::default(), |mut cur| {
+                cur["subsets"] = want["subsets"].clone();
+                Ok(cur)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        }
+        Err(_) => {
+            reg.ensure(&ep, Some("default"), want.clone()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        }
+    }
     // The built-in priority classes critical system pods use.
     let pc = catalog.find("scheduling.k8s.io", "v1", "priorityclasses").expect("priorityclasses");
     for (name, value, desc) in [

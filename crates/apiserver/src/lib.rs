@@ -155,7 +155,12 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
     });
     let tls = server::tls_config(&pki.ca.cert_pem, &pki.apiserver.cert_pem, &pki.apiserver.key_pem)?;
     tokio::spawn(server::serve(listener, tls, state.clone()));
-    bootstrap::run(&registry, &catalog, addr.port()).await?;
+    let advertise = if cfg.bind_address.is_unspecified() {
+        local_addresses().into_iter().find(|ip| !ip.is_loopback()).unwrap_or(cfg.bind_address)
+    } else {
+        cfg.bind_address
+    };
+    bootstrap::run(&registry, &catalog, addr.port(), advertise).await?;
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "API server ready");
     Ok(RunningServer { addr, state, kubeconfig_path })

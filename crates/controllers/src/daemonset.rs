@@ -2,12 +2,12 @@
 //! affinity, taints), placed by the scheduler through a node-name affinity, rolled
 //! node by node within maxUnavailable, with ControllerRevisions as history.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -53,15 +53,6 @@ fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
     v
 }
 
-fn tolerates(tols: &[Toleration], taint: &Taint) -> bool {
-    tols.iter().any(|tol| {
-        let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty()) || tol.key.as_deref() == Some(taint.key.as_str());
-        let value_ok = tol.operator.as_deref() == Some("Exists") || tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
-        effect_ok && key_ok && value_ok
-    })
-}
-
 /// Should a daemon pod of this template run on the node?
 fn should_run(ds: &DaemonSet, node: &Node) -> bool {
     let Some(spec) = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else { return false };
@@ -73,30 +64,13 @@ fn should_run(ds: &DaemonSet, node: &Node) -> bool {
     }
     if let Some(req) = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref()) {
         let name = node.name_any();
-        if !req.node_selector_terms.iter().any(|t| term_matches(t, &name, labels)) {
+        if !req.node_selector_terms.iter().any(|t| r8s_api::matching::term_matches(t, &name, labels)) {
             return false;
         }
     }
     let mut tols = spec.tolerations.clone().unwrap_or_default();
     tols.extend(daemon_tolerations(spec.host_network == Some(true)));
-    node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").all(|t| tolerates(&tols, t))
-}
-
-fn term_matches(t: &NodeSelectorTerm, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    let ok = |r: &NodeSelectorRequirement, v: Option<&String>| {
-        let vals = r.values.as_deref().unwrap_or(&[]);
-        match r.operator.as_str() {
-            "In" => v.is_some_and(|v| vals.contains(v)),
-            "NotIn" => v.is_none_or(|v| !vals.contains(v)),
-            "Exists" => v.is_some(),
-            "DoesNotExist" => v.is_none(),
-            "Gt" => v.and_then(|v| v.parse::<i64>().ok()).zip(vals.first().and_then(|b| b.parse::<i64>().ok())).is_some_and(|(v, b)| v > b),
-            "Lt" => v.and_then(|v| v.parse::<i64>().ok()).zip(vals.first().and_then(|b| b.parse::<i64>().ok())).is_some_and(|(v, b)| v < b),
-            _ => false,
-        }
-    };
-    let name = name.to_string();
-    t.match_expressions.iter().flatten().all(|r| ok(r, labels.get(&r.key))) && t.match_fields.iter().flatten().all(|r| r.key == "metadata.name" && ok(r, Some(&name)))
+    node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").all(|t| tols.iter().any(|tol| r8s_api::matching::tolerates(tol, t)))
 }
 
 impl Controller {

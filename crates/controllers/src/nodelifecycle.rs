@@ -44,19 +44,12 @@ fn ready_status(n: &Node) -> Option<String> {
     n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
 }
 
-fn tolerates(tol: &Toleration, t: &Taint) -> bool {
-    let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == t.effect);
-    let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty()) || tol.key.as_deref() == Some(t.key.as_str());
-    let value_ok = tol.operator.as_deref() == Some("Exists") || tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or("");
-    effect_ok && key_ok && value_ok
-}
-
 /// When the pod must go because of the node's NoExecute taints: None = never, Some(0) = now.
 fn eviction_delay(pod: &Pod, taints: &[Taint]) -> Option<Duration> {
     let tols = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
     let mut latest_deadline: Option<i64> = None;
     for t in taints.iter().filter(|t| t.effect == "NoExecute") {
-        let matching: Vec<&Toleration> = tols.iter().filter(|tol| tolerates(tol, t)).collect();
+        let matching: Vec<&Toleration> = tols.iter().filter(|tol| r8s_api::matching::tolerates(tol, t)).collect();
         if matching.is_empty() {
             return Some(Duration::ZERO);
         }

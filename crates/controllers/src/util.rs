@@ -32,22 +32,7 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
         // An empty selector selects nothing for controllers (upstream).
         return false;
     }
-    if let Some(ml) = &sel.match_labels {
-        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return false;
-        }
-    }
-    sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.as_deref().unwrap_or(&[]);
-        let got = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => got.is_some_and(|g| vals.contains(g)),
-            "NotIn" => got.is_none_or(|g| !vals.contains(g)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    })
+    r8s_api::matching::selector_matches(sel, labels)
 }
 
 pub fn phase(p: &Pod) -> &str {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use crate::labels::Labels;
+use r8s_api::matching::Labels;
 use crate::resources::{Resources, node_allocatable, pod_requests};
 
 pub struct PodEntry {
@@ -138,6 +138,8 @@ pub struct Cache {
     /// controller uid -> uids of its counted pods.
     by_owner: HashMap<String, HashSet<String>>,
     pub anti: HashMap<String, AntiGroup>,
+    /// topology key -> how many distinct values the nodes have (memo, reset on node changes).
+    domains: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 fn counts(pod: &Pod) -> bool {
@@ -146,8 +148,23 @@ fn counts(pod: &Pod) -> bool {
 }
 
 impl Cache {
+    /// How many topology domains (distinct values of `key`) the nodes form.
+    pub fn domain_count(&self, key: &str) -> usize {
+        let mut memo = self.domains.lock().unwrap();
+        if let Some(n) = memo.get(key) {
+            return *n;
+        }
+        let n = self.nodes.values().filter(|n| n.node.is_some()).filter_map(|n| n.labels.get(key)).collect::<HashSet<_>>().len();
+        memo.insert(key.to_string(), n);
+        n
+    }
+
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.name_any();
+        let labels_changed = self.nodes.get(&name).is_none_or(|n| n.node.is_none() || &n.labels != node.labels());
+        if labels_changed {
+            self.domains.lock().unwrap().clear();
+        }
         let info = self.nodes.entry(name.clone()).or_default();
         let new = info.node.is_none();
         info.set_node(node);
@@ -158,6 +175,7 @@ impl Cache {
     }
 
     pub fn remove_node(&mut self, name: &str) {
+        self.domains.lock().unwrap().clear();
         if let Some(info) = self.nodes.get_mut(name) {
             info.node = None;
             if info.pods.is_empty() {
@@ -262,7 +280,7 @@ impl Cache {
             Some(Some(set)) => self.entries(set),
             None => self.nodes.values().flat_map(|n| n.pods.values().map(move |e| (n, &e.pod))).collect(),
         };
-        candidates.into_iter().filter(|(_, p)| crate::labels::selector_matches(sel, p.labels())).collect()
+        candidates.into_iter().filter(|(_, p)| r8s_api::matching::selector_matches(sel, p.labels())).collect()
     }
 
     /// Counted pods with this controller.

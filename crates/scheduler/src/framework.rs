@@ -95,16 +95,7 @@ fn ports_conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool 
 }
 
 pub fn tolerated(tolerations: &[Toleration], t: &Taint) -> bool {
-    tolerations.iter().any(|tol| {
-        let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == t.effect);
-        let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty()) || tol.key.as_deref() == Some(t.key.as_str());
-        let value_ok = match tol.operator.as_deref().unwrap_or("Equal") {
-            "Exists" => true,
-            _ => tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or(""),
-        };
-        // An empty key with Exists tolerates everything.
-        effect_ok && key_ok && value_ok
-    })
+    tolerations.iter().any(|tol| r8s_api::matching::tolerates(tol, t))
 }
 
 fn taint_filter(n: &Node, tolerations: &[Toleration]) -> Result<(), Reject> {
@@ -129,7 +120,7 @@ pub fn node_affinity_matches(pod: &Pod, node_name: &str, labels: &BTreeMap<Strin
     }
     let required = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
     match required {
-        Some(r) => r.node_selector_terms.iter().any(|t| crate::labels::term_matches(t, node_name, labels)),
+        Some(r) => r.node_selector_terms.iter().any(|t| r8s_api::matching::term_matches(t, node_name, labels)),
         None => true,
     }
 }
@@ -188,7 +179,7 @@ pub fn score(c: &Cycle, nodes: &[&NodeInfo], total_nodes: usize) -> Vec<i64> {
     if let Some(pref) = spec.and_then(|s| s.affinity.as_ref()).and_then(|a| a.node_affinity.as_ref()).and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref()) {
         let raw: Vec<i64> = nodes
             .iter()
-            .map(|node| pref.iter().filter(|p| crate::labels::term_matches(&p.preference, &node.name(), &node.labels)).map(|p| p.weight as i64).sum())
+            .map(|node| pref.iter().filter(|p| r8s_api::matching::term_matches(&p.preference, &node.name(), &node.labels)).map(|p| p.weight as i64).sum())
             .collect();
         add_normalized(&mut total, &raw, 2, false);
     }

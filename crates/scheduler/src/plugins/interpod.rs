@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use super::{TermNamespaces, is_terminating};
 use crate::cache::{Cache, NodeInfo};
 use crate::framework::{Code, MAX_NODE_SCORE, Reject};
-use crate::labels::selector_matches;
+use r8s_api::matching::selector_matches;
 
 struct Term {
     term: PodAffinityTerm,

@@ -24,7 +24,7 @@ impl TermNamespaces {
     }
 
     pub fn matches(&self, ns: &str, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> bool {
-        self.names.iter().any(|n| n == ns) || self.selector.as_ref().is_some_and(|s| crate::labels::selector_matches(s, &ns_labels(ns)))
+        self.names.iter().any(|n| n == ns) || self.selector.as_ref().is_some_and(|s| r8s_api::matching::selector_matches(s, &ns_labels(ns)))
     }
 }
 

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use super::is_terminating;
 use crate::cache::{Cache, NodeInfo};
 use crate::framework::{Code, MAX_NODE_SCORE, Reject, node_affinity_matches};
-use crate::labels::selector_matches;
+use r8s_api::matching::selector_matches;
 
 enum Selector {
     Labels(LabelSelector),
@@ -25,7 +25,10 @@ struct Constraint {
     max_skew: i64,
     required: bool,
     selector: Selector,
+    /// Matching pods per domain (domains without any are absent).
     counts: HashMap<String, i64>,
+    /// How many eligible domains there are.
+    domains: usize,
     /// The smallest domain count (computed once per cycle: filter runs per node).
     min: i64,
     self_match: i64,
@@ -61,13 +64,13 @@ impl State {
                         sel.match_labels.get_or_insert_with(Default::default).insert(k.clone(), v.clone());
                     }
                 }
-                Constraint { key: c.topology_key.clone(), max_skew: c.max_skew as i64, required: c.when_unsatisfiable == "DoNotSchedule", selector: Selector::Labels(sel), counts: HashMap::new(), min: 0, self_match: 0 }
+                Constraint { key: c.topology_key.clone(), max_skew: c.max_skew as i64, required: c.when_unsatisfiable == "DoNotSchedule", selector: Selector::Labels(sel), counts: HashMap::new(), domains: 0, min: 0, self_match: 0 }
             })
             .collect();
         if constraints.is_empty() {
             if let Some(owner) = pod.owner_references().iter().find(|o| o.controller == Some(true) && ["ReplicaSet", "ReplicationController", "StatefulSet"].contains(&o.kind.as_str())) {
                 for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
-                    constraints.push(Constraint { key: key.into(), max_skew: skew, required: false, selector: Selector::Owner(owner.uid.clone()), counts: HashMap::new(), min: 0, self_match: 0 });
+                    constraints.push(Constraint { key: key.into(), max_skew: skew, required: false, selector: Selector::Owner(owner.uid.clone()), counts: HashMap::new(), domains: 0, min: 0, self_match: 0 });
                 }
             }
         }
@@ -78,17 +81,19 @@ impl State {
         for c in constraints.iter_mut() {
             c.self_match = matches(&c.selector, pod) as i64;
         }
+        let spec = pod.spec.as_ref();
+        let pinned = spec.is_some_and(|s| s.node_selector.as_ref().is_some_and(|m| !m.is_empty()) || s.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).is_some());
         for c in constraints.iter_mut() {
-            // Every eligible node's domain exists, with zero pods if none match.
-            for info in cache.nodes.values() {
-                let Some(node) = info.node.as_ref() else { continue };
-                // nodeAffinityPolicy Honor: only nodes the pod could go to define domains.
-                if let Some(v) = info.labels.get(&c.key) {
-                    if !c.counts.contains_key(v) && node_affinity_matches(pod, &node.name_any(), &info.labels) {
-                        c.counts.insert(v.clone(), 0);
-                    }
-                }
-            }
+            // Eligible domains: every node's, or (nodeAffinityPolicy Honor) only those of the
+            // nodes the pod may go to.
+            let eligible: Option<std::collections::HashSet<String>> = pinned.then(|| {
+                cache.nodes.values().filter_map(|info| {
+                    let node = info.node.as_ref()?;
+                    let v = info.labels.get(&c.key)?;
+                    node_affinity_matches(pod, &node.name_any(), &info.labels).then(|| v.clone())
+                }).collect()
+            });
+            c.domains = eligible.as_ref().map_or_else(|| cache.domain_count(&c.key), |e| e.len());
             let members = match &c.selector {
                 Selector::Labels(s) => cache.pods_matching(s),
                 Selector::Owner(uid) => cache.pods_owned_by(uid),
@@ -97,15 +102,18 @@ impl State {
                 if info.node.is_none() || is_terminating(p) || p.namespace().as_deref() != Some(ns.as_str()) {
                     continue;
                 }
-                if let Some(n) = info.labels.get(&c.key).and_then(|v| c.counts.get_mut(v)) {
-                    *n += 1;
+                if let Some(v) = info.labels.get(&c.key) {
+                    if eligible.as_ref().is_none_or(|e| e.contains(v)) {
+                        *c.counts.entry(v.clone()).or_insert(0) += 1;
+                    }
                 }
             }
         }
         // Default constraints on a key no node has are dropped (e.g. no zones).
-        constraints.retain(|c| c.required || !c.counts.is_empty());
+        constraints.retain(|c| c.required || c.domains > 0);
         for c in constraints.iter_mut() {
-            c.min = c.counts.values().copied().min().unwrap_or(0);
+            // Some domain without matching pods makes the minimum zero.
+            c.min = if c.counts.len() < c.domains { 0 } else { c.counts.values().copied().min().unwrap_or(0) };
         }
         State { constraints }
     }
@@ -136,7 +144,7 @@ impl State {
                 let mut s = 0.0;
                 for c in &soft {
                     let v = n.labels.get(&c.key)?;
-                    let w = ((c.counts.len() + 2) as f64).ln();
+                    let w = ((c.domains + 2) as f64).ln();
                     s += c.counts.get(v).copied().unwrap_or(0) as f64 * w;
                 }
                 Some(s)

@@ -1,8 +1,9 @@
-//! Matching of label selectors and node selector terms against labels.
+//! Matching of the typed selectors (label selectors, node selector terms) and of tolerations
+//! against taints: facts about the API shared by the scheduler and the controllers.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub type Labels = BTreeMap<String, String>;
@@ -55,6 +56,18 @@ pub fn term_matches(t: &NodeSelectorTerm, node_name: &str, labels: &Labels) -> b
     let name = node_name.to_string();
     exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key)))
         && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+}
+
+/// Does the toleration tolerate the taint? (An empty key with Exists tolerates everything; an
+/// empty effect matches every effect.)
+pub fn tolerates(tol: &Toleration, t: &Taint) -> bool {
+    let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == t.effect);
+    let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty()) || tol.key.as_deref() == Some(t.key.as_str());
+    let value_ok = match tol.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        _ => tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or(""),
+    };
+    effect_ok && key_ok && value_ok
 }
 
 #[cfg(test)]
