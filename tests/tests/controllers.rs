@@ -113,6 +113,16 @@ fn job_completes_and_cronjob_fires() {
     let done = s.k(&["get", "pods", "-l", "job-name=pi", "--field-selector", "status.phase=Succeeded", "-o", "name"]);
     assert_eq!(done.lines().count(), 3);
 
+    // A failing job stops at its backoff limit.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: bad}\nspec:\n  backoffLimit: 1\n  template:\n    metadata: {annotations: {r8s.io/sim-exit-code: \"1\"}}\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n",
+    );
+    s.k(&["wait", "--for=condition=failed", "job/bad", "--timeout=60s"]);
+    let reason = s.k(&["get", "job", "bad", "-o", "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}"]);
+    assert_eq!(reason, "BackoffLimitExceeded");
+    assert_eq!(s.k(&["get", "job", "bad", "-o", "jsonpath={.status.failed}"]), "2");
+
     s.k(&["create", "cronjob", "tick", "--image=busybox", "--schedule=* * * * *", "--", "date"]);
     let job = wait_for("a job from the cronjob", T, || {
         let out = s.k(&["get", "jobs", "-o", "jsonpath={.items[?(@.metadata.ownerReferences[0].name==\"tick\")].metadata.name}"]);

@@ -94,6 +94,12 @@ fn deleting_a_deployment_cascades_unless_orphaned() {
     let _nodes = SimNodes::start(&s, "gc", 2, &[]);
     s.k(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
     s.k(&["create", "deployment", "keep", "--image=nginx", "--replicas=2"]);
+    s.k(&["create", "deployment", "fg", "--image=nginx", "--replicas=2"]);
+    s.k(&["rollout", "status", "deploy/fg", "--timeout=60s"]);
+    // Foreground: kubectl waits until the dependents are gone, then the owner.
+    s.k(&["delete", "deployment", "fg", "--cascade=foreground", "--timeout=60s"]);
+    assert!(s.k(&["get", "rs,pods", "-l", "app=fg", "--no-headers"]).trim().is_empty());
+    assert!(!s.kubectl(&["get", "deploy", "fg"]).status.success());
     s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
     s.k(&["rollout", "status", "deploy/keep", "--timeout=60s"]);
     // Background deletion: the ReplicaSet and its pods go too.
