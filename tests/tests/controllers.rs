@@ -168,6 +168,11 @@ fn lost_nodes_go_not_ready_and_their_pods_are_replaced() {
         let p = pods_by_node(&s, "app=app");
         (p.iter().filter(|(n, _)| n.starts_with("stay")).count() == 3).then_some(())
     });
+    // `kubectl describe node` shows the kubelet's and the node controller's events.
+    let describe = s.k(&["describe", "node", "lost0"]);
+    for want in ["Starting kubelet.", "Node lost0 status is now: NodeReady", "Registered Node lost0 in Controller", "Node lost0 status is now: NodeNotReady"] {
+        assert!(describe.contains(want), "{want}: {describe}");
+    }
     let evicted = s.k(&["get", "events", "--field-selector", "reason=TaintManagerEviction", "-o", "jsonpath={.items[*].message}"]);
     assert!(evicted.contains("Marking for deletion Pod default/app-"), "{evicted}");
     // The evicted pod stays Terminating (no kubelet confirms it), as upstream; nothing new

@@ -52,12 +52,10 @@ fn deployment_flows_of_the_seeds() {
         ["deployment.apps/nginx-app", "REVISION  CHANGE-CAUSE", "1         <none>", &format!("2         {c13}"), &format!("3         {c10}")]
     );
     // The running pods are the new template's.
-    let images = s.k(&["get", "pods", "-l", "app=nginx-app", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
     wait_for("pods of revision 3 only", T, || {
         let images = s.k(&["get", "pods", "-l", "app=nginx-app", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
         Some(()).filter(|_| images.split_whitespace().count() == 3 && images.split_whitespace().all(|i| i == "nginx:1.10.2-alpine"))
     });
-    let _ = images;
 
     // Undo: revision 2's ReplicaSet becomes revision 4 (upstream 1.32 numbering).
     assert!(s.k(&["rollout", "undo", "deploy", "nginx-app"]).contains("rolled back"));
@@ -111,7 +109,7 @@ fn deleting_a_deployment_cascades_unless_orphaned() {
     });
     // Orphan: the ReplicaSet and pods stay, without an owner.
     s.k(&["delete", "deployment", "keep", "--cascade=orphan"]);
-    wait_for("deployment keep gone", T, || s.kubectl(&["get", "deploy", "keep"]).status.success().then_some(()).xor(Some(())));
+    wait_for("deployment keep gone", T, || (!s.kubectl(&["get", "deploy", "keep"]).status.success()).then_some(()));
     let owners = wait_for("ReplicaSet released", T, || {
         let o = s.k(&["get", "rs", "-l", "app=keep", "-o", "jsonpath={.items[*].metadata.ownerReferences}"]);
         o.trim().is_empty().then_some(o)

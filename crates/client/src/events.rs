@@ -19,12 +19,16 @@ pub struct Recorder {
 }
 
 pub fn object_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectReference {
+    let kind = K::kind(&()).to_string();
+    // Node events carry the node's name as uid (kubelets have always done so, and
+    // `kubectl describe node` looks them up that way).
+    let uid = if kind == "Node" { Some(o.name_any()) } else { o.uid() };
     ObjectReference {
         api_version: Some(K::api_version(&()).to_string()),
-        kind: Some(K::kind(&()).to_string()),
+        kind: Some(kind),
         name: Some(o.name_any()),
         namespace: o.namespace(),
-        uid: o.uid(),
+        uid,
         resource_version: o.resource_version(),
         ..Default::default()
     }

@@ -36,6 +36,8 @@ impl Default for Options {
 pub struct Controller {
     informers: Informers,
     opts: Options,
+    /// Nodes this controller has announced ("RegisteredNode").
+    registered: std::sync::Mutex<std::collections::HashSet<String>>,
     pods: WorkQueue<ObjKey>,
     recorder: Recorder,
 }
@@ -68,6 +70,7 @@ impl Controller {
             recorder: Recorder::new(informers.client().clone(), "node-controller"),
             informers: informers.clone(),
             opts,
+            registered: Default::default(),
             pods: WorkQueue::new(),
         });
         let nodes = informers.get::<Node>();
@@ -134,6 +137,9 @@ impl Controller {
             .collect();
         for node in self.informers.get::<Node>().list() {
             let name = node.name_any();
+            if self.registered.lock().unwrap().insert(name.clone()) {
+                self.recorder.normal(node.as_ref(), "RegisteredNode", format!("Node {name} event: Registered Node {name} in Controller"));
+            }
             let conds = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
             let heartbeat = conds.iter().find(|c| c.type_ == "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0);
             let probe = node.metadata.creation_timestamp.as_ref().map(|t| t.0);

@@ -127,14 +127,18 @@ fn now_str() -> String {
     serde_json::to_value(r8s_client::now()).unwrap().as_str().unwrap().to_string()
 }
 
-async fn register(nodes: &Api<Node>, cfg: &SimConfig, index: usize, name: &str) -> anyhow::Result<()> {
+async fn register(nodes: &Api<Node>, recorder: &r8s_client::events::Recorder, cfg: &SimConfig, index: usize, name: &str) -> anyhow::Result<()> {
     let obj = node_object(cfg, index, name);
-    match nodes.create(&PostParams::default(), &obj).await {
-        Ok(_) => {}
-        Err(e) if r8s_client::is_conflict(&e) => {}
+    let created = match nodes.create(&PostParams::default(), &obj).await {
+        Ok(n) => n,
+        Err(e) if r8s_client::is_conflict(&e) => nodes.get(name).await?,
         Err(e) => return Err(e.into()),
-    }
-    report_ready(nodes, cfg, index, name).await
+    };
+    // What a kubelet says when it starts (`kubectl describe node` shows it).
+    recorder.normal(&created, "Starting", "Starting kubelet.".into());
+    report_ready(nodes, cfg, index, name).await?;
+    recorder.normal(&created, "NodeReady", format!("Node {name} status is now: NodeReady"));
+    Ok(())
 }
 
 /// Writes the node's status: capacity and all conditions healthy, heartbeat now.
@@ -170,13 +174,15 @@ pub async fn run(client: Client, cfg: SimConfig) -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     // Register with bounded concurrency: thousands of nodes should not open thousands of requests.
     let indexed: Vec<(usize, String)> = names.iter().cloned().enumerate().map(|(i, n)| (i + cfg.first_index, n)).collect();
+    let recorder = r8s_client::events::Recorder::new(client.clone(), "kubelet");
     futures::stream::iter(indexed.clone())
         .map(|(i, n)| {
             let nodes = nodes.clone();
             let leases = leases.clone();
             let cfg = cfg.clone();
+            let recorder = recorder.clone().with_host(&n);
             async move {
-                register(&nodes, &cfg, i, &n).await?;
+                register(&nodes, &recorder, &cfg, i, &n).await?;
                 renew_lease(&leases, &n, cfg.lease_duration_seconds).await
             }
         })
