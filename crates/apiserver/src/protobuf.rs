@@ -142,6 +142,15 @@ fn go_duration(ns: i64) -> String {
     }
 }
 
+/// Non-pointer `omitempty` scalars of the built-in types that clients send as zeros (a
+/// pointer field's zero is meaningful and kept; these names are plain values wherever they
+/// occur, or pointers whose absence means the same as zero).
+const OMITTED_WHEN_ZERO: &[&str] = &[
+    "generation", "hostPort", "stdin", "stdinOnce", "tty", "hostIPC", "hostNetwork", "hostPID", "minReadySeconds", "paused", "nodePort",
+    "readOnly", "publishNotReadyAddresses", "initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold",
+    "unschedulable", "observedGeneration",
+];
+
 /// Decodes one message of type `name`; None means "unset" (drop the field).
 fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
     let raw = fields(buf)?;
@@ -182,6 +191,9 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
                 if s.is_empty() && !f.repeated { None } else { Some(Value::String(s)) }
             }
             ("bytes", Wire::Len(b)) => Some(json!(base64::engine::general_purpose::STANDARD.encode(b))),
+            // Go's protobuf encoder writes non-pointer scalars even when zero, and Go's JSON
+            // leaves them out (omitempty): drop those zeros so objects read back as upstream's.
+            ("bool", Wire::Varint(0)) | ("int32", Wire::Varint(0)) | ("int64", Wire::Varint(0)) if !f.repeated && OMITTED_WHEN_ZERO.contains(&f.json.as_str()) => None,
             ("bool", Wire::Varint(v)) => Some(json!(*v != 0)),
             ("int32", Wire::Varint(v)) => Some(json!(*v as i64 as i32)),
             ("int64", Wire::Varint(v)) => Some(json!(*v as i64)),
@@ -307,6 +319,24 @@ mod tests {
         varint(((tag as u64) << 3) | 2, out);
         varint(data.len() as u64, out);
         out.extend_from_slice(data);
+    }
+
+    fn varint_field(tag: u32, v: u64, out: &mut Vec<u8>) {
+        varint((tag as u64) << 3, out);
+        varint(v, out);
+    }
+
+    #[test]
+    fn zero_scalars_read_back_as_go_json_would_write_them() {
+        let mut port = Vec::new();
+        varint_field(2, 0, &mut port); // hostPort: 0 (plain int32, omitempty)
+        varint_field(3, 80, &mut port); // containerPort: 80
+        let mut c = Vec::new();
+        len_field(1, b"web", &mut c);
+        len_field(6, &port, &mut c);
+        varint_field(16, 0, &mut c); // stdin: false (plain bool, omitempty)
+        let v = message(&c, "api.core.v1.Container").unwrap().unwrap();
+        assert_eq!(v, json!({"name": "web", "ports": [{"containerPort": 80}]}));
     }
 
     #[test]
