@@ -137,3 +137,24 @@ fn deleting_a_namespace_empties_it() {
     let left = s.k(&["get", "pods,rs,deploy,cm", "-n", "team", "--no-headers", "--ignore-not-found"]);
     assert!(left.trim().is_empty(), "{left}");
 }
+
+#[test]
+fn custom_resources_are_garbage_collected_with_their_owners() {
+    let s = TestServer::start_cluster(&[]);
+    s.k_stdin(&["create", "-f", "-"], &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/crd.yaml")).unwrap());
+    let crd = s.k(&["get", "crd", "-o", "jsonpath={.items[0].spec.names.kind} {.items[0].spec.group} {.items[0].spec.versions[0].name} {.items[0].spec.names.plural}"]);
+    let parts: Vec<&str> = crd.split_whitespace().collect();
+    let (kind, group, version, plural) = (parts[0], parts[1], parts[2], parts[3]);
+    wait_for("the CRD served", T, || s.kubectl(&["get", plural]).status.success().then_some(()));
+    // A ConfigMap owns a custom resource; a custom resource owns a ConfigMap.
+    s.k(&["create", "configmap", "owner"]);
+    let cm_uid = s.k(&["get", "cm", "owner", "-o", "jsonpath={.metadata.uid}"]);
+    let cr = format!("apiVersion: {group}/{version}\nkind: {kind}\nmetadata:\n  name: child\n  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: owner, uid: {cm_uid}}}]\nspec: {{cronSpec: \"* * * * *\"}}\n");
+    s.k_stdin(&["create", "-f", "-"], &cr);
+    let cr_uid = s.k(&["get", plural, "child", "-o", "jsonpath={.metadata.uid}"]);
+    let dep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: grandchild\n  ownerReferences: [{{apiVersion: {group}/{version}, kind: {kind}, name: child, uid: {cr_uid}}}]\n");
+    s.k_stdin(&["create", "-f", "-"], &dep);
+    s.k(&["delete", "cm", "owner"]);
+    wait_for("custom resource collected", T, || (!s.kubectl(&["get", plural, "child"]).status.success()).then_some(()));
+    wait_for("its dependent collected", T, || (!s.kubectl(&["get", "cm", "grandchild"]).status.success()).then_some(()));
+}

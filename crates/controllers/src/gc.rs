@@ -2,8 +2,9 @@
 //! deletes the dependents of owners being deleted in the foreground (`foregroundDeletion`
 //! finalizer) and releases the dependents of owners deleted with `orphan`.
 //!
-//! The graph covers the built-in kinds that controllers own (tracked through their shared
-//! informers); custom resources as owners or dependents are not tracked yet.
+//! The graph covers the built-in kinds controllers own (through their shared typed informers)
+//! and every custom resource (a metadata watch per CRD's storage version, started as CRDs
+//! appear).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, ResourceExt};
 use r8s_client::informer::{Informers, Object};
 use r8s_client::queue::WorkQueue;
@@ -32,6 +34,10 @@ struct Graph {
     dependents: HashMap<String, HashSet<String>>,
     /// kinds (group, kind) whose informers are synced: absence from the graph means gone.
     known_kinds: HashMap<(String, String), ApiResource>,
+    /// Custom resource kinds with a running watch.
+    watching: HashSet<(String, String)>,
+    /// Cluster-scoped custom kinds (owner lookups must not use a namespace).
+    cluster_scoped: HashSet<(String, String)>,
 }
 
 fn group_of(api_version: &str) -> String {
@@ -55,18 +61,103 @@ impl Collector {
         let inf = self.informers.get::<K>();
         let me = self.clone();
         let r = res.clone();
-        inf.on_change(move |old, new| me.observe(&r, old.map(|o| o.as_ref()), new.map(|n| n.as_ref())));
+        inf.on_change(move |old, new| me.observe(&r, old.map(|o| o.meta()), new.map(|n| n.meta())));
         inf.synced().await;
         for o in inf.list() {
-            self.observe(&res, None, Some(o.as_ref()));
+            self.observe(&res, None, Some(o.meta()));
         }
         self.graph.lock().unwrap().known_kinds.insert((res.group.clone(), res.kind.clone()), res.clone());
     }
 
-    fn observe<K: Object>(&self, res: &ApiResource, old: Option<&K>, new: Option<&K>) {
+    /// Adds the custom resources of every CRD, now and as CRDs are created.
+    pub async fn track_custom_resources(self: &Arc<Self>) {
+        let crds = self.informers.get::<CustomResourceDefinition>();
+        let me = self.clone();
+        crds.on_change(move |_old, new| {
+            if let Some(crd) = new {
+                me.track_crd(crd);
+            }
+        });
+        crds.synced().await;
+        for crd in crds.list() {
+            self.track_crd(&crd);
+        }
+    }
+
+    fn track_crd(self: &Arc<Self>, crd: &CustomResourceDefinition) {
+        let Some(version) = crd.spec.versions.iter().find(|v| v.storage).or_else(|| crd.spec.versions.first()) else { return };
+        if crd.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let res = ApiResource {
+            group: crd.spec.group.clone(),
+            version: version.name.clone(),
+            api_version: format!("{}/{}", crd.spec.group, version.name),
+            kind: crd.spec.names.kind.clone(),
+            plural: crd.spec.names.plural.clone(),
+        };
+        let key = (res.group.clone(), res.kind.clone());
+        {
+            let mut g = self.graph.lock().unwrap();
+            if crd.spec.scope == "Cluster" {
+                g.cluster_scoped.insert(key.clone());
+            }
+            if !g.watching.insert(key) {
+                return;
+            }
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.watch_dynamic(res).await });
+    }
+
+    async fn watch_dynamic(self: Arc<Self>, res: ApiResource) {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let api: Api<DynamicObject> = Api::all_with(self.informers.client().clone(), &res);
+        let mut seen: HashMap<String, kube::api::ObjectMeta> = HashMap::new();
+        let mut relist: Option<HashMap<String, kube::api::ObjectMeta>> = None;
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
+                Ok(watcher::Event::InitApply(o)) => {
+                    let md = o.metadata;
+                    self.observe(&res, seen.get(&md.uid.clone().unwrap_or_default()), Some(&md));
+                    if let Some(r) = relist.as_mut() {
+                        r.insert(md.uid.clone().unwrap_or_default(), md);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(now) = relist.take() {
+                        for (uid, md) in &seen {
+                            if !now.contains_key(uid) {
+                                self.observe(&res, Some(md), None);
+                            }
+                        }
+                        seen = now;
+                    }
+                    self.graph.lock().unwrap().known_kinds.insert((res.group.clone(), res.kind.clone()), res.clone());
+                }
+                Ok(watcher::Event::Apply(o)) => {
+                    let md = o.metadata;
+                    let uid = md.uid.clone().unwrap_or_default();
+                    self.observe(&res, seen.get(&uid), Some(&md));
+                    seen.insert(uid, md);
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    let uid = o.metadata.uid.clone().unwrap_or_default();
+                    let md = seen.remove(&uid).unwrap_or(o.metadata);
+                    self.observe(&res, Some(&md), None);
+                }
+                Err(e) => tracing::debug!(kind = %res.kind, error = %e, "custom resource watch failed; retrying"),
+            }
+        }
+    }
+
+    fn observe(&self, res: &ApiResource, old: Option<&kube::api::ObjectMeta>, new: Option<&kube::api::ObjectMeta>) {
         let mut g = self.graph.lock().unwrap();
         let o = new.or(old).unwrap();
-        let uid = o.uid().unwrap_or_default();
+        let uid = o.uid.clone().unwrap_or_default();
         if let Some(prev) = g.nodes.get(&uid).cloned() {
             for r in &prev.owners {
                 if let Some(d) = g.dependents.get_mut(&r.uid) {
@@ -79,11 +170,11 @@ impl Collector {
             Some(n) => {
                 let node = Node {
                     res: res.clone(),
-                    namespace: n.namespace(),
-                    name: n.name_any(),
-                    owners: n.owner_references().to_vec(),
-                    deleting: n.meta().deletion_timestamp.is_some(),
-                    finalizers: n.finalizers().to_vec(),
+                    namespace: n.namespace.clone(),
+                    name: n.name.clone().unwrap_or_default(),
+                    owners: n.owner_references.clone().unwrap_or_default(),
+                    deleting: n.deletion_timestamp.is_some(),
+                    finalizers: n.finalizers.clone().unwrap_or_default(),
                 };
                 for r in &node.owners {
                     g.dependents.entry(r.uid.clone()).or_default().insert(uid.clone());
@@ -106,7 +197,7 @@ impl Collector {
             }
         }
         // Owners in foreground deletion wait on their dependents.
-        for r in o.owner_references() {
+        for r in o.owner_references.iter().flatten() {
             if g.nodes.get(&r.uid).is_some_and(|n| n.deleting) {
                 wake.push(r.uid.clone());
             }
@@ -138,11 +229,12 @@ impl Collector {
             let Some(node) = g.nodes.get(&uid).cloned() else { return Ok(None) };
             let deps: Vec<Node> = g.dependents.get(&uid).into_iter().flatten().filter_map(|d| g.nodes.get(d).cloned()).collect();
             // For each owner: Some(deleting-in-foreground) if present, None if absent.
-            let owner_states: Vec<(OwnerReference, Option<bool>, Option<ApiResource>)> = node
+            let owner_states: Vec<(OwnerReference, Option<bool>, Option<(ApiResource, bool)>)> = node
                 .owners
                 .iter()
                 .map(|r| {
-                    let known = g.known_kinds.get(&(group_of(&r.api_version), r.kind.clone())).cloned();
+                    let k = (group_of(&r.api_version), r.kind.clone());
+                    let known = g.known_kinds.get(&k).cloned().map(|res| (res, g.cluster_scoped.contains(&k) || is_cluster_scoped(&r.kind)));
                     let state = g.nodes.get(&r.uid).map(|o| o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion"));
                     (r.clone(), state, known)
                 })
@@ -193,9 +285,9 @@ impl Collector {
             match state {
                 None if known.is_some() => {
                     // Confirm with the API: the cache may not show a just-created owner yet.
-                    let res = known.clone().unwrap();
+                    let (res, cluster) = known.clone().unwrap();
                     let api: Api<DynamicObject> = match &node.namespace {
-                        Some(ns) if !is_cluster_scoped(&res.kind) => Api::namespaced_with(self.informers.client().clone(), ns, &res),
+                        Some(ns) if !cluster => Api::namespaced_with(self.informers.client().clone(), ns, &res),
                         _ => Api::all_with(self.informers.client().clone(), &res),
                     };
                     match api.get_opt(&r.name).await? {

@@ -27,7 +27,7 @@ pub mod volumebinding;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use r8s_client::informer::Informers;
 
@@ -98,6 +98,10 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.track::<PersistentVolumeClaim>("persistentvolumeclaims").await;
         gc.track::<EndpointSlice>("endpointslices").await;
         gc.track::<Service>("services").await;
+        gc.track::<ConfigMap>("configmaps").await;
+        gc.track::<Secret>("secrets").await;
+        gc.track::<ServiceAccount>("serviceaccounts").await;
+        gc.track_custom_resources().await;
         gc.run();
     });
     tracing::info!("controllers started");
