@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use r8s_client::events::Recorder;
-use r8s_client::informer::{Informers, ObjKey, key_of};
+use r8s_client::informer::{Informers, ObjKey};
 use r8s_client::queue::WorkQueue;
 use serde_json::json;
 
@@ -33,19 +33,8 @@ impl Controller {
         let c = Arc::new(Controller { recorder: Recorder::new(informers.client().clone(), "cronjob-controller"), informers: informers.clone(), queue: WorkQueue::new(), minute });
         let cjs = informers.get::<CronJob>();
         let jobs = informers.get::<Job>();
-        {
-            let q = c.queue.clone();
-            cjs.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
-        {
-            let q = c.queue.clone();
-            jobs.on_change(move |old, new| {
-                let j = new.or(old).unwrap();
-                if let Some(r) = util::controller_ref(j.as_ref()).filter(|r| r.kind == "CronJob") {
-                    q.add((j.namespace().unwrap_or_default(), r.name.clone()));
-                }
-            });
-        }
+        util::queue_self(&cjs, &c.queue);
+        util::queue_controller(&jobs, &c.queue, "CronJob");
         cjs.synced().await;
         jobs.synced().await;
         for k in cjs.keys() {

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use r8s_client::events::Recorder;
-use r8s_client::informer::{Informers, ObjKey, key_of};
+use r8s_client::informer::{Informers, ObjKey};
 use r8s_client::queue::WorkQueue;
 use serde_json::{Value, json};
 
@@ -85,10 +85,7 @@ impl Controller {
         let pods = informers.get::<Pod>();
         let nodes = informers.get::<Node>();
         informers.get::<ControllerRevision>();
-        {
-            let q = c.queue.clone();
-            dss.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
+        util::queue_self(&dss, &c.queue);
         {
             let c2 = c.clone();
             pods.on_change(move |old, new| {

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use r8s_client::events::Recorder;
-use r8s_client::informer::{Informers, ObjKey, key_of};
+use r8s_client::informer::{Informers, ObjKey};
 use r8s_client::queue::WorkQueue;
 use serde_json::{Value, json};
 
@@ -103,19 +103,8 @@ impl Controller {
         });
         let deps = informers.get::<Deployment>();
         let rss = informers.get::<ReplicaSet>();
-        {
-            let q = c.queue.clone();
-            deps.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
-        {
-            let q = c.queue.clone();
-            rss.on_change(move |old, new| {
-                let rs = new.or(old).unwrap();
-                if let Some(r) = util::controller_ref(rs.as_ref()).filter(|r| r.kind == "Deployment") {
-                    q.add((rs.namespace().unwrap_or_default(), r.name.clone()));
-                }
-            });
-        }
+        util::queue_self(&deps, &c.queue);
+        util::queue_controller(&rss, &c.queue, "Deployment");
         deps.synced().await;
         rss.synced().await;
         for k in deps.keys() {
@@ -196,9 +185,8 @@ impl Controller {
                     // Scale up the new ReplicaSet within maxSurge.
                     let total: i32 = owned.iter().map(|rs| spec_replicas(rs)).sum::<i32>() + if created { spec_replicas(new_rs) } else { 0 };
                     let cur = spec_replicas(new_rs);
-                    let target = if cur > replicas {
-                        replicas
-                    } else if old.iter().all(|rs| spec_replicas(rs) == 0) {
+                    // Too many, or nothing old left to make room for: exactly `replicas`.
+                    let target = if cur > replicas || old.iter().all(|rs| spec_replicas(rs) == 0) {
                         replicas
                     } else {
                         let max_total = replicas + surge;

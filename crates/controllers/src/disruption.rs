@@ -42,10 +42,7 @@ impl Controller {
         informers.get::<ReplicaSet>();
         informers.get::<StatefulSet>();
         informers.get::<ReplicationController>();
-        {
-            let q = c.queue.clone();
-            pdbs.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
+        util::queue_self(&pdbs, &c.queue);
         {
             let c2 = c.clone();
             pods.on_change(move |old, new| {

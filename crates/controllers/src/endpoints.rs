@@ -56,10 +56,7 @@ impl Controller {
         let pods = informers.get::<Pod>();
         let eps = informers.get::<Endpoints>();
         let slices = informers.get::<EndpointSlice>();
-        {
-            let q = c.queue.clone();
-            svcs.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
+        crate::util::queue_self(&svcs, &c.queue);
         {
             let c2 = c.clone();
             pods.on_change(move |old, new| {

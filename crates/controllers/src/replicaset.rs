@@ -89,10 +89,7 @@ impl<K: Replicated> Controller<K> {
         });
         let owners = informers.get::<K>();
         let pods = informers.get::<Pod>();
-        {
-            let q = c.queue.clone();
-            owners.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
+        util::queue_self(&owners, &c.queue);
         {
             let c2 = c.clone();
             pods.on_change(move |old, new| c2.pod_changed(old, new));

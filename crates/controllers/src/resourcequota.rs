@@ -46,10 +46,7 @@ impl Controller {
         let quotas = informers.get::<ResourceQuota>();
         let pods = informers.get::<Pod>();
         let svcs = informers.get::<Service>();
-        {
-            let q = c.queue.clone();
-            quotas.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
+        crate::util::queue_self(&quotas, &c.queue);
         pods_ns(&c);
         svcs_ns(&c);
         quotas.synced().await;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVol
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use r8s_client::events::Recorder;
-use r8s_client::informer::{Informers, ObjKey, key_of};
+use r8s_client::informer::{Informers, ObjKey};
 use r8s_client::queue::WorkQueue;
 use serde_json::json;
 
@@ -39,19 +39,8 @@ impl Controller {
         let pods = informers.get::<Pod>();
         informers.get::<ControllerRevision>();
         informers.get::<PersistentVolumeClaim>();
-        {
-            let q = c.queue.clone();
-            sets.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
-        }
-        {
-            let q = c.queue.clone();
-            pods.on_change(move |old, new| {
-                let p = new.or(old).unwrap();
-                if let Some(r) = util::controller_ref(p.as_ref()).filter(|r| r.kind == "StatefulSet") {
-                    q.add((p.namespace().unwrap_or_default(), r.name.clone()));
-                }
-            });
-        }
+        util::queue_self(&sets, &c.queue);
+        util::queue_controller(&pods, &c.queue, "StatefulSet");
         sets.synced().await;
         pods.synced().await;
         for k in sets.keys() {

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use r8s_client::informer::{Informer, Object, ObjKey, key_of};
+use r8s_client::queue::WorkQueue;
 use serde_json::Value;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -10,6 +12,23 @@ use kube::{Resource, ResourceExt};
 
 pub fn controller_ref<K: Resource>(o: &K) -> Option<&OwnerReference> {
     o.meta().owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))
+}
+
+/// Queues the changed object's own key.
+pub fn queue_self<K: Object>(inf: &Informer<K>, q: &WorkQueue<ObjKey>) {
+    let q = q.clone();
+    inf.on_change(move |old, new| q.add(key_of(new.or(old).unwrap().as_ref())));
+}
+
+/// Queues the controller (an owner of kind `kind`, same namespace) of the changed object.
+pub fn queue_controller<K: Object>(inf: &Informer<K>, q: &WorkQueue<ObjKey>, kind: &'static str) {
+    let q = q.clone();
+    inf.on_change(move |old, new| {
+        let o = new.or(old).unwrap();
+        if let Some(r) = controller_ref(o.as_ref()).filter(|r| r.kind == kind) {
+            q.add((o.namespace().unwrap_or_default(), r.name.clone()));
+        }
+    });
 }
 
 pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
