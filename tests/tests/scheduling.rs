@@ -143,3 +143,17 @@ fn priority_preempts_lower_priority_pods() {
     let err = s.k_err(&["run", "nope", "--image=nginx", "--overrides={\"spec\":{\"priorityClassName\":\"missing\"}}"]);
     assert!(err.contains("no PriorityClass with name missing was found"), "{err}");
 }
+
+#[test]
+fn a_missing_claim_blocks_scheduling_until_it_exists() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "vol", 2, &[]);
+    apply(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: db}\nspec:\n  containers: [{name: c, image: postgres}]\n  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n");
+    assert_eq!(
+        failed_scheduling(&s, "db"),
+        "0/2 nodes are available: persistentvolumeclaim \"data\" not found. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    );
+    apply(&s, "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv1}\nspec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /tmp/pv1}}\n");
+    apply(&s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {storageClassName: \"\", accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n");
+    wait_for("db scheduled once its claim exists", T, || Some(node_of(&s, "db")).filter(|n| n.starts_with("vol")));
+}

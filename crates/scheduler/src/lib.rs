@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use r8s_client::events::Recorder;
@@ -76,6 +76,11 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
     let pods = informers.get::<Pod>();
     informers.get::<Namespace>();
     {
+        // A claim that appears or binds may unblock pods that use it.
+        let s = s.clone();
+        informers.get::<PersistentVolumeClaim>().on_change(move |_old, _new| s.queue.move_all());
+    }
+    {
         let s = s.clone();
         nodes.on_change(move |_old, new| {
             match new {
@@ -124,6 +129,7 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
     }
     nodes.synced().await;
     pods.synced().await;
+    informers.get::<PersistentVolumeClaim>().synced().await;
     // Pods that failed long ago are retried now and then even when nothing seems to change
     // (upstream flushes its unschedulable pods after 5 minutes).
     {
@@ -144,6 +150,20 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
 }
 
 impl Scheduler {
+    fn volume_prefilter(&self, pod: &Pod) -> Option<String> {
+        let ns = pod.namespace().unwrap_or_default();
+        let claims = self.informers.get::<PersistentVolumeClaim>();
+        for v in pod.spec.as_ref()?.volumes.iter().flatten() {
+            let Some(src) = v.persistent_volume_claim.as_ref() else { continue };
+            match claims.get(&ns, &src.claim_name) {
+                None => return Some(format!("persistentvolumeclaim \"{}\" not found", src.claim_name)),
+                Some(c) if c.metadata.deletion_timestamp.is_some() => return Some(format!("persistentvolumeclaim \"{}\" is being deleted", src.claim_name)),
+                _ => {}
+            }
+        }
+        None
+    }
+
     fn ns_labels(&self) -> impl Fn(&str) -> BTreeMap<String, String> + '_ {
         move |ns: &str| self.informers.get::<Namespace>().get("", ns).map(|n| n.labels().clone()).unwrap_or_default()
     }
@@ -155,6 +175,9 @@ impl Scheduler {
         }
         let uid = pod.uid().unwrap_or_default();
         let prio = priority(&pod);
+        // VolumeBinding's PreFilter: every claim the pod uses must exist and not be going away.
+        // (Unbound claims do not block scheduling yet: no provisioner exists to bind them.)
+        let prefilter = self.volume_prefilter(&pod);
         let decision = {
             let mut cache = self.cache.lock().unwrap();
             if cache.is_assumed(&uid) {
@@ -169,7 +192,9 @@ impl Scheduler {
             let mut histogram: BTreeMap<String, usize> = BTreeMap::new();
             let mut codes = (0usize, 0usize);
             let mut processed = 0;
-            for i in 0..total {
+            // A PreFilter rejection means no node is even looked at.
+            let candidates = if prefilter.is_some() { 0 } else { total };
+            for i in 0..candidates {
                 if feasible.len() >= want {
                     break;
                 }
@@ -192,7 +217,14 @@ impl Scheduler {
             if total > 0 {
                 *start = (*start + processed) % total;
             }
-            if feasible.is_empty() {
+            if let Some(msg) = prefilter {
+                let post = if pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+                    "preemption: not eligible due to preemptionPolicy=Never.".to_string()
+                } else {
+                    format!("preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.")
+                };
+                Err((format!("0/{total} nodes are available: {msg}. {post}"), None))
+            } else if feasible.is_empty() {
                 // PostFilter: preemption of lower-priority pods on nodes where that helps.
                 let plan = if codes.0 > 0 { preemption::plan(&cycle, &cache) } else { None };
                 match plan {
