@@ -79,18 +79,29 @@ pub async fn handle(state: Arc<AppState>, user: Option<UserInfo>, method: Method
 
 async fn read_body(body: Body) -> ApiResult<Bytes> {
     use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(body, crate::request::MAX_BODY);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(ApiError::too_large(crate::request::MAX_BODY))
-            } else {
-                Err(ApiError::bad_request(format!("failed to read request body: {e}")))
-            }
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("failed to read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total <= crate::request::MAX_BODY {
+            buf.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            break;
         }
     }
+    if total > crate::request::MAX_BODY {
+        // The rest of an oversized body was read and dropped (up to a bound), so the client,
+        // still sending, gets the 413 instead of a reset connection.
+        return Err(ApiError::too_large(crate::request::MAX_BODY));
+    }
+    Ok(buf.freeze())
 }
+
+/// How much of an oversized body is read (and dropped) before answering 413.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 async fn dispatch(state: &Arc<AppState>, user: &UserInfo, method: &Method, path: &str, query: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
     if path == "/metrics" {
