@@ -151,7 +151,20 @@ impl Controller {
             let remaining = completions.map(|c| c - succeeded).unwrap_or(parallelism);
             let want = parallelism.min(remaining).max(0);
             let missing = want - active.len() as i32;
-            if missing > 0 {
+            // After failures, new pods wait 10 s doubling per failure, at most 6 min (upstream).
+            let backoff = (failed > 0).then(|| Duration::from_secs(10).saturating_mul(1 << (failed - 1).min(6) as u32).min(Duration::from_secs(360)));
+            let last_failure = pods
+                .iter()
+                .filter(|p| util::phase(p) == "Failed")
+                .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref()?.iter().filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0)).max())
+                .max();
+            let wait = match (backoff, last_failure) {
+                (Some(b), Some(at)) => b.checked_sub(Duration::from_secs(Timestamp::now().duration_since(at).as_secs().max(0) as u64)),
+                _ => None,
+            };
+            if missing > 0 && wait.is_some_and(|w| !w.is_zero()) {
+                requeue = wait;
+            } else if missing > 0 {
                 let mut indexes: Vec<Option<i32>> = Vec::new();
                 if indexed {
                     let busy: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
@@ -183,7 +196,8 @@ impl Controller {
             }
             if let Some(d) = spec.active_deadline_seconds {
                 let left = d - Timestamp::now().duration_since(start_time.0).as_secs();
-                requeue = Some(Duration::from_secs(left.max(1) as u64));
+                let deadline = Duration::from_secs(left.max(1) as u64);
+                requeue = Some(requeue.map_or(deadline, |r: Duration| r.min(deadline)));
             }
         }
         let nz = |n: i32| if n == 0 { Value::Null } else { json!(n) };
