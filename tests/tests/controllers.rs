@@ -163,6 +163,11 @@ fn lost_nodes_go_not_ready_and_their_pods_are_replaced() {
     assert!(taints.contains("node.kubernetes.io/unreachable"), "{taints}");
     let reason = s.k(&["get", "node", "lost0", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}"]);
     assert_eq!(reason, "NodeStatusUnknown");
+    // Its pods stop being Ready at once (before their eviction).
+    wait_for("pods on lost0 not ready", T, || {
+        let out = s.k(&["get", "pods", "--field-selector", "spec.nodeName=lost0", "-o", "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}"]);
+        (!out.is_empty() && out.split_whitespace().all(|v| v == "False")).then_some(())
+    });
     // After the toleration, the pod is evicted and replaced on the remaining nodes.
     wait_for("3 running pods on stay nodes", T, || {
         let p = pods_by_node(&s, "app=app");

@@ -163,6 +163,7 @@ impl Controller {
                 api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&json!({"status": {"conditions": new_conds}}))).await?;
                 self.recorder.normal(node.as_ref(), "NodeNotReady", format!("Node {name} status is now: NodeNotReady"));
                 ready = Some("Unknown".into());
+                self.mark_pods_not_ready(&name).await?;
             }
             // Taints follow the Ready condition.
             let want: Option<&str> = match ready.as_deref() {
@@ -184,6 +185,29 @@ impl Controller {
                     new_taints.push(json!({"key": k, "effect": "NoExecute", "timeAdded": r8s_client::now()}));
                 }
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"taints": new_taints}}))).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pods on a node that stopped reporting are no longer Ready (so Services stop sending
+    /// them traffic long before they are evicted), as upstream's MarkPodsNotReady.
+    async fn mark_pods_not_ready(&self, node: &str) -> anyhow::Result<()> {
+        let now = r8s_client::now();
+        for p in self.informers.get::<Pod>().list() {
+            if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+                continue;
+            }
+            let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if !ready {
+                continue;
+            }
+            let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &p.namespace().unwrap_or_default());
+            let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
+            match api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                Ok(_) => self.recorder.warning(p.as_ref(), "NodeNotReady", "Node is not ready".into()),
+                Err(e) if r8s_client::is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
