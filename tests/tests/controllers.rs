@@ -245,3 +245,18 @@ fn endpoints_follow_the_pods_a_service_selects() {
     wait_for("endpoints removed", T, || (!s.kubectl(&["get", "ep", "web"]).status.success()).then_some(()));
     wait_for("slices removed", T, || s.k(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).trim().is_empty().then_some(()));
 }
+
+#[test]
+fn statefulset_claims_follow_the_retention_policy() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "ret", 2, &[]);
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  serviceName: web\n  replicas: 3\n  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: nginx, image: nginx}]}\n  volumeClaimTemplates:\n  - metadata: {name: www}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    wait_for("web 3/3", T, || (rows(&s.k(&["get", "sts", "web", "--no-headers"]))[0][1] == "3/3").then_some(()));
+    s.k(&["scale", "sts", "web", "--replicas=1"]);
+    wait_for("claims of scaled-away ordinals deleted", T, || (s.k(&["get", "pvc", "-o", "name"]).trim() == "persistentvolumeclaim/www-web-0").then_some(()));
+    s.k(&["delete", "sts", "web"]);
+    wait_for("the last claim goes with the set", T, || s.k(&["get", "pvc", "-o", "name"]).trim().is_empty().then_some(()));
+}

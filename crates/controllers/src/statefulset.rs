@@ -129,6 +129,7 @@ impl Controller {
                 }
             }
         }
+        self.apply_claim_retention(&set, &pods).await?;
         // Status.
         let live: Vec<&Arc<Pod>> = pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
         let ready = live.iter().filter(|p| util::is_ready(p)).count() as i32;
@@ -159,6 +160,50 @@ impl Controller {
             }
         }
         Ok(None)
+    }
+
+    /// persistentVolumeClaimRetentionPolicy: with whenDeleted=Delete the claims are owned by the
+    /// set (the garbage collector removes them with it); with whenScaled=Delete the claims of
+    /// ordinals scaled away are deleted once their pods are gone.
+    async fn apply_claim_retention(&self, set: &StatefulSet, pods: &BTreeMap<i32, Arc<Pod>>) -> anyhow::Result<()> {
+        let spec = set.spec.clone().unwrap_or_default();
+        let Some(templates) = spec.volume_claim_templates.as_ref().filter(|t| !t.is_empty()) else { return Ok(()) };
+        let policy = spec.persistent_volume_claim_retention_policy.clone().unwrap_or_default();
+        let when_deleted = policy.when_deleted.as_deref() == Some("Delete");
+        let when_scaled = policy.when_scaled.as_deref() == Some("Delete");
+        let ns = set.namespace().unwrap_or_default();
+        let name = set.name_any();
+        let uid = set.uid().unwrap_or_default();
+        let replicas = spec.replicas.unwrap_or(1);
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.informers.client().clone(), &ns);
+        let claims = self.informers.get::<PersistentVolumeClaim>();
+        for t in templates {
+            let prefix = format!("{}-{name}-", t.name_any());
+            for claim in claims.list_ns(&ns).into_iter().filter(|c| c.name_any().starts_with(&prefix)) {
+                let Some(ordinal) = claim.name_any()[prefix.len()..].parse::<i32>().ok() else { continue };
+                if when_scaled && ordinal >= replicas && !pods.contains_key(&ordinal) && claim.metadata.deletion_timestamp.is_none() {
+                    match api.delete(&claim.name_any(), &DeleteParams::default()).await {
+                        Ok(_) => self.recorder.normal(set, "SuccessfulDelete", format!("delete Claim {} in StatefulSet {name} success", claim.name_any())),
+                        Err(e) if r8s_client::is_not_found(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    continue;
+                }
+                let owners = claim.owner_references().to_vec();
+                let owned = owners.iter().any(|o| o.uid == uid);
+                if owned != when_deleted {
+                    let mut new_owners: Vec<_> = owners.into_iter().filter(|o| o.uid != uid).collect();
+                    if when_deleted {
+                        let mut r = util::owner_ref(set);
+                        r.controller = Some(false);
+                        new_owners.push(r);
+                    }
+                    let patch = if new_owners.is_empty() { json!({"metadata": {"ownerReferences": null}}) } else { json!({"metadata": {"ownerReferences": new_owners}}) };
+                    api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn delete_pod(&self, set: &StatefulSet, api: &Api<Pod>, p: &Pod) -> anyhow::Result<()> {
