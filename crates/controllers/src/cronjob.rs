@@ -97,13 +97,26 @@ impl Controller {
                 return Ok(None);
             }
         };
+        // spec.timeZone: schedules are read on that zone's wall clock (UTC when unset).
+        let zone = match spec.time_zone.as_deref() {
+            None => None,
+            Some(tz) => match jiff::tz::TimeZone::get(tz) {
+                Ok(z) => Some(z),
+                Err(e) => {
+                    self.recorder.warning(cj.as_ref(), "UnknownTimeZone", format!("invalid timeZone: {tz:?}: {e}"));
+                    return Ok(None);
+                }
+            },
+        };
+        let wall = |t: DateTime<Utc>| to_wall(zone.as_ref(), t);
+        let instant = |t: DateTime<Utc>| from_wall(zone.as_ref(), t);
         let now = Utc::now();
         let now_s = self.to_sched(now);
         let since_real = cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).map(|t| t.0.as_millisecond()).or_else(|| cj.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond())).unwrap_or(now.timestamp_millis());
         let since_s = self.to_sched(Utc.timestamp_millis_opt(since_real).single().unwrap_or(now));
         let mut active_refs: Vec<serde_json::Value> = active.iter().map(|j| json!({"apiVersion": "batch/v1", "kind": "Job", "name": j.name_any(), "namespace": ns, "uid": j.uid(), "resourceVersion": j.resource_version()})).collect();
         if spec.suspend != Some(true) {
-            if let Some(t) = schedule.last_between(since_s, now_s) {
+            if let Some(t) = schedule.last_between(wall(since_s), wall(now_s)).map(instant) {
                 let real_t = self.to_real(t);
                 let too_late = spec.starting_deadline_seconds.is_some_and(|d| (now - real_t).num_seconds() > d);
                 let job_name = format!("{name}-{}", t.timestamp() / 60);
@@ -163,7 +176,49 @@ impl Controller {
             }
         }
         // Wake up for the next scheduled time.
-        let next = schedule.next_after(now_s).map(|t| self.to_real(t));
+        let next = schedule.next_after(wall(now_s)).map(|t| self.to_real(instant(t)));
         Ok(next.map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::from_millis(100)) + Duration::from_millis(50)))
+    }
+}
+
+/// An instant as the wall-clock time of `zone`, written as if it were UTC (the schedule
+/// matcher works on wall-clock fields).
+fn to_wall(zone: Option<&jiff::tz::TimeZone>, t: DateTime<Utc>) -> DateTime<Utc> {
+    let Some(z) = zone else { return t };
+    let Ok(ts) = jiff::Timestamp::from_millisecond(t.timestamp_millis()) else { return t };
+    let civil = ts.to_zoned(z.clone()).datetime();
+    let naive = chrono::NaiveDate::from_ymd_opt(civil.year() as i32, civil.month() as u32, civil.day() as u32)
+        .and_then(|d| d.and_hms_opt(civil.hour() as u32, civil.minute() as u32, civil.second() as u32));
+    naive.map(|n| Utc.from_utc_datetime(&n)).unwrap_or(t)
+}
+
+/// The inverse of `to_wall` (ambiguous or skipped wall times resolve as upstream's Go time does:
+/// to the earlier instant).
+fn from_wall(zone: Option<&jiff::tz::TimeZone>, t: DateTime<Utc>) -> DateTime<Utc> {
+    let Some(z) = zone else { return t };
+    use chrono::{Datelike, Timelike};
+    let civil = jiff::civil::DateTime::new(t.year() as i16, t.month() as i8, t.day() as i8, t.hour() as i8, t.minute() as i8, t.second() as i8, 0);
+    let Ok(civil) = civil else { return t };
+    match z.to_ambiguous_zoned(civil).compatible() {
+        Ok(zoned) => Utc.timestamp_millis_opt(zoned.timestamp().as_millisecond()).single().unwrap_or(t),
+        Err(_) => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_round_trip_in_a_zone() {
+        let z = jiff::tz::TimeZone::get("Asia/Shanghai").expect("the system time zone database (tzdata)");
+        let t = Utc.with_ymd_and_hms(2026, 11, 29, 16, 30, 0).unwrap();
+        let w = to_wall(Some(&z), t);
+        assert_eq!(w, Utc.with_ymd_and_hms(2026, 11, 30, 0, 30, 0).unwrap(), "UTC+8");
+        assert_eq!(from_wall(Some(&z), w), t);
+        // "0 0 * * *" in Shanghai is 16:00 UTC.
+        let sched = crate::cron::Schedule::parse("0 0 * * *").unwrap();
+        let next = sched.next_after(w).map(|x| from_wall(Some(&z), x)).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap());
     }
 }
