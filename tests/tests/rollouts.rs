@@ -75,6 +75,20 @@ fn daemonset_and_statefulset_updates() {
         let imgs = s.k(&["get", "pods", "-l", "app=agent", "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
         (imgs.split_whitespace().count() == 3 && imgs.split_whitespace().all(|i| i == "busybox:1.36")).then_some(())
     });
+    // With maxSurge the new pod starts beside the old one, node by node.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: surge}\nspec:\n  selector: {matchLabels: {app: surge}}\n  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}\n  template:\n    metadata: {labels: {app: surge}}\n    spec: {containers: [{name: a, image: busybox:1.35}]}\n",
+    );
+    s.k(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    s.k(&["set", "image", "ds/surge", "a=busybox:1.36"]);
+    s.k(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    wait_for("three surge pods on 1.36, one per node", T, || {
+        let out = s.k(&["get", "pods", "-l", "app=surge", "-o", "jsonpath={range .items[*]}{.spec.nodeName}={.spec.containers[0].image} {end}"]);
+        let mut v: Vec<&str> = out.split_whitespace().collect();
+        v.sort();
+        (v == ["up0=busybox:1.36", "up1=busybox:1.36", "up2=busybox:1.36"]).then_some(())
+    });
     let hist = s.k(&["rollout", "history", "ds/agent"]);
     assert!(hist.contains("1         <none>") && hist.contains("2         <none>"), "{hist}");
     // StatefulSet with partition 2: only db-2 moves to the new template.

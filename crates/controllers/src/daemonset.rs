@@ -36,6 +36,17 @@ pub fn target_node(p: &Pod) -> Option<String> {
     terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find(|f| f.key == "metadata.name" && f.operator == "In").and_then(|f| f.values.as_ref()?.first().cloned())
 }
 
+/// An int-or-percent of `total` (rounded up for surge, down for unavailability, as upstream).
+fn scaled(v: &IntOrString, total: i32, round_up: bool) -> i32 {
+    match v {
+        IntOrString::Int(i) => *i,
+        IntOrString::String(s) => {
+            let x = s.trim_end_matches('%').parse::<f64>().unwrap_or(0.0) * total as f64 / 100.0;
+            (if round_up { x.ceil() } else { x.floor() }) as i32
+        }
+    }
+}
+
 /// Tolerations every daemon pod gets (upstream's AddOrUpdateDaemonPodTolerations).
 fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
     let t = |key: &str, effect: &str| Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some(effect.into()), ..Default::default() };
@@ -158,6 +169,12 @@ impl Controller {
         let mut create_on: Vec<String> = Vec::new();
         let mut delete: Vec<Arc<Pod>> = Vec::new();
         let mut old_pods: Vec<(Arc<Pod>, bool)> = Vec::new();
+        let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
+        let ru = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+        let max_surge = if rolling { ru.and_then(|r| r.max_surge.as_ref()).map(|v| scaled(v, nodes.len() as i32, true)).unwrap_or(0) } else { 0 };
+        // Nodes where a new pod could start beside an available old one (maxSurge).
+        let mut surge_candidates: Vec<String> = Vec::new();
+        let mut surging = 0;
         for node in &nodes {
             let nn = node.name_any();
             let run = should_run(&ds, node);
@@ -167,49 +184,67 @@ impl Controller {
                 delete.push(p.clone());
             }
             here.retain(|p| util::phase(p) != "Failed");
-            if run {
-                desired += 1;
-                if here.is_empty() {
-                    create_on.push(nn);
-                    continue;
+            if !run {
+                if !here.is_empty() {
+                    misscheduled += 1;
+                    delete.extend(here);
                 }
-                current += 1;
-                here.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()));
-                for extra in here.iter().skip(1) {
+                continue;
+            }
+            desired += 1;
+            if here.is_empty() {
+                create_on.push(nn);
+                continue;
+            }
+            current += 1;
+            here.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()));
+            let is_new = |p: &Arc<Pod>| p.labels().get("controller-revision-hash") == Some(&hash);
+            let (new, old): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) = here.into_iter().partition(|p| is_new(p));
+            // One pod per node: the newest template's if there is one.
+            let p = new.first().or(old.first()).unwrap().clone();
+            for extra in new.iter().skip(1) {
+                delete.push(extra.clone());
+            }
+            if util::is_ready(&p) {
+                ready += 1;
+            }
+            let avail = util::is_available(&p, min_ready);
+            if avail {
+                available += 1;
+            }
+            if !new.is_empty() {
+                updated += 1;
+                if !old.is_empty() {
+                    // A surge on this node: the old pod goes once the new one is available.
+                    surging += 1;
+                    if avail {
+                        delete.extend(old);
+                    }
+                }
+            } else {
+                for extra in old.iter().skip(1) {
                     delete.push(extra.clone());
                 }
-                let p = &here[0];
-                let is_new = p.labels().get("controller-revision-hash") == Some(&hash);
-                if util::is_ready(p) {
-                    ready += 1;
-                }
-                let avail = util::is_available(p, min_ready);
-                if avail {
-                    available += 1;
-                }
-                if is_new {
-                    updated += 1;
+                if max_surge > 0 && avail {
+                    surge_candidates.push(nn);
                 } else {
                     old_pods.push((p.clone(), avail));
                 }
-            } else if !here.is_empty() {
-                misscheduled += 1;
-                delete.extend(here);
             }
+        }
+        for nn in surge_candidates.into_iter().take((max_surge - surging).max(0) as usize) {
+            create_on.push(nn);
         }
         // Pods for nodes that no longer exist.
         for (_, ps) in by_node {
             delete.extend(ps);
         }
-        // Rolling update: replace old pods while no more than maxUnavailable are unavailable.
-        let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
+        // Rolling update: replace old pods while no more than maxUnavailable are unavailable
+        // (with a surge, only unavailable old pods are replaced this way).
         if rolling && !old_pods.is_empty() {
-            let max_unavailable = match spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_unavailable.as_ref()) {
-                Some(IntOrString::Int(i)) => *i,
-                Some(IntOrString::String(s)) => ((s.trim_end_matches('%').parse::<f64>().unwrap_or(0.0) * desired as f64) / 100.0).floor() as i32,
-                None => 1,
-            }
-            .max(1);
+            let default_unavailable = if max_surge > 0 { 0 } else { 1 };
+            let max_unavailable = ru.and_then(|r| r.max_unavailable.as_ref()).map(|v| scaled(v, desired, false)).unwrap_or(default_unavailable);
+            let max_unavailable = if max_surge > 0 { max_unavailable } else { max_unavailable.max(1) };
             let unavailable = desired - available;
             let mut budget = max_unavailable - unavailable;
             // Unavailable old pods first: replacing them costs nothing.
