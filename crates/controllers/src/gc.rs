@@ -208,6 +208,15 @@ impl Collector {
         }
     }
 
+    /// Looks at every object with owners again (once all kinds are known, an owner that
+    /// vanished while nobody watched is recognised as absent).
+    pub fn resync(&self) {
+        let uids: Vec<String> = self.graph.lock().unwrap().nodes.iter().filter(|(_, n)| !n.owners.is_empty()).map(|(u, _)| u.clone()).collect();
+        for u in uids {
+            self.queue.add(u);
+        }
+    }
+
     pub fn run(self: &Arc<Self>) {
         let me = self.clone();
         r8s_client::run_workers("garbage-collector", self.queue.clone(), 4, move |uid| {
