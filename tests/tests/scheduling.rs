@@ -157,3 +157,19 @@ fn a_missing_claim_blocks_scheduling_until_it_exists() {
     apply(&s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {storageClassName: \"\", accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n");
     wait_for("db scheduled once its claim exists", T, || Some(node_of(&s, "db")).filter(|n| n.starts_with("vol")));
 }
+
+#[test]
+fn preemption_removes_a_lower_priority_pod_in_the_way_of_anti_affinity() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "aff", 1, &[]);
+    apply(&s, "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
+    apply(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: noisy, labels: {app: noisy}}\nspec:\n  containers: [{name: c, image: nginx}]\n");
+    wait_for("noisy bound", T, || (node_of(&s, "noisy") == "aff0").then_some(()));
+    apply(
+        &s,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: quiet}\nspec:\n  priorityClassName: high\n  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {matchLabels: {app: noisy}}\n        topologyKey: kubernetes.io/hostname\n  containers: [{name: c, image: nginx}]\n",
+    );
+    wait_for("quiet scheduled once noisy is preempted", T, || (node_of(&s, "quiet") == "aff0").then_some(()));
+    let preempted = s.k(&["get", "events", "--field-selector", "reason=Preempted", "-o", "jsonpath={.items[*].involvedObject.name}"]);
+    assert_eq!(preempted, "noisy");
+}

@@ -2,7 +2,7 @@
 //! plugins in upstream's order, score the feasible ones with upstream's weights, pick the best.
 //! Failure reasons are upstream's strings so the FailedScheduling message reads the same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
@@ -45,10 +45,15 @@ pub struct Cycle {
 
 impl Cycle {
     pub fn new(pod: Arc<Pod>, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> Cycle {
+        Self::without(pod, cache, ns_labels, &HashSet::new())
+    }
+
+    /// The cycle as if the pods `gone` (uids) did not exist: what preemption asks.
+    pub fn without(pod: Arc<Pod>, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>, gone: &HashSet<String>) -> Cycle {
         let (req, nonzero) = pod_requests(&pod);
         let ports = host_ports(&pod);
-        let interpod = interpod::State::new(&pod, cache, ns_labels);
-        let spread = spread::State::new(&pod, cache);
+        let interpod = interpod::State::new(&pod, cache, ns_labels, gone);
+        let spread = spread::State::new(&pod, cache, gone);
         Cycle { pod, req, nonzero, ports, interpod, spread }
     }
 

@@ -226,7 +226,7 @@ impl Scheduler {
                 Err((format!("0/{total} nodes are available: {msg}. {post}"), None))
             } else if feasible.is_empty() {
                 // PostFilter: preemption of lower-priority pods on nodes where that helps.
-                let plan = if codes.0 > 0 { preemption::plan(&cycle, &cache) } else { None };
+                let plan = if codes.0 > 0 { preemption::plan(&cycle, &cache, &ns_labels) } else { None };
                 match plan {
                     Some(p) => Err((framework::fit_error(total, &histogram, ""), Some(p))),
                     None => Err((failure_message(&pod, total, &histogram, codes), None)),

@@ -2,6 +2,7 @@
 //! where removing lower-priority pods would let it fit, keep as many of those pods as still
 //! allows it (reprieve, highest priority first), and pick the node whose victims matter least.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -19,7 +20,7 @@ fn priority(p: &Pod) -> i32 {
     p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
-pub fn plan(cycle: &Cycle, cache: &Cache) -> Option<Plan> {
+pub fn plan(cycle: &Cycle, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> Option<Plan> {
     let pod = &cycle.pod;
     if pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         return None;
@@ -36,20 +37,22 @@ pub fn plan(cycle: &Cycle, cache: &Cache) -> Option<Plan> {
         }
         let lower = |p: &Pod| priority(p) < prio && p.metadata.deletion_timestamp.is_none();
         let mut candidates: Vec<Arc<Pod>> = info.pods.values().map(|e| e.pod.clone()).filter(|p| lower(p)).collect();
-        if candidates.is_empty() || cycle.filter(&info.without(&|p: &Pod| lower(p))).is_err() {
+        // Would the pod fit with all of them gone (resources, ports, and inter-pod terms)?
+        let fits_without = |gone: &[Arc<Pod>]| {
+            let uids: HashSet<String> = gone.iter().map(|p| p.uid().unwrap_or_default()).collect();
+            let trial = Cycle::without(pod.clone(), cache, ns_labels, &uids);
+            trial.filter(&info.without(&|p: &Pod| uids.contains(&p.uid().unwrap_or_default()))).is_ok()
+        };
+        if candidates.is_empty() || !fits_without(&candidates) {
             continue;
         }
         // Reprieve: put back the most important victims while the pod still fits.
         candidates.sort_by_key(|p| std::cmp::Reverse(priority(p)));
-        let mut victims: Vec<Arc<Pod>> = Vec::new();
-        let mut kept: Vec<String> = Vec::new();
+        let mut victims: Vec<Arc<Pod>> = candidates.clone();
         for c in &candidates {
-            kept.push(c.uid().unwrap_or_default());
-            let keep_set = kept.clone();
-            let trial = info.without(&|p: &Pod| lower(p) && !keep_set.contains(&p.uid().unwrap_or_default()));
-            if cycle.filter(&trial).is_err() {
-                kept.pop();
-                victims.push(c.clone());
+            let without_c: Vec<Arc<Pod>> = victims.iter().filter(|v| v.uid() != c.uid()).cloned().collect();
+            if fits_without(&without_c) {
+                victims = without_c;
             }
         }
         let key = (victims.iter().map(|v| priority(v)).max().unwrap_or(i32::MIN), victims.iter().map(|v| priority(v) as i64).sum::<i64>(), victims.len());

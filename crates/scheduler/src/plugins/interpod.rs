@@ -1,7 +1,7 @@
 //! InterPodAffinity: required and preferred pod affinity and anti-affinity over topology
 //! domains, including existing pods' anti-affinity against the incoming pod (symmetry).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
@@ -39,7 +39,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(pod: &Arc<Pod>, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> State {
+    pub fn new(pod: &Arc<Pod>, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>, gone: &HashSet<String>) -> State {
         let ns = pod.namespace().unwrap_or_default();
         let mk = |t: &PodAffinityTerm, weight: i64| Term { ns: TermNamespaces::new(&ns, t.namespaces.as_ref(), t.namespace_selector.as_ref()), term: t.clone(), weight, counts: HashMap::new() };
         let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
@@ -55,15 +55,34 @@ impl State {
             .map(|w| mk(&w.pod_affinity_term, w.weight as i64))
             .chain(paa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|w| mk(&w.pod_affinity_term, -(w.weight as i64))))
             .collect();
-        // Existing pods' required anti-affinity against us, one check per group of identical terms.
-        for g in cache.anti.values() {
-            let tn = TermNamespaces::new(&g.owner_ns, g.term.namespaces.as_ref(), g.term.namespace_selector.as_ref());
-            if !(tn.matches(&ns, ns_labels) && g.term.label_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels()))) {
-                continue;
+        // Existing pods' required anti-affinity against us, one check per group of identical
+        // terms (or pod by pod when some pods are to be ignored, for preemption).
+        let against_us = |owner_ns: &str, t: &PodAffinityTerm| {
+            let tn = TermNamespaces::new(owner_ns, t.namespaces.as_ref(), t.namespace_selector.as_ref());
+            tn.matches(&ns, ns_labels) && t.label_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels()))
+        };
+        if gone.is_empty() {
+            for g in cache.anti.values() {
+                if !against_us(&g.owner_ns, &g.term) {
+                    continue;
+                }
+                for node in g.nodes.keys() {
+                    if let Some(v) = cache.nodes.get(node).and_then(|n| n.labels.get(&g.term.topology_key)) {
+                        st.existing_anti.push((g.term.topology_key.clone(), v.clone()));
+                    }
+                }
             }
-            for node in g.nodes.keys() {
-                if let Some(v) = cache.nodes.get(node).and_then(|n| n.labels.get(&g.term.topology_key)) {
-                    st.existing_anti.push((g.term.topology_key.clone(), v.clone()));
+        } else {
+            for info in cache.nodes.values() {
+                for e in info.pods.values().filter(|e| !gone.contains(&e.pod.uid().unwrap_or_default())) {
+                    let terms = e.pod.spec.as_ref().and_then(|s| s.affinity.as_ref()).and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+                    for t in terms.into_iter().flatten() {
+                        if against_us(&e.pod.namespace().unwrap_or_default(), t) {
+                            if let Some(v) = info.labels.get(&t.topology_key) {
+                                st.existing_anti.push((t.topology_key.clone(), v.clone()));
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -71,7 +90,7 @@ impl State {
         for term in st.affinity.iter_mut().chain(st.anti.iter_mut()).chain(st.preferred.iter_mut()) {
             let Some(sel) = term.term.label_selector.clone() else { continue };
             for (info, p) in cache.pods_matching(&sel) {
-                if info.node.is_none() || is_terminating(p) || !term.ns.matches(&p.namespace().unwrap_or_default(), ns_labels) {
+                if info.node.is_none() || is_terminating(p) || gone.contains(&p.uid().unwrap_or_default()) || !term.ns.matches(&p.namespace().unwrap_or_default(), ns_labels) {
                     continue;
                 }
                 if let Some(v) = info.labels.get(&term.term.topology_key) {

@@ -2,7 +2,7 @@
 //! plus upstream's default constraints for pods with a controller (hostname maxSkew 3, zone
 //! maxSkew 5, ScheduleAnyway) that replace the old SelectorSpread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -50,7 +50,7 @@ fn matches(sel: &Selector, p: &Pod) -> bool {
 }
 
 impl State {
-    pub fn new(pod: &Arc<Pod>, cache: &Cache) -> State {
+    pub fn new(pod: &Arc<Pod>, cache: &Cache, gone: &HashSet<String>) -> State {
         let spec = pod.spec.as_ref();
         let mut constraints: Vec<Constraint> = spec
             .and_then(|s| s.topology_spread_constraints.as_ref())
@@ -99,7 +99,7 @@ impl State {
                 Selector::Owner(uid) => cache.pods_owned_by(uid),
             };
             for (info, p) in members {
-                if info.node.is_none() || is_terminating(p) || p.namespace().as_deref() != Some(ns.as_str()) {
+                if info.node.is_none() || is_terminating(p) || gone.contains(&p.uid().unwrap_or_default()) || p.namespace().as_deref() != Some(ns.as_str()) {
                     continue;
                 }
                 if let Some(v) = info.labels.get(&c.key) {
