@@ -73,8 +73,12 @@ impl Schedule {
         let (hours, _) = field(f[1], 0, 23, &[])?;
         let (dom, dom_star) = field(f[2], 1, 31, &[])?;
         let (months, _) = field(f[3], 1, 12, &months)?;
-        let (mut dow, dow_star) = field(&f[4].replace('7', "0"), 0, 6, &days)?;
-        dow.resize(7, false);
+        // Day of week 7 is Sunday too.
+        let (mut dow, dow_star) = field(f[4], 0, 7, &days)?;
+        if dow[7] {
+            dow[0] = true;
+        }
+        dow.truncate(7);
         Ok(Schedule { minutes, hours, dom, months, dow, dom_star, dow_star })
     }
 
@@ -143,6 +147,12 @@ mod tests {
         let late = Utc.with_ymd_and_hms(2026, 11, 27, 17, 50, 0).unwrap();
         assert_eq!(s.next_after(late).unwrap(), Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap());
         assert!(Schedule::parse("* * *").is_err());
+        // 7 is Sunday, in ranges too (2026-11-28 is a Saturday).
+        let sat_noon = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let sunday = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap();
+        assert_eq!(Schedule::parse("0 0 * * 7").unwrap().next_after(sat_noon).unwrap(), sunday);
+        assert_eq!(Schedule::parse("0 0 * * 1-7").unwrap().next_after(sat_noon).unwrap(), sunday);
+        assert_eq!(Schedule::parse("0 0 * * sun").unwrap().next_after(sat_noon).unwrap(), sunday);
         assert!(Schedule::parse("61 * * * *").is_err());
         assert_eq!(Schedule::parse("@hourly").unwrap(), Schedule::parse("0 * * * *").unwrap());
     }

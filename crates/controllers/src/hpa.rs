@@ -62,7 +62,6 @@ impl Controller {
                         q.add(key_of(n.as_ref()));
                     }
                 }
-                let _ = old;
             });
         }
         hpas.synced().await;
