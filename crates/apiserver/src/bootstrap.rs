@@ -91,5 +91,4 @@ pub fn register_crd(catalog: &Catalog, crd: &Value, deleted: bool) {
         catalog.set_columns(&info, crate::crd::printer_columns(crd, &info.version));
         catalog.add(Arc::new(info));
     }
-    let _ = meta::name(crd);
 }
