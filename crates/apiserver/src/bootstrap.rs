@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use r8s_api::meta;
 use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
