@@ -91,6 +91,14 @@ fn daemonset_and_statefulset_updates() {
     });
     let hist = s.k(&["rollout", "history", "ds/agent"]);
     assert!(hist.contains("1         <none>") && hist.contains("2         <none>"), "{hist}");
+    // Undo restores the previous template from its ControllerRevision.
+    s.k(&["rollout", "undo", "ds/agent"]);
+    s.k(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert_eq!(s.k(&["get", "ds", "agent", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "busybox:1.35");
+    wait_for("agents back on 1.35", T, || {
+        let imgs = s.k(&["get", "pods", "-l", "app=agent", "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+        (imgs.split_whitespace().count() == 3 && imgs.split_whitespace().all(|i| i == "busybox:1.35")).then_some(())
+    });
     // StatefulSet with partition 2: only db-2 moves to the new template.
     s.k(&["set", "image", "sts/db", "c=postgres:16"]);
     wait_for("db-2 updated", T, || {

@@ -43,7 +43,9 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(informers: &Informers, owner:
             owner_references: Some(vec![util::owner_ref(owner)]),
             ..Default::default()
         },
-        data: Some(RawExtension(json!({"spec": {"template": template, "$patch": "replace"}}))),
+        // What `kubectl rollout undo` applies as a strategic merge patch: the directive sits
+        // inside the template, so the rest of the spec (selector, strategy) is untouched.
+        data: Some(RawExtension(json!({"spec": {"template": with_replace_directive(template)}}))),
         revision: max + 1,
     };
     match api.create(&PostParams::default(), &cr).await {
@@ -51,4 +53,12 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(informers: &Informers, owner:
         Err(e) if r8s_client::is_conflict(&e) => Ok(h),
         Err(e) => Err(e.into()),
     }
+}
+
+fn with_replace_directive(template: &Value) -> Value {
+    let mut t = template.clone();
+    if let Some(m) = t.as_object_mut() {
+        m.insert("$patch".into(), json!("replace"));
+    }
+    t
 }
