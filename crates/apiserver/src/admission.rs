@@ -11,8 +11,12 @@ use serde_json::{Value, json};
 use crate::registry::{ListOptions, Registry, WriteOptions};
 use crate::status::{ApiError, ApiResult};
 
-fn list_values(items: &[bytes::Bytes]) -> Vec<Value> {
-    items.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect()
+/// What the watch cache holds now, without waiting for it to reach the store's latest
+/// revision (resourceVersion=0): admission reads policy objects the way upstream's plugins
+/// read their informers, and must not add a consistency wait to every create.
+async fn cached(reg: &Registry, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<Vec<Value>> {
+    let opts = ListOptions { resource_version: Some("0".into()), ..Default::default() };
+    Ok(reg.list(info, ns, &opts).await?.items.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect())
 }
 
 /// Priority: a pod's priority and preemption policy come from its PriorityClass, or from
@@ -29,8 +33,7 @@ pub async fn priority(reg: &Registry, obj: &mut Value) -> ApiResult<()> {
             Err(e) => return Err(e),
         },
         None => {
-            let all = reg.list(&pc_info, None, &ListOptions::default()).await?;
-            list_values(&all.items).into_iter().find(|pc| pc.get("globalDefault") == Some(&json!(true)))
+            cached(reg, &pc_info, None).await?.into_iter().find(|pc| pc.get("globalDefault") == Some(&json!(true)))
         }
     };
     if let Some(pc) = class {
@@ -50,7 +53,7 @@ fn q(v: Option<&Value>) -> Option<i64> {
 /// Container limit ranges, then enforces their min, max and maxLimitRequestRatio.
 pub async fn limit_ranger(reg: &Registry, ns: &str, obj: &mut Value) -> ApiResult<()> {
     let Some(info) = reg.catalog.find("", "v1", "limitranges") else { return Ok(()) };
-    let ranges = list_values(&reg.list(&info, Some(ns), &ListOptions::default()).await?.items);
+    let ranges = cached(reg, &info, Some(ns)).await?;
     let items: Vec<Value> = ranges.iter().flat_map(|r| r.pointer("/spec/limits").and_then(Value::as_array).cloned().unwrap_or_default()).filter(|i| i.get("type").and_then(Value::as_str) == Some("Container")).collect();
     if items.is_empty() {
         return Ok(());
@@ -142,7 +145,8 @@ pub async fn limit_ranger(reg: &Registry, ns: &str, obj: &mut Value) -> ApiResul
 /// compare-and-swap so concurrent creates cannot both take the last unit.
 pub async fn quota(reg: &Registry, info: &ResourceInfo, ns: &str, obj: &Value) -> ApiResult<()> {
     let Some(rq) = reg.catalog.find("", "v1", "resourcequotas") else { return Ok(()) };
-    let quotas = list_values(&reg.list(&rq, Some(ns), &ListOptions::default()).await?.items);
+    // The quota object itself is re-read and charged with a compare-and-swap below.
+    let quotas = cached(reg, &rq, Some(ns)).await?;
     if quotas.is_empty() {
         return Ok(());
     }
@@ -181,12 +185,12 @@ pub async fn quota(reg: &Registry, info: &ResourceInfo, ns: &str, obj: &Value) -
         if charged.values().all(|v| *v == 0) {
             continue;
         }
-        let used_now = quota.pointer("/status/used").and_then(Value::as_object).cloned();
-        let Some(_) = used_now else {
-            return Err(ApiError::forbidden(format!("{} \"{name}\" is forbidden: status unknown for quota: {qname}, resources: {}", info.plural, charged.keys().cloned().collect::<Vec<_>>().join(","))));
-        };
         let plural = info.plural.clone();
         reg.update_with(&rq, Some(ns), &qname, Some(Subresource::Status), &WriteOptions::default(), |mut cur| {
+            if cur.pointer("/status/used").is_none() {
+                // The quota controller has not counted yet: upstream refuses until it has.
+                return Err(ApiError::forbidden(format!("{plural} \"{name}\" is forbidden: status unknown for quota: {qname}, resources: {}", charged.keys().cloned().collect::<Vec<_>>().join(","))));
+            }
             let used: BTreeMap<String, i64> = cur.pointer("/status/used").and_then(Value::as_object).into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), q(Some(v))?))).collect();
             let over: Vec<&String> = charged.iter().filter(|(k, v)| used.get(*k).copied().unwrap_or(0) + **v > hard[*k]).map(|(k, _)| k).collect();
             if !over.is_empty() {
