@@ -271,6 +271,12 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .collect()
 }
 
+/// The built-in resource serving `kind` in `group`, at the group's preferred version.
+pub fn builtin_by_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    static TABLE: std::sync::OnceLock<Vec<ResourceInfo>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(builtin_resources).iter().filter(|r| r.group == group && r.kind == kind).max_by_key(|r| r.preferred)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

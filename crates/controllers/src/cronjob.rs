@@ -37,14 +37,7 @@ impl Controller {
         util::queue_controller(&jobs, &c.queue, "CronJob");
         cjs.synced().await;
         jobs.synced().await;
-        for k in cjs.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("cronjob", c.queue.clone(), 2, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("cronjob", &cjs, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     /// Real time -> schedule clock (60 s per `minute`), and back.
@@ -156,7 +149,7 @@ impl Controller {
                             }
                             Err(e) if r8s_client::is_conflict(&e) => {}
                             Err(e) => {
-                                self.recorder.warning(cj.as_ref(), "FailedCreate", format!("Error creating job: {}", crate::replicaset::api_message(&e)));
+                                self.recorder.warning(cj.as_ref(), "FailedCreate", format!("Error creating job: {}", util::api_message(&e)));
                                 return Err(e.into());
                             }
                         }
@@ -167,7 +160,7 @@ impl Controller {
         }
         status["active"] = if active_refs.is_empty() { serde_json::Value::Null } else { json!(active_refs) };
         let cur = serde_json::to_value(&cj.status)?;
-        if ["active", "lastScheduleTime", "lastSuccessfulTime"].iter().any(|f| crate::replicaset::norm(cur.get(*f), false) != crate::replicaset::norm(status.get(*f), false)) {
+        if ["active", "lastScheduleTime", "lastSuccessfulTime"].iter().any(|f| util::norm(cur.get(*f), false) != util::norm(status.get(*f), false)) {
             let capi: Api<CronJob> = Api::namespaced(client, &ns);
             match capi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}

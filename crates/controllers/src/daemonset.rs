@@ -131,14 +131,7 @@ impl Controller {
         dss.synced().await;
         pods.synced().await;
         nodes.synced().await;
-        for k in dss.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("daemonset", c.queue.clone(), 2, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("daemonset", &dss, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, key: ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -266,7 +259,7 @@ impl Controller {
                     Ok(p) => self.recorder.normal(ds.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
                     Err(e) => {
                         self.expectations.lower(&key, 1, 0);
-                        self.recorder.warning(ds.as_ref(), "FailedCreate", format!("Error creating: {}", crate::replicaset::api_message(&e)));
+                        self.recorder.warning(ds.as_ref(), "FailedCreate", format!("Error creating: {}", util::api_message(&e)));
                     }
                 }
             }
@@ -288,7 +281,7 @@ impl Controller {
             "numberUnavailable": if desired - available <= 0 { Value::Null } else { json!(desired - available) },
         });
         let cur = serde_json::to_value(&ds.status)?;
-        let changed = status.as_object().unwrap().iter().any(|(k, v)| crate::replicaset::norm(cur.get(k), !v.is_null()) != crate::replicaset::norm(Some(v), !v.is_null()));
+        let changed = status.as_object().unwrap().iter().any(|(k, v)| util::norm(cur.get(k), !v.is_null()) != util::norm(Some(v), !v.is_null()));
         if changed {
             let dsapi: Api<DaemonSet> = Api::namespaced(self.informers.client().clone(), &ns);
             match dsapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {

@@ -107,14 +107,7 @@ impl Controller {
         util::queue_controller(&rss, &c.queue, "Deployment");
         deps.synced().await;
         rss.synced().await;
-        for k in deps.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("deployment", c.queue.clone(), 4, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("deployment", &deps, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -421,7 +414,7 @@ impl Controller {
         let cur = serde_json::to_value(&d.status).unwrap_or(Value::Null);
         let changed = ["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"]
             .iter()
-            .any(|f| crate::replicaset::norm(cur.get(*f), false) != crate::replicaset::norm(Some(&status[*f]), false))
+            .any(|f| util::norm(cur.get(*f), false) != util::norm(Some(&status[*f]), false))
             || strip_times(cur.get("conditions")) != strip_times(status.get("conditions"));
         if changed {
             let api: Api<Deployment> = Api::namespaced(self.informers.client().clone(), &d.namespace().unwrap_or_default());

@@ -55,14 +55,7 @@ impl Controller {
         }
         pdbs.synced().await;
         pods.synced().await;
-        for k in pdbs.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("disruption", c.queue.clone(), 2, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("disruption", &pdbs, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     /// Pods the budget protects are expected to number what their controllers ask for.
@@ -135,7 +128,7 @@ impl Controller {
             "conditions": [{"type": "DisruptionAllowed", "status": cstatus, "reason": reason, "message": "", "observedGeneration": pdb.metadata.generation, "lastTransitionTime": transition}],
         });
         let cur = serde_json::to_value(&pdb.status)?;
-        let changed = ["observedGeneration", "disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods", "disruptedPods"].iter().any(|f| crate::replicaset::norm(cur.get(*f), true) != crate::replicaset::norm(status.get(*f), true))
+        let changed = ["observedGeneration", "disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods", "disruptedPods"].iter().any(|f| util::norm(cur.get(*f), true) != util::norm(status.get(*f), true))
             || prev_cond.as_ref().map(|c| c.status.as_str()) != Some(cstatus);
         if changed {
             let api: Api<PodDisruptionBudget> = Api::namespaced(self.informers.client().clone(), &ns);

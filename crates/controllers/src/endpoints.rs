@@ -73,14 +73,7 @@ impl Controller {
         pods.synced().await;
         eps.synced().await;
         slices.synced().await;
-        for k in svcs.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("endpoints", c.queue.clone(), 4, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("endpoints", &svcs, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {

@@ -243,7 +243,7 @@ impl Collector {
                 .iter()
                 .map(|r| {
                     let k = (group_of(&r.api_version), r.kind.clone());
-                    let known = g.known_kinds.get(&k).cloned().map(|res| (res, g.cluster_scoped.contains(&k) || is_cluster_scoped(&r.kind)));
+                    let known = g.known_kinds.get(&k).cloned().map(|res| (res, g.cluster_scoped.contains(&k) || is_cluster_scoped(&k.0, &k.1)));
                     let state = g.nodes.get(&r.uid).map(|o| o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion"));
                     (r.clone(), state, known)
                 })
@@ -353,8 +353,9 @@ impl Collector {
     }
 }
 
-fn is_cluster_scoped(kind: &str) -> bool {
-    matches!(kind, "Node" | "Namespace" | "PersistentVolume" | "ClusterRole" | "ClusterRoleBinding" | "StorageClass" | "PriorityClass" | "CustomResourceDefinition")
+/// Built-in scope comes from the resource table (custom kinds are recorded as their CRDs appear).
+fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+    r8s_api::resources::builtin_by_kind(group, kind).is_some_and(|r| !r.namespaced)
 }
 
 fn remove_owner_patch(d: &Node, owner_uid: &str) -> serde_json::Value {

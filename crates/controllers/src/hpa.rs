@@ -33,14 +33,6 @@ pub struct Controller {
     history: Mutex<HashMap<ObjKey, VecDeque<(Instant, i32)>>>,
 }
 
-/// `k=v,k2=v2` (the scale subresource's selector) as label equality pairs.
-fn parse_selector(s: &str) -> Vec<(String, String)> {
-    s.split(',').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_string(), v.trim_start_matches('=').trim().to_string())).collect()
-}
-
-fn plural(kind: &str) -> String {
-    format!("{}s", kind.to_lowercase())
-}
 
 impl Controller {
     pub async fn start(informers: Informers, period: Duration) {
@@ -66,14 +58,7 @@ impl Controller {
         }
         hpas.synced().await;
         pods.synced().await;
-        for k in hpas.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("horizontal-pod-autoscaler", c.queue.clone(), 2, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("horizontal-pod-autoscaler", &hpas, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, key: ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -88,24 +73,29 @@ impl Controller {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), target.api_version.clone().unwrap_or_default()),
         };
-        let res = ApiResource { group: group.clone(), version: version.clone(), api_version: target.api_version.clone().unwrap_or_default(), kind: target.kind.clone(), plural: plural(&target.kind) };
+        let Some(plural) = r8s_api::resources::builtin_by_kind(&group, &target.kind).map(|r| r.plural.clone()) else {
+            self.recorder.warning(hpa.as_ref(), "FailedGetScale", format!("no scalable resource of kind {} in group {group:?}", target.kind));
+            return Ok(Some(self.period));
+        };
+        let res = ApiResource { group: group.clone(), version: version.clone(), api_version: target.api_version.clone().unwrap_or_default(), kind: target.kind.clone(), plural };
         let client = self.informers.client().clone();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &res);
         let scale: Value = match api.get_subresource("scale", &target.name).await {
             Ok(s) => serde_json::to_value(s)?,
             Err(e) => {
-                self.recorder.warning(hpa.as_ref(), "FailedGetScale", crate::replicaset::api_message(&e));
+                self.recorder.warning(hpa.as_ref(), "FailedGetScale", util::api_message(&e));
                 return Ok(Some(self.period));
             }
         };
         let current = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0) as i32;
-        let selector = parse_selector(scale.pointer("/status/selector").and_then(Value::as_str).unwrap_or(""));
+        // The scale subresource's selector string (set-based selectors included).
+        let selector = r8s_api::selectors::LabelSelector::parse(scale.pointer("/status/selector").and_then(Value::as_str).unwrap_or("")).unwrap_or_default();
         let pods: Vec<Arc<Pod>> = self
             .informers
             .get::<Pod>()
             .list_ns(&ns)
             .into_iter()
-            .filter(|p| !selector.is_empty() && selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)) && util::is_active(p) && util::is_ready(p))
+            .filter(|p| !selector.is_empty() && selector.matches(p.labels()) && util::is_active(p) && util::is_ready(p))
             .collect();
         // CPU utilization over the ready pods that report usage.
         let target_util = spec.metrics.iter().flatten().find_map(|m| {

@@ -78,14 +78,7 @@ impl Controller {
         }
         jobs.synced().await;
         pods.synced().await;
-        for k in jobs.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("job", c.queue.clone(), 4, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("job", &jobs, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, key: ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -185,7 +178,7 @@ impl Controller {
                         Ok(p) => self.recorder.normal(job.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
                         Err(e) => {
                             self.expectations.lower(&key, 1, 0);
-                            self.recorder.warning(job.as_ref(), "FailedCreate", format!("Error creating: {}", crate::replicaset::api_message(&e)));
+                            self.recorder.warning(job.as_ref(), "FailedCreate", format!("Error creating: {}", util::api_message(&e)));
                         }
                     }
                 }
@@ -218,7 +211,7 @@ impl Controller {
             status["completedIndexes"] = json!(compress(&succeeded_idx));
         }
         let cur = serde_json::to_value(&job.status)?;
-        let changed = ["active", "succeeded", "failed", "ready", "conditions", "startTime", "completedIndexes"].iter().any(|f| crate::replicaset::norm(cur.get(*f), false) != crate::replicaset::norm(status.get(*f), false));
+        let changed = ["active", "succeeded", "failed", "ready", "conditions", "startTime", "completedIndexes"].iter().any(|f| util::norm(cur.get(*f), false) != util::norm(status.get(*f), false));
         if changed {
             match japi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}

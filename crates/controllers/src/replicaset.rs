@@ -96,14 +96,7 @@ impl<K: Replicated> Controller<K> {
         }
         owners.synced().await;
         pods.synced().await;
-        for k in owners.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("replicaset", c.queue.clone(), 4, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("replicaset", &owners, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     fn owner_key(&self, p: &Pod) -> Option<ObjKey> {
@@ -222,7 +215,7 @@ impl<K: Replicated> Controller<K> {
             "observedGeneration": owner.meta().generation,
         });
         let cur = owner.status_value();
-        let changed = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"].iter().any(|f| norm(cur.get(*f), *f == "replicas") != norm(Some(&status[*f]), *f == "replicas"));
+        let changed = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"].iter().any(|f| util::norm(cur.get(*f), *f == "replicas") != util::norm(Some(&status[*f]), *f == "replicas"));
         if changed {
             let api: Api<K> = Api::namespaced(client, &ns);
             match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
@@ -265,7 +258,7 @@ impl<K: Replicated> Controller<K> {
                     Ok(p) => self.recorder.normal(owner.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
                     Err(e) => {
                         failed += 1;
-                        self.recorder.warning(owner.as_ref(), "FailedCreate", format!("Error creating: {}", api_message(&e)));
+                        self.recorder.warning(owner.as_ref(), "FailedCreate", format!("Error creating: {}", util::api_message(&e)));
                         first_err.get_or_insert(e);
                     }
                 }
@@ -279,22 +272,5 @@ impl<K: Replicated> Controller<K> {
             batch *= 2;
         }
         Ok(())
-    }
-}
-
-/// Status fields as upstream writes them: zero counts are omitted (except `replicas`).
-pub fn norm(v: Option<&Value>, keep_zero: bool) -> Value {
-    match v {
-        None | Some(Value::Null) if keep_zero => json!(0),
-        None | Some(Value::Null) => Value::Null,
-        Some(v) if *v == json!(0) && !keep_zero => Value::Null,
-        Some(v) => v.clone(),
-    }
-}
-
-pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
     }
 }

@@ -43,14 +43,7 @@ impl Controller {
         util::queue_controller(&pods, &c.queue, "StatefulSet");
         sets.synced().await;
         pods.synced().await;
-        for k in sets.keys() {
-            c.queue.add(k);
-        }
-        let c2 = c.clone();
-        r8s_client::run_workers("statefulset", c.queue.clone(), 2, move |key| {
-            let c = c2.clone();
-            async move { c.sync(key).await }
-        });
+        util::run_over("statefulset", &sets, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -150,7 +143,7 @@ impl Controller {
             "collisionCount": set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0),
         });
         let cur = serde_json::to_value(&set.status)?;
-        let changed = status.as_object().unwrap().iter().any(|(k, v)| crate::replicaset::norm(cur.get(k), true) != crate::replicaset::norm(Some(v), true));
+        let changed = status.as_object().unwrap().iter().any(|(k, v)| util::norm(cur.get(k), true) != util::norm(Some(v), true));
         if changed {
             let sapi: Api<StatefulSet> = Api::namespaced(self.informers.client().clone(), &ns);
             match sapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
@@ -250,7 +243,7 @@ impl Controller {
                     Ok(_) => self.recorder.normal(set, "SuccessfulCreate", format!("create Claim {claim} Pod {pod_name} in StatefulSet {name} success")),
                     Err(e) if r8s_client::is_conflict(&e) => {}
                     Err(e) => {
-                        self.recorder.warning(set, "FailedCreate", format!("create Claim {claim} for Pod {pod_name} in StatefulSet {name} failed error: {}", crate::replicaset::api_message(&e)));
+                        self.recorder.warning(set, "FailedCreate", format!("create Claim {claim} for Pod {pod_name} in StatefulSet {name} failed error: {}", util::api_message(&e)));
                         return Err(e.into());
                     }
                 }
@@ -279,7 +272,7 @@ impl Controller {
             }
             Err(e) if r8s_client::is_conflict(&e) => Ok(()),
             Err(e) => {
-                self.recorder.warning(set, "FailedCreate", format!("create Pod {pod_name} in StatefulSet {name} failed error: {}", crate::replicaset::api_message(&e)));
+                self.recorder.warning(set, "FailedCreate", format!("create Pod {pod_name} in StatefulSet {name} failed error: {}", util::api_message(&e)));
                 Err(e.into())
             }
         }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use r8s_client::informer::{Informer, Object, ObjKey, key_of};
 use r8s_client::queue::WorkQueue;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
@@ -29,6 +29,21 @@ pub fn queue_controller<K: Object>(inf: &Informer<K>, q: &WorkQueue<ObjKey>, kin
             q.add((o.namespace().unwrap_or_default(), r.name.clone()));
         }
     });
+}
+
+/// Queues every object `existing` holds now, then runs `n` workers that call `sync` for
+/// each key (the common tail of every controller's start).
+pub fn run_over<K, C, F, Fut>(name: &'static str, existing: &Informer<K>, queue: &WorkQueue<ObjKey>, n: usize, c: std::sync::Arc<C>, sync: F)
+where
+    K: Object,
+    C: Send + Sync + 'static,
+    F: Fn(std::sync::Arc<C>, ObjKey) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Option<std::time::Duration>>> + Send + 'static,
+{
+    for k in existing.keys() {
+        queue.add(k);
+    }
+    r8s_client::run_workers(name, queue.clone(), n, move |key| sync(c.clone(), key));
 }
 
 pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
@@ -139,6 +154,23 @@ fn is_zero(v: &Value) -> bool {
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
         Value::Object(m) => m.is_empty(),
+    }
+}
+
+/// Status fields as upstream writes them: zero counts are omitted (except `replicas`).
+pub fn norm(v: Option<&Value>, keep_zero: bool) -> Value {
+    match v {
+        None | Some(Value::Null) if keep_zero => json!(0),
+        None | Some(Value::Null) => Value::Null,
+        Some(v) if *v == json!(0) && !keep_zero => Value::Null,
+        Some(v) => v.clone(),
+    }
+}
+
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
     }
 }
 
