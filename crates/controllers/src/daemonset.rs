@@ -103,12 +103,7 @@ impl Controller {
                 let p = new.or(old).unwrap();
                 if let Some(r) = util::controller_ref(p.as_ref()).filter(|r| r.kind == "DaemonSet") {
                     let key = (p.namespace().unwrap_or_default(), r.name.clone());
-                    if old.is_none() {
-                        c2.expectations.observed_add(&key);
-                    }
-                    if new.is_none() && old.is_some_and(|o| o.metadata.deletion_timestamp.is_none()) || (old.is_some_and(|o| o.metadata.deletion_timestamp.is_none()) && new.is_some_and(|n| n.metadata.deletion_timestamp.is_some())) {
-                        c2.expectations.observed_del(&key);
-                    }
+                    c2.expectations.observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
                     c2.queue.add(key);
                 }
             });

@@ -30,6 +30,20 @@ impl Expectations {
         }
     }
 
+    /// Counts what a pod change means for its owner's expectations: a new pod is an observed
+    /// create; a pod that starts deleting (or vanishes without having been seen deleting) is
+    /// an observed delete.
+    pub fn observe<K: kube::Resource>(&self, key: &(String, String), old: Option<&K>, new: Option<&K>) {
+        if old.is_none() {
+            self.observed_add(key);
+        }
+        let was_deleting = old.is_some_and(|o| o.meta().deletion_timestamp.is_some());
+        let gone_or_deleting = new.is_none_or(|n| n.meta().deletion_timestamp.is_some());
+        if old.is_some() && !was_deleting && gone_or_deleting {
+            self.observed_del(key);
+        }
+    }
+
     /// A create or delete that failed will never be observed.
     pub fn lower(&self, key: &(String, String), adds: i64, dels: i64) {
         if let Some(e) = self.map.lock().unwrap().get_mut(key) {

@@ -69,9 +69,7 @@ impl Controller {
                 let p = new.or(old).unwrap();
                 if let Some(r) = util::controller_ref(p.as_ref()).filter(|r| r.kind == "Job") {
                     let key = (p.namespace().unwrap_or_default(), r.name.clone());
-                    if old.is_none() {
-                        c2.expectations.observed_add(&key);
-                    }
+                    c2.expectations.observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
                     c2.queue.add(key);
                 }
             });

@@ -106,16 +106,8 @@ impl<K: Replicated> Controller<K> {
 
     fn pod_changed(&self, old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) {
         let p = new.or(old).unwrap();
-        let was_deleting = old.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
         if let Some(key) = self.owner_key(p) {
-            if old.is_none() {
-                self.expectations.observed_add(&key);
-            }
-            if new.is_none() || (!was_deleting && new.is_some_and(|n| n.metadata.deletion_timestamp.is_some())) {
-                if !was_deleting {
-                    self.expectations.observed_del(&key);
-                }
-            }
+            self.expectations.observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
             self.queue.add(key);
         }
         // A label change may move a pod between owners; an orphan may be adopted.
