@@ -7,6 +7,14 @@ use r8s_tests::{SimNodes, TestServer, rows, wait_for};
 
 const T: Duration = Duration::from_secs(60);
 
+/// Waits until exactly `n` Running pods match `sel`, all with `image`.
+fn wait_running_images(s: &TestServer, sel: &str, n: usize, image: &str) {
+    wait_for(&format!("{n} running {sel} pods on {image}"), T, || {
+        let imgs = s.k(&["get", "pods", "-l", sel, "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+        (imgs.split_whitespace().count() == n && imgs.split_whitespace().all(|i| i == image)).then_some(())
+    });
+}
+
 fn rs_count(s: &TestServer, sel: &str) -> usize {
     s.k(&["get", "rs", "-l", sel, "--no-headers"]).lines().count()
 }
@@ -71,10 +79,7 @@ fn daemonset_and_statefulset_updates() {
     // DaemonSet rolling update: every node's pod is replaced with the new template.
     s.k(&["set", "image", "ds/agent", "a=busybox:1.36"]);
     s.k(&["rollout", "status", "ds/agent", "--timeout=60s"]);
-    wait_for("three agents on 1.36", T, || {
-        let imgs = s.k(&["get", "pods", "-l", "app=agent", "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
-        (imgs.split_whitespace().count() == 3 && imgs.split_whitespace().all(|i| i == "busybox:1.36")).then_some(())
-    });
+    wait_running_images(&s, "app=agent", 3, "busybox:1.36");
     // With maxSurge the new pod starts beside the old one, node by node.
     s.k_stdin(
         &["apply", "-f", "-"],
@@ -95,10 +100,7 @@ fn daemonset_and_statefulset_updates() {
     s.k(&["rollout", "undo", "ds/agent"]);
     s.k(&["rollout", "status", "ds/agent", "--timeout=60s"]);
     assert_eq!(s.k(&["get", "ds", "agent", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "busybox:1.35");
-    wait_for("agents back on 1.35", T, || {
-        let imgs = s.k(&["get", "pods", "-l", "app=agent", "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
-        (imgs.split_whitespace().count() == 3 && imgs.split_whitespace().all(|i| i == "busybox:1.35")).then_some(())
-    });
+    wait_running_images(&s, "app=agent", 3, "busybox:1.35");
     // StatefulSet with partition 2: only db-2 moves to the new template.
     s.k(&["set", "image", "sts/db", "c=postgres:16"]);
     wait_for("db-2 updated", T, || {
@@ -109,10 +111,7 @@ fn daemonset_and_statefulset_updates() {
     // Lowering the partition finishes the update, highest ordinal first.
     s.k(&["patch", "sts", "db", "-p", "{\"spec\":{\"updateStrategy\":{\"rollingUpdate\":{\"partition\":0}}}}"]);
     s.k(&["rollout", "status", "sts/db", "--timeout=60s"]);
-    wait_for("all db pods on 16", T, || {
-        let imgs = s.k(&["get", "pods", "-l", "app=db", "--field-selector", "status.phase=Running", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
-        (imgs.split_whitespace().count() == 3 && imgs.split_whitespace().all(|i| i == "postgres:16")).then_some(())
-    });
+    wait_running_images(&s, "app=db", 3, "postgres:16");
 }
 
 #[test]
