@@ -11,5 +11,6 @@ pub mod resources;
 pub mod selectors;
 pub mod strategy;
 pub mod validation;
+pub mod workload_validation;
 
 pub use resources::{ResourceInfo, ResourceRef, Subresource};

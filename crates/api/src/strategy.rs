@@ -140,7 +140,17 @@ impl Strategy<'_> {
                 default_field(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
                 default_field(spec, "volumeMode", json!("Filesystem"));
             }
-            ("", "Node") => {}
+            ("", "Node") => {
+                // SetDefaults_NodeStatus: allocatable defaults to capacity.
+                if let Some(cap) = obj.pointer("/status/capacity").cloned() {
+                    default_field(obj_mut(obj, &["status"]), "allocatable", cap);
+                }
+            }
+            ("", "LimitRange") => {
+                for item in obj.pointer_mut("/spec/limits").and_then(Value::as_array_mut).into_iter().flatten() {
+                    default_limit_range_item(item);
+                }
+            }
             ("apps", "Deployment") => {
                 let spec = obj_mut(obj, &["spec"]);
                 default_field(spec, "replicas", json!(1));
@@ -333,8 +343,14 @@ impl Strategy<'_> {
                     }
                 }
             }
-            ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
+            ("apps", kind @ ("Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet")) => {
                 validate_workload(obj, &mut errs);
+                match kind {
+                    "Deployment" => crate::workload_validation::deployment(obj, &mut errs),
+                    "ReplicaSet" => crate::workload_validation::replica_set(obj, &mut errs),
+                    "DaemonSet" => crate::workload_validation::daemon_set(obj, &mut errs),
+                    _ => crate::workload_validation::stateful_set(obj, old, &mut errs),
+                }
                 if let Some(old) = old {
                     if old.pointer("/spec/selector") != obj.pointer("/spec/selector") {
                         errs.push(FieldError::invalid(
@@ -349,6 +365,7 @@ impl Strategy<'_> {
                 if let Some(spec) = obj.pointer("/spec/template/spec") {
                     validate_pod_spec(spec, "spec.template.spec", &mut errs);
                 }
+                crate::workload_validation::replication_controller(obj, &mut errs);
             }
             ("batch", "Job") => {
                 if let Some(spec) = obj.pointer("/spec/template/spec") {
@@ -360,6 +377,7 @@ impl Strategy<'_> {
                 } else {
                     errs.push(FieldError::required("spec.template", ""));
                 }
+                crate::workload_validation::job(obj, old, &mut errs);
             }
             ("batch", "CronJob") => {
                 match obj.pointer("/spec/schedule").and_then(Value::as_str) {
@@ -369,6 +387,7 @@ impl Strategy<'_> {
                     }
                     _ => {}
                 }
+                crate::workload_validation::cron_job(obj, &mut errs);
             }
             ("", "Service") => validate_service(obj, old, &mut errs),
             ("", "ConfigMap") | ("", "Secret") => {
@@ -503,6 +522,32 @@ pub fn qos_class(spec: Option<&Value>) -> &'static str {
     }
 }
 
+/// SetDefaults_LimitRangeItem: for containers, the default limit falls back to max, the default
+/// request to the default limit, then to min.
+fn default_limit_range_item(item: &mut Value) {
+    if item.get("type").and_then(Value::as_str) != Some("Container") {
+        return;
+    }
+    let resources = |v: &Value, k: &str| v.get(k).and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut default = resources(item, "default");
+    let mut request = resources(item, "defaultRequest");
+    for (k, v) in resources(item, "max") {
+        default.entry(k).or_insert(v);
+    }
+    for (k, v) in &default {
+        request.entry(k.clone()).or_insert(v.clone());
+    }
+    for (k, v) in resources(item, "min") {
+        request.entry(k).or_insert(v);
+    }
+    let Some(m) = item.as_object_mut() else { return };
+    for (k, v) in [("default", default), ("defaultRequest", request)] {
+        if !v.is_empty() {
+            m.insert(k.into(), Value::Object(v));
+        }
+    }
+}
+
 fn default_template(obj: &mut Value) {
     let spec = obj_mut(obj, &["spec", "template", "spec"]);
     default_pod_spec(spec, false);
@@ -549,6 +594,19 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
     default_field(spec, "securityContext", json!({}));
     default_field(spec, "schedulerName", json!("default-scheduler"));
     if is_pod {
+        // SetDefaults_Pod: a container with limits and no requests requests its limits.
+        for key in ["containers", "initContainers"] {
+            for c in spec.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+                let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) else { continue };
+                let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else { continue };
+                let requests = res.entry("requests").or_insert_with(|| json!({}));
+                if let Some(r) = requests.as_object_mut() {
+                    for (k, v) in limits {
+                        r.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
         default_field(spec, "enableServiceLinks", json!(true));
         default_field(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
         default_field(spec, "priority", json!(0));
@@ -578,9 +636,40 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
             }
         }
     }
+    // SetDefaults_PodSpec: with hostNetwork, container ports listen on the host.
+    if spec.get("hostNetwork") == Some(&json!(true)) {
+        for key in ["containers", "initContainers"] {
+            for c in spec.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+                for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(p) = p.as_object_mut() {
+                        if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
+                            if let Some(cp) = p.get("containerPort").cloned() {
+                                p.insert("hostPort".into(), cp);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     if let Some(vols) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for v in vols {
             if let Some(m) = v.as_object_mut() {
+                // SetDefaults_Volume: a volume with no source is an emptyDir.
+                if m.keys().all(|k| k == "name") {
+                    m.insert("emptyDir".into(), json!({}));
+                }
+                for items in [m.get_mut("downwardAPI").and_then(|d| d.get_mut("items"))].into_iter().flatten() {
+                    default_field_refs(items);
+                }
+                for source in m.get_mut("projected").and_then(|p| p.get_mut("sources")).and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(items) = source.get_mut("downwardAPI").and_then(|d| d.get_mut("items")) {
+                        default_field_refs(items);
+                    }
+                    if let Some(t) = source.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+                        default_field(t, "expirationSeconds", json!(3600));
+                    }
+                }
                 for (src, mode_key) in [("configMap", "defaultMode"), ("secret", "defaultMode"), ("projected", "defaultMode"), ("downwardAPI", "defaultMode")] {
                     if let Some(s) = m.get_mut(src).and_then(Value::as_object_mut) {
                         default_field(s, mode_key, json!(420));
@@ -594,7 +683,30 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
     }
 }
 
+/// SetDefaults_ObjectFieldSelector: a fieldRef's apiVersion is "v1" (`kubectl describe` prints
+/// it as `(v1:metadata.name)`). `items` is a list of env vars or downward API files.
+fn default_field_refs(items: &mut Value) {
+    for item in items.as_array_mut().into_iter().flatten() {
+        if let Some(f) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
+            default_field(f, "apiVersion", json!("v1"));
+        }
+    }
+}
+
 fn default_container(c: &mut Map<String, Value>) {
+    if let Some(env) = c.get_mut("env") {
+        for e in env.as_array_mut().into_iter().flatten() {
+            if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
+                default_field(f, "apiVersion", json!("v1"));
+            }
+        }
+    }
+    for hook in ["postStart", "preStop"] {
+        if let Some(h) = c.get_mut("lifecycle").and_then(|l| l.get_mut(hook)).and_then(|h| h.get_mut("httpGet")).and_then(Value::as_object_mut) {
+            default_field(h, "path", json!("/"));
+            default_field(h, "scheme", json!("HTTP"));
+        }
+    }
     default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
     default_field(c, "terminationMessagePolicy", json!("File"));
     default_field(c, "resources", json!({}));
@@ -766,6 +878,15 @@ fn default_service(obj: &mut Value) {
     }
     if ty == "LoadBalancer" {
         default_field(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
+        let cfg = spec.entry("sessionAffinityConfig").or_insert_with(|| json!({}));
+        if let Some(cfg) = cfg.as_object_mut() {
+            let ip = cfg.entry("clientIP").or_insert_with(|| json!({}));
+            if let Some(ip) = ip.as_object_mut() {
+                default_field(ip, "timeoutSeconds", json!(10800));
+            }
+        }
     }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports {
@@ -949,5 +1070,31 @@ mod tests {
         let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
         let errs = strategy(&i).validate(&d, None);
         assert_eq!(errs[0].message(), "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`");
+    }
+
+    #[test]
+    fn pod_defaults_from_set_defaults() {
+        let i = info("pods");
+        let mut p = json!({"spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "x:1",
+            "ports": [{"containerPort": 8080}],
+            "resources": {"limits": {"cpu": "1"}},
+            "env": [{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+            "volumes": [{"name": "scratch"}, {"name": "info", "downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}});
+        strategy(&i).default(&mut p);
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"], json!({"fieldPath": "metadata.name", "apiVersion": "v1"}));
+        assert_eq!(c["resources"]["requests"], json!({"cpu": "1"}));
+        assert_eq!(c["ports"][0]["hostPort"], json!(8080));
+        assert_eq!(p["spec"]["volumes"][0], json!({"name": "scratch", "emptyDir": {}}));
+        assert_eq!(p["spec"]["volumes"][1]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"], json!("v1"));
+    }
+
+    #[test]
+    fn limit_range_defaults() {
+        let i = info("limitranges");
+        let mut lr = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "1Mi"}}]}});
+        strategy(&i).default(&mut lr);
+        assert_eq!(lr["spec"]["limits"][0]["default"], json!({"cpu": "2"}));
+        assert_eq!(lr["spec"]["limits"][0]["defaultRequest"], json!({"cpu": "2", "memory": "1Mi"}));
     }
 }

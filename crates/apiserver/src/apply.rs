@@ -377,7 +377,9 @@ pub fn apply(live: Option<&Value>, config: &Value, manager: &str, force: bool, a
     }
     let mut merged = merge(live, &cfg, "");
     // Fields this manager applied before, dropped now, and owned by nobody else are removed.
-    let mut removed: Vec<&Path> = previous.iter().filter(|p| !cfg_paths.contains(*p) && !others.contains(*p)).collect();
+    // A field the config still holds stays even when its path changed shape (a map applied as
+    // empty, then with members: `f:data` becomes `f:data/f:b`).
+    let mut removed: Vec<&Path> = previous.iter().filter(|p| !cfg_paths.contains(*p) && !others.contains(*p) && resolve(&cfg, p).is_none()).collect();
     removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in removed {
         // A list item's "." goes only when none of its fields remain owned.
@@ -425,6 +427,20 @@ mod tests {
         // "a" owned only what "b" now applied and forced: it owns nothing and is dropped.
         let managers: Vec<&str> = forced["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| e["manager"].as_str().unwrap()).collect();
         assert_eq!(managers, vec!["b"]);
+    }
+
+    #[test]
+    fn map_applied_empty_then_filled() {
+        let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data});
+        let first = apply(None, &cm(json!({})), "a", false, "v1").unwrap();
+        assert_eq!(first["data"], json!({}));
+        let second = apply(Some(&first), &cm(json!({"b": "2"})), "a", false, "v1").unwrap();
+        assert_eq!(second["data"], json!({"b": "2"}));
+        let fields = &second["metadata"]["managedFields"][0]["fieldsV1"];
+        assert!(fields.pointer("/f:data/f:b").is_some(), "{fields}");
+        // And emptied again: the member goes, the map stays owned.
+        let third = apply(Some(&second), &cm(json!({})), "a", false, "v1").unwrap();
+        assert_eq!(third["data"], json!({}));
     }
 
     #[test]

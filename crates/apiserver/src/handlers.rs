@@ -279,8 +279,8 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             if !matches!(fmt, BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf) {
                 return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
             }
-            let obj = decode_object(&body, fmt)?;
-            check_type(&info, &obj)?;
+            let mut obj = decode_object(&body, fmt)?;
+            check_type(&info, &mut obj)?;
             crate::typed::check(&info, &obj)?;
             let opts = write_options(query, headers, true)?;
             let created = reg.create(&info, ns, obj, &opts).await?;
@@ -301,7 +301,7 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             }
             let out = negotiate(headers)?;
             let fmt = body_format(headers)?;
-            let obj = decode_object(&body, fmt)?;
+            let mut obj = decode_object(&body, fmt)?;
             let opts = write_options(query, headers, true)?;
             if sub == Some(Subresource::Scale) {
                 let updated = update_scale(reg, &info, ns, n, &opts, |_| Ok(obj.clone())).await?;
@@ -316,7 +316,7 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
                     .await?;
                 return render_object(state, &info, updated, out, query, StatusCode::OK);
             }
-            check_type(&info, &obj)?;
+            check_type(&info, &mut obj)?;
             crate::typed::check(&info, &obj)?;
             let updated = reg.update(&info, ns, n, obj, sub, &opts).await?;
             render_object(state, &info, updated, out, query, StatusCode::OK)
@@ -352,19 +352,20 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
     }
 }
 
-/// The body's apiVersion and kind must name this resource.
-fn check_type(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
-    if !obj.is_object() {
+/// The body's apiVersion and kind must name this resource. Missing ones are filled from the
+/// URL, as upstream's decoder does with the endpoint's default group/version/kind; only a
+/// mismatch is an error.
+fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    let Some(m) = obj.as_object_mut() else {
         return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
+    };
+    for (field, wanted) in [("kind", info.kind.clone()), ("apiVersion", info.api_version())] {
+        if m.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+            m.insert(field.into(), Value::String(wanted));
+        }
     }
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
-    }
-    if av.is_empty() {
-        return Err(ApiError::bad_request(format!("Object 'apiVersion' is missing in '{}'", truncate(&obj.to_string()))));
-    }
     if av != info.api_version() {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({av}) does not match the expected API version ({})",

@@ -41,6 +41,13 @@ pub fn list_kind(parent: &str, field: &str) -> ListKind {
     }
 }
 
+/// Object fields (not lists) whose patch strategy is `retainKeys` upstream: a strategic merge
+/// patch from `kubectl apply` then names the keys to keep (`$retainKeys`), so switching a
+/// union's member (RollingUpdate -> Recreate) drops the old member. By definition name.
+pub fn retains_keys(definition: &str, field: &str) -> bool {
+    matches!((definition, field), ("DeploymentSpec", "strategy"))
+}
+
 /// SMP's merge key for a list (None: replace the list; Some("") : primitive set merge).
 pub fn smp_merge_key(parent: &str, field: &str) -> Option<&'static str> {
     match list_kind(parent, field) {

@@ -11,7 +11,7 @@ use r8s_api::{ResourceInfo, ResourceRef, Subresource};
 use serde_json::{Map, Value, json};
 
 use crate::catalog::Catalog;
-use crate::mergekeys::{ListKind, list_kind};
+use crate::mergekeys::{ListKind, list_kind, retains_keys};
 use crate::status::{ApiError, ApiResult};
 
 const REF: &str = "#/components/schemas/";
@@ -283,6 +283,16 @@ fn decorate(defs: &mut Map<String, Value>) {
         wrap_refs(schema);
     }
     for (name, schema) in defs.iter_mut() {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            for (field, ps) in props.iter_mut() {
+                if retains_keys(short, field) {
+                    if let Some(m) = ps.as_object_mut() {
+                        m.insert("x-kubernetes-patch-strategy".into(), json!("retainKeys"));
+                    }
+                }
+            }
+        }
         let Some(parent) = parent_context(name) else { continue };
         let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { continue };
         for (field, ps) in props.iter_mut() {
