@@ -60,7 +60,8 @@ pub fn validate_dns1035_label(s: &str) -> Result<(), Vec<String>> {
 
 fn qualified_part_ok(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| is_alnum(c) || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| is_alnum(c) || c == '-' || c == '_' || c == '.')
         && s.starts_with(is_alnum)
         && s.ends_with(is_alnum)
 }

@@ -25,7 +25,14 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
         let resources: Vec<ResourceRef> = builtin_resources().into_iter().map(Arc::new).collect();
-        let cat = Arc::new(Catalog { store, resources: RwLock::new(vec![]), caches: RwLock::new(HashMap::new()), schemas: RwLock::new(HashMap::new()), columns: RwLock::new(HashMap::new()), generation: std::sync::atomic::AtomicU64::new(0) });
+        let cat = Arc::new(Catalog {
+            store,
+            resources: RwLock::new(vec![]),
+            caches: RwLock::new(HashMap::new()),
+            schemas: RwLock::new(HashMap::new()),
+            columns: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        });
         for r in resources {
             cat.add(r);
         }
@@ -41,9 +48,12 @@ impl Catalog {
                 .or_insert_with(|| WatchCache::start((*info).clone(), self.store.clone()));
         }
         let mut res = self.resources.write().unwrap();
-        res.retain(|r| !(r.group == info.group && r.version == info.version && r.plural == info.plural));
+        res.retain(|r| {
+            !(r.group == info.group && r.version == info.version && r.plural == info.plural)
+        });
         res.push(info);
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every version of a custom resource (`plural.group`).
@@ -52,7 +62,8 @@ impl Catalog {
         res.retain(|r| !(r.custom && r.group == group && r.plural == plural));
         let storage = format!("{group}/{plural}");
         self.caches.write().unwrap().remove(&storage);
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_schema(&self, info: &ResourceInfo, schema: Option<serde_json::Value>) {
@@ -69,15 +80,27 @@ impl Catalog {
     }
 
     pub fn set_columns(&self, info: &ResourceInfo, cols: Vec<serde_json::Value>) {
-        self.columns.write().unwrap().insert(format!("{}/{}/{}", info.group, info.version, info.plural), cols);
+        self.columns.write().unwrap().insert(
+            format!("{}/{}/{}", info.group, info.version, info.plural),
+            cols,
+        );
     }
 
     pub fn columns(&self, info: &ResourceInfo) -> Vec<serde_json::Value> {
-        self.columns.read().unwrap().get(&format!("{}/{}/{}", info.group, info.version, info.plural)).cloned().unwrap_or_default()
+        self.columns
+            .read()
+            .unwrap()
+            .get(&format!("{}/{}/{}", info.group, info.version, info.plural))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn schema(&self, info: &ResourceInfo) -> Option<serde_json::Value> {
-        self.schemas.read().unwrap().get(&format!("{}/{}/{}", info.group, info.version, info.plural)).cloned()
+        self.schemas
+            .read()
+            .unwrap()
+            .get(&format!("{}/{}/{}", info.group, info.version, info.plural))
+            .cloned()
     }
 
     pub fn generation(&self) -> u64 {
@@ -89,15 +112,29 @@ impl Catalog {
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceRef> {
-        self.resources.read().unwrap().iter().find(|r| r.group == group && r.version == version && r.plural == plural).cloned()
+        self.resources
+            .read()
+            .unwrap()
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
     }
 
     pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<ResourceRef> {
-        self.resources.read().unwrap().iter().find(|r| r.group == group && r.version == version && r.kind == kind).cloned()
+        self.resources
+            .read()
+            .unwrap()
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .cloned()
     }
 
     pub fn group_known(&self, group: &str, version: &str) -> bool {
-        self.resources.read().unwrap().iter().any(|r| r.group == group && r.version == version)
+        self.resources
+            .read()
+            .unwrap()
+            .iter()
+            .any(|r| r.group == group && r.version == version)
     }
 
     /// The entry of the version objects of `info` are stored in.
@@ -108,13 +145,22 @@ impl Catalog {
         };
         let res = self.resources.read().unwrap();
         res.iter()
-            .find(|r| r.group == g && r.version == v && r.kind == info.kind && r.storage_version == r.api_version())
+            .find(|r| {
+                r.group == g
+                    && r.version == v
+                    && r.kind == info.kind
+                    && r.storage_version == r.api_version()
+            })
             .cloned()
             .unwrap_or_else(|| Arc::new(info.clone()))
     }
 
     pub fn cache(&self, info: &ResourceInfo) -> Option<Arc<WatchCache>> {
-        self.caches.read().unwrap().get(&info.storage_resource).cloned()
+        self.caches
+            .read()
+            .unwrap()
+            .get(&info.storage_resource)
+            .cloned()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -77,7 +77,9 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
 ];
 
 fn event_to_core(obj: Value) -> Value {
-    let Value::Object(mut from) = obj else { return obj };
+    let Value::Object(mut from) = obj else {
+        return obj;
+    };
     let mut to = Map::new();
     for (new, old) in EVENT_FIELDS {
         move_field(&mut from, &mut to, new, old);
@@ -86,7 +88,9 @@ fn event_to_core(obj: Value) -> Value {
 }
 
 fn event_from_core(obj: Value) -> Value {
-    let Value::Object(mut from) = obj else { return obj };
+    let Value::Object(mut from) = obj else {
+        return obj;
+    };
     let mut to = Map::new();
     for (new, old) in EVENT_FIELDS {
         move_field(&mut from, &mut to, old, new);
@@ -98,7 +102,9 @@ fn event_from_core(obj: Value) -> Value {
 }
 
 fn hpa_v1_to_v2(obj: Value) -> Value {
-    let Value::Object(mut m) = obj else { return obj };
+    let Value::Object(mut m) = obj else {
+        return obj;
+    };
     if let Some(Value::Object(spec)) = m.get_mut("spec") {
         if let Some(t) = spec.remove("targetCPUUtilizationPercentage") {
             spec.insert(
@@ -116,12 +122,16 @@ fn hpa_v1_to_v2(obj: Value) -> Value {
 }
 
 fn hpa_v2_to_v1(obj: Value) -> Value {
-    let Value::Object(mut m) = obj else { return obj };
+    let Value::Object(mut m) = obj else {
+        return obj;
+    };
     if let Some(Value::Object(spec)) = m.get_mut("spec") {
         let metrics = spec.remove("metrics");
         spec.remove("behavior");
         let cpu = metrics.as_ref().and_then(Value::as_array).and_then(|ms| {
-            ms.iter().find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")).and_then(|x| x.pointer("/resource/target/averageUtilization").cloned())
+            ms.iter()
+                .find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
+                .and_then(|x| x.pointer("/resource/target/averageUtilization").cloned())
         });
         if let Some(c) = cpu {
             spec.insert("targetCPUUtilizationPercentage".into(), c);
@@ -131,7 +141,9 @@ fn hpa_v2_to_v1(obj: Value) -> Value {
         let current = status.remove("currentMetrics");
         status.remove("conditions");
         let cpu = current.as_ref().and_then(Value::as_array).and_then(|ms| {
-            ms.iter().find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")).and_then(|x| x.pointer("/resource/current/averageUtilization").cloned())
+            ms.iter()
+                .find(|x| x.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
+                .and_then(|x| x.pointer("/resource/current/averageUtilization").cloned())
         });
         if let Some(c) = cpu {
             status.insert("currentCPUUtilizationPercentage".into(), c);
@@ -147,11 +159,17 @@ mod tests {
 
     #[test]
     fn hpa_round_trip() {
-        let v1 = builtin_resources().into_iter().find(|r| r.plural == "horizontalpodautoscalers" && r.version == "v1").unwrap();
+        let v1 = builtin_resources()
+            .into_iter()
+            .find(|r| r.plural == "horizontalpodautoscalers" && r.version == "v1")
+            .unwrap();
         let obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"}, "spec": {"maxReplicas": 5, "targetCPUUtilizationPercentage": 50}});
         let stored = to_storage(&v1, obj);
         assert_eq!(stored["apiVersion"], json!("autoscaling/v2"));
-        assert_eq!(stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], json!(50));
+        assert_eq!(
+            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            json!(50)
+        );
         let back = from_storage(&v1, stored);
         assert_eq!(back["spec"]["targetCPUUtilizationPercentage"], json!(50));
         assert_eq!(back["apiVersion"], json!("autoscaling/v1"));
@@ -159,7 +177,10 @@ mod tests {
 
     #[test]
     fn event_round_trip() {
-        let ev = builtin_resources().into_iter().find(|r| r.group == "events.k8s.io").unwrap();
+        let ev = builtin_resources()
+            .into_iter()
+            .find(|r| r.group == "events.k8s.io")
+            .unwrap();
         let obj = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "regarding": {"kind": "Pod", "name": "p"}, "note": "hi", "reason": "R"});
         let stored = to_storage(&ev, obj);
         assert_eq!(stored["involvedObject"]["name"], json!("p"));

@@ -8,21 +8,28 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use r8s_api::ResourceInfo;
+use r8s_api::Subresource;
 use r8s_api::selectors::{FieldSelector, LabelSelector};
 use r8s_api::strategy::strategy;
-use r8s_api::Subresource;
 use serde_json::{Value, json};
 
-use crate::auth::UserInfo;
 use crate::catalog::Catalog;
-use crate::registry::{DeleteOptions, ListOptions, ListResult, Registry, WriteOptions};
-use crate::request::{BodyFormat, Output, ResourcePath, Route, body_format, decode_body, decode_object, negotiate, parse_query, parse_route};
+use crate::pipeline::RequestContext;
+use crate::registry::{
+    DeleteOptions, FieldValidation, ListOptions, ListResult, Registry, WriteOptions, WriteOrigin,
+};
+use crate::request::{
+    BodyFormat, Output, ResourcePath, Route, body_format, decode_body, decode_object, negotiate,
+    parse_query, parse_route,
+};
 use crate::status::{ApiError, ApiResult, success_status};
 use crate::{convert, table};
 
 pub struct AppState {
+    pub authn: crate::authn::Chain,
+    pub authz: Box<dyn crate::authz::Authorizer>,
     pub registry: Arc<Registry>,
     pub catalog: Arc<Catalog>,
     pub server_address: String,
@@ -37,54 +44,57 @@ fn json_response(code: StatusCode, v: &Value, out: Output) -> Response {
     match out {
         Output::Yaml => {
             let body = serde_yaml::to_string(v).unwrap_or_default();
-            (code, [(http::header::CONTENT_TYPE, "application/yaml")], body).into_response()
+            (
+                code,
+                [(http::header::CONTENT_TYPE, "application/yaml")],
+                body,
+            )
+                .into_response()
         }
-        _ => (code, [(http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response(),
+        _ => (
+            code,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(v).unwrap_or_default(),
+        )
+            .into_response(),
     }
 }
 
 fn text(code: StatusCode, s: &'static str) -> Response {
-    (code, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        s,
+    )
+        .into_response()
 }
 
-/// The whole API: called with the authenticated user (None: anonymous).
-pub async fn handle(state: Arc<AppState>, user: Option<UserInfo>, method: Method, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
-    let path = uri.path().to_string();
-    match path.as_str() {
-        "/healthz" | "/livez" | "/readyz" => {
-            return if state.ready.load(std::sync::atomic::Ordering::SeqCst) || path == "/livez" {
-                text(StatusCode::OK, "ok")
-            } else {
-                text(StatusCode::INTERNAL_SERVER_ERROR, "[-]poststarthook/r8s-bootstrap failed: not finished\nreadyz check failed")
-            };
-        }
-        "/version" => return json_response(StatusCode::OK, &state.version, Output::Json),
-        _ => {}
+/// The health and version endpoints, open to anonymous requests.
+pub fn public(state: &AppState, path: &str) -> Response {
+    if path == "/version" {
+        return json_response(StatusCode::OK, &state.version, Output::Json);
     }
-    let Some(user) = user else {
-        return ApiError::unauthorized().into_response();
-    };
-    let query = parse_query(uri.query());
-    // Read the body with the size limit before anything else can use it.
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let res = dispatch(&state, &user, &method, &path, &query, &headers, body).await;
-    match res {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    if state.ready.load(std::sync::atomic::Ordering::SeqCst) || path == "/livez" {
+        text(StatusCode::OK, "ok")
+    } else {
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[-]poststarthook/r8s-bootstrap failed: not finished\nreadyz check failed",
+        )
     }
 }
 
-async fn read_body(body: Body) -> ApiResult<Bytes> {
+pub async fn read_body(body: Body) -> ApiResult<Bytes> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("failed to read request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("failed to read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         total += data.len();
         if total <= crate::request::MAX_BODY {
             buf.extend_from_slice(&data);
@@ -103,7 +113,14 @@ async fn read_body(body: Body) -> ApiResult<Bytes> {
 /// How much of an oversized body is read (and dropped) before answering 413.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
-async fn dispatch(state: &Arc<AppState>, user: &UserInfo, method: &Method, path: &str, query: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+/// Routes an authenticated, authorized request.
+pub async fn dispatch(
+    state: &Arc<AppState>,
+    ctx: &RequestContext,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (method, path, headers) = (&ctx.parts.method, ctx.parts.uri.path(), &ctx.parts.headers);
+    let query = &parse_query(ctx.parts.uri.query());
     if path == "/metrics" {
         return Ok(metrics(state));
     }
@@ -119,29 +136,55 @@ async fn dispatch(state: &Arc<AppState>, user: &UserInfo, method: &Method, path:
     if *method != Method::GET && !matches!(route, Route::Resource(_)) {
         return Err(ApiError::method_not_allowed());
     }
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let aggregated = accept.split(',').find(|e| e.contains("as=APIGroupDiscoveryList") && e.contains("g=apidiscovery.k8s.io"));
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let aggregated = accept
+        .split(',')
+        .find(|e| e.contains("as=APIGroupDiscoveryList") && e.contains("g=apidiscovery.k8s.io"));
     match route {
         Route::CoreVersions | Route::Groups => {
             let core = route == Route::CoreVersions;
             if let Some(entry) = aggregated {
-                let v = if entry.contains("v=v2beta1") { "v2beta1" } else { "v2" };
-                let doc = crate::discovery::aggregated(&state.catalog, core, &format!("apidiscovery.k8s.io/{v}"));
-                let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
-                return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, ct)], serde_json::to_vec(&doc).unwrap()).into_response());
+                let v = if entry.contains("v=v2beta1") {
+                    "v2beta1"
+                } else {
+                    "v2"
+                };
+                let doc = crate::discovery::aggregated(
+                    &state.catalog,
+                    core,
+                    &format!("apidiscovery.k8s.io/{v}"),
+                );
+                let ct = format!(
+                    "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                );
+                return Ok((
+                    StatusCode::OK,
+                    [(http::header::CONTENT_TYPE, ct)],
+                    serde_json::to_vec(&doc).unwrap(),
+                )
+                    .into_response());
             }
-            let doc = if core { crate::discovery::api_versions(&state.server_address) } else { crate::discovery::api_group_list(&state.catalog) };
+            let doc = if core {
+                crate::discovery::api_versions(&state.server_address)
+            } else {
+                crate::discovery::api_group_list(&state.catalog)
+            };
             Ok(json_response(StatusCode::OK, &doc, Output::Json))
         }
         Route::Group(g) => match crate::discovery::api_group(&state.catalog, &g) {
             Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
             None => Err(ApiError::no_route()),
         },
-        Route::ResourceList { group, version } => match crate::discovery::resource_list(&state.catalog, &group, &version) {
-            Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
-            None => Err(ApiError::no_route()),
-        },
-        Route::Resource(rp) => resource(state, user, method, &rp, query, headers, body).await,
+        Route::ResourceList { group, version } => {
+            match crate::discovery::resource_list(&state.catalog, &group, &version) {
+                Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
+                None => Err(ApiError::no_route()),
+            }
+        }
+        Route::Resource(rp) => resource(state, ctx, &rp, query, body).await,
     }
 }
 
@@ -150,25 +193,40 @@ fn metrics(state: &AppState) -> Response {
     for (k, v) in state.catalog.store().metrics().snapshot() {
         out.push_str(&format!("# TYPE {k} counter\n{k} {v}\n"));
     }
-    out.push_str(&format!("# TYPE r8s_store_revision gauge\nr8s_store_revision {}\n", state.catalog.store().current_revision()));
-    (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    out.push_str(&format!(
+        "# TYPE r8s_store_revision gauge\nr8s_store_revision {}\n",
+        state.catalog.store().current_revision()
+    ));
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
 }
 
 /// Boolean query parameters as Go's strconv.ParseBool reads them (clients send "True" too).
 pub fn query_bool(query: &Query, key: &str) -> bool {
-    query.get(key).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+    query
+        .get(key)
+        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
-    let label_selector = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let field_selector = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(e))?;
+    let label_selector =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let field_selector =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e))?;
     let st = strategy(info);
     for r in &field_selector.requirements {
         if !st.supports_field(&r.field) {
             let msg = if info.custom {
-                format!("\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"", r.field)
+                format!(
+                    "\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+                    r.field
+                )
             } else {
                 format!("field label not supported: {}", r.field)
             };
@@ -176,7 +234,10 @@ fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
         }
     }
     let limit = match query.get("limit") {
-        Some(l) if !l.is_empty() => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,
+        Some(l) if !l.is_empty() => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
+            .max(0) as usize,
         _ => 0,
     };
     Ok(ListOptions {
@@ -189,11 +250,18 @@ fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
     })
 }
 
-fn write_options(query: &Query, headers: &HeaderMap, default_manager: bool) -> ApiResult<WriteOptions> {
+/// The write options of a request: dry-run, field manager, field validation and who asks.
+pub fn write_options(ctx: &RequestContext, default_manager: bool) -> ApiResult<WriteOptions> {
+    let query = &parse_query(ctx.parts.uri.query());
+    let headers = &ctx.parts.headers;
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("Invalid dryRun value: {other}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dryRun value: {other}"
+            )));
+        }
     };
     let mut field_manager = query.get("fieldManager").cloned().filter(|s| !s.is_empty());
     if field_manager.is_none() && default_manager {
@@ -206,15 +274,33 @@ fn write_options(query: &Query, headers: &HeaderMap, default_manager: bool) -> A
     }
     if let Some(m) = &field_manager {
         if m.len() > 128 {
-            return Err(ApiError::bad_request("fieldManager: Too long: must have at most 128 bytes"));
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: must have at most 128 bytes",
+            ));
         }
     }
-    if let Some(fv) = query.get("fieldValidation") {
-        if !["", "Ignore", "Warn", "Strict"].contains(&fv.as_str()) {
-            return Err(ApiError::bad_request(format!("fieldValidation: Unsupported value: \"{fv}\": supported values: \"Ignore\", \"Strict\", \"Warn\"")));
+    let field_validation = FieldValidation::parse(query.get("fieldValidation").map(String::as_str))
+        .map_err(ApiError::bad_request)?;
+    Ok(WriteOptions {
+        dry_run,
+        field_manager,
+        operation: "Update",
+        field_validation,
+        origin: WriteOrigin::Body,
+        user: Some(ctx.user.clone()),
+        ..Default::default()
+    })
+}
+
+/// Adds the request's warnings as `Warning: 299 - "..."` headers, as upstream does.
+pub fn with_warnings(mut resp: Response, opts: &WriteOptions) -> Response {
+    for w in opts.warnings.lock().unwrap().iter() {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(http::header::WARNING, v);
         }
     }
-    Ok(WriteOptions { dry_run, field_manager, operation: "Update" })
+    resp
 }
 
 fn find_resource(state: &AppState, rp: &ResourcePath) -> ApiResult<Arc<ResourceInfo>> {
@@ -224,9 +310,15 @@ fn find_resource(state: &AppState, rp: &ResourcePath) -> ApiResult<Arc<ResourceI
     }
 }
 
-async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &ResourcePath, query: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn resource(
+    state: &Arc<AppState>,
+    ctx: &RequestContext,
+    rp: &ResourcePath,
+    query: &Query,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let (method, headers) = (&ctx.parts.method, &ctx.parts.headers);
     let info = find_resource(state, rp)?;
-    let _ = user;
     let ns = rp.namespace.as_deref();
     if info.namespaced && rp.name.is_some() && ns.is_none() && info.plural != "namespaces" {
         return Err(ApiError::no_route());
@@ -246,14 +338,25 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
     let verb_allowed = |v: &str| info.verbs.iter().any(|x| x == v);
     match (method.clone(), name, sub) {
         (Method::GET, None, _) => {
-            let watch = rp.watch_prefix || query.get("watch").is_some_and(|w| w.eq_ignore_ascii_case("true") || w == "1");
+            let watch = rp.watch_prefix
+                || query
+                    .get("watch")
+                    .is_some_and(|w| w.eq_ignore_ascii_case("true") || w == "1");
             let out = negotiate(headers)?;
             let opts = list_options(&info, query)?;
             if watch {
                 if !verb_allowed("watch") {
                     return Err(ApiError::method_not_allowed());
                 }
-                return crate::watch::serve(state.clone(), info, ns.map(str::to_string), opts, out, query).await;
+                return crate::watch::serve(
+                    state.clone(),
+                    info,
+                    ns.map(str::to_string),
+                    opts,
+                    out,
+                    query,
+                )
+                .await;
             }
             if !verb_allowed("list") {
                 return Err(ApiError::method_not_allowed());
@@ -268,7 +371,11 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
         }
         (Method::GET, Some(n), Some(Subresource::Scale)) => {
             let obj = reg.get(&info, ns, n).await?;
-            Ok(json_response(StatusCode::OK, &scale_of(&info, &obj), negotiate(headers)?))
+            Ok(json_response(
+                StatusCode::OK,
+                &scale_of(&info, &obj),
+                negotiate(headers)?,
+            ))
         }
         (Method::POST, None, None) => {
             if !verb_allowed("create") {
@@ -276,19 +383,29 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             }
             let out = negotiate(headers)?;
             let fmt = body_format(headers)?;
-            if !matches!(fmt, BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf) {
-                return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
+            if !matches!(
+                fmt,
+                BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf
+            ) {
+                return Err(ApiError::unsupported_media_type(
+                    headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                ));
             }
             let mut obj = decode_object(&body, fmt)?;
             check_type(&info, &mut obj)?;
-            crate::typed::check(&info, &obj)?;
-            let opts = write_options(query, headers, true)?;
+            let opts = write_options(ctx, true)?;
             let created = reg.create(&info, ns, obj, &opts).await?;
-            render_object(state, &info, created, out, query, StatusCode::CREATED)
+            Ok(with_warnings(
+                render_object(state, &info, created, out, query, StatusCode::CREATED)?,
+                &opts,
+            ))
         }
         (Method::POST, Some(n), Some(Subresource::Binding)) => {
             let b = decode_object(&body, body_format(headers)?)?;
-            bind(state, &info, ns, n, &b, query, headers).await
+            bind(state, ctx, &info, ns, n, &b).await
         }
         (Method::POST, Some(n), Some(Subresource::Eviction)) => {
             let b = decode_object(&body, body_format(headers)?)?;
@@ -302,38 +419,50 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
             let out = negotiate(headers)?;
             let fmt = body_format(headers)?;
             let mut obj = decode_object(&body, fmt)?;
-            let opts = write_options(query, headers, true)?;
+            let opts = write_options(ctx, true)?;
             if sub == Some(Subresource::Scale) {
                 let updated = update_scale(reg, &info, ns, n, &opts, |_| Ok(obj.clone())).await?;
-                return Ok(json_response(StatusCode::OK, &scale_of(&info, &updated), out));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &scale_of(&info, &updated),
+                    out,
+                ));
             }
             if sub == Some(Subresource::Finalize) {
                 let updated = reg
                     .update_with(&info, ns, n, None, &opts, |mut cur| {
-                        cur["spec"]["finalizers"] = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                        cur["spec"]["finalizers"] = obj
+                            .pointer("/spec/finalizers")
+                            .cloned()
+                            .unwrap_or(json!([]));
                         Ok(cur)
                     })
                     .await?;
                 return render_object(state, &info, updated, out, query, StatusCode::OK);
             }
             check_type(&info, &mut obj)?;
-            crate::typed::check(&info, &obj)?;
             let updated = reg.update(&info, ns, n, obj, sub, &opts).await?;
-            render_object(state, &info, updated, out, query, StatusCode::OK)
+            Ok(with_warnings(
+                render_object(state, &info, updated, out, query, StatusCode::OK)?,
+                &opts,
+            ))
         }
         (Method::PATCH, Some(n), sub) => {
             if !verb_allowed("patch") {
                 return Err(ApiError::method_not_allowed());
             }
             let out = negotiate(headers)?;
-            crate::patching::patch(state, &info, ns, n, sub, headers, query, &body, out).await
+            crate::patching::patch(state, ctx, &info, ns, n, sub, query, &body, out).await
         }
         (Method::DELETE, Some(n), None) => {
             if !verb_allowed("delete") {
                 return Err(ApiError::method_not_allowed());
             }
             let out = negotiate(headers)?;
-            let opts = delete_options(query, &body)?;
+            let opts = DeleteOptions {
+                user: Some(ctx.user.clone()),
+                ..delete_options(query, &body)?
+            };
             let deleted = reg.delete(&info, ns, n, &opts).await?;
             render_object(state, &info, deleted, out, query, StatusCode::OK)
         }
@@ -357,10 +486,19 @@ async fn resource(state: &Arc<AppState>, user: &UserInfo, method: &Method, rp: &
 /// mismatch is an error.
 fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     let Some(m) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
+        return Err(ApiError::bad_request(format!(
+            "Object 'Kind' is missing in '{}'",
+            truncate(&obj.to_string())
+        )));
     };
-    for (field, wanted) in [("kind", info.kind.clone()), ("apiVersion", info.api_version())] {
-        if m.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+    for (field, wanted) in [
+        ("kind", info.kind.clone()),
+        ("apiVersion", info.api_version()),
+    ] {
+        if m.get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             m.insert(field.into(), Value::String(wanted));
         }
     }
@@ -373,13 +511,28 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         )));
     }
     if kind != info.kind {
-        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", info.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            info.kind
+        )));
     }
     Ok(())
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() > 200 { format!("{}...", &s[..s.char_indices().take_while(|(i, _)| *i < 200).last().map(|(i, _)| i).unwrap_or(0)]) } else { s.to_string() }
+    if s.len() > 200 {
+        format!(
+            "{}...",
+            &s[..s
+                .char_indices()
+                .take_while(|(i, _)| *i < 200)
+                .last()
+                .map(|(i, _)| i)
+                .unwrap_or(0)]
+        )
+    } else {
+        s.to_string()
+    }
 }
 
 fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
@@ -387,25 +540,39 @@ fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
         let b = decode_body(body, true)?;
         opts.grace_period_seconds = b.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.propagation_policy = b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string);
+        opts.propagation_policy = b
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if b.get("orphanDependents") == Some(&json!(true)) {
             opts.propagation_policy = Some("Orphan".into());
         }
-        opts.precondition_uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        opts.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        opts.precondition_uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        opts.precondition_rv = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
             opts.dry_run = d.iter().any(|x| x == "All");
         }
     }
     if let Some(g) = query.get("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+        opts.grace_period_seconds = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
+        );
     }
     if let Some(p) = query.get("propagationPolicy") {
         opts.propagation_policy = Some(p.clone());
     }
     if let Some(p) = &opts.propagation_policy {
         if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
-            return Err(ApiError::bad_request(format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"")));
+            return Err(ApiError::bad_request(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            )));
         }
     }
     if query.get("dryRun").map(String::as_str) == Some("All") {
@@ -415,7 +582,14 @@ fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
 }
 
 /// Renders one object (already in `info`'s version).
-pub fn render_object(state: &AppState, info: &ResourceInfo, obj: Value, out: Output, query: &Query, code: StatusCode) -> ApiResult<Response> {
+pub fn render_object(
+    state: &AppState,
+    info: &ResourceInfo,
+    obj: Value,
+    out: Output,
+    query: &Query,
+    code: StatusCode,
+) -> ApiResult<Response> {
     match out {
         Output::Table => {
             let t = table::table(state, info, &[obj], None, query);
@@ -426,7 +600,13 @@ pub fn render_object(state: &AppState, info: &ResourceInfo, obj: Value, out: Out
     }
 }
 
-fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Output, query: &Query) -> ApiResult<Response> {
+fn render_list(
+    state: &AppState,
+    info: &ResourceInfo,
+    res: ListResult,
+    out: Output,
+    query: &Query,
+) -> ApiResult<Response> {
     let mut md = json!({"resourceVersion": res.rev.to_string()});
     if let Some(c) = &res.continue_token {
         md["continue"] = json!(c);
@@ -448,7 +628,12 @@ fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Outp
                 body.extend_from_slice(item);
             }
             body.extend_from_slice(b"]}");
-            Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response())
+            Ok((
+                StatusCode::OK,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response())
         }
         _ => {
             let items: Vec<Value> = res
@@ -479,11 +664,16 @@ fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Outp
 /// The autoscaling/v1 Scale of a scalable object.
 pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     let selector = match obj.pointer("/spec/selector") {
-        Some(Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
+        Some(Value::Object(m))
+            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
+        {
             r8s_api::printers::label_selector_string(Some(&Value::Object(m.clone())))
         }
         Some(Value::Object(m)) => {
-            let mut parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
             parts.sort();
             parts.join(",")
         }
@@ -491,7 +681,13 @@ pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     };
     let md = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut smd = json!({});
-    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = md.get(k) {
             smd[k] = v.clone();
         }
@@ -507,21 +703,47 @@ pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
 }
 
 /// Updates spec.replicas through the scale subresource: `f` maps the current Scale to the new.
-pub async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, mut f: F) -> ApiResult<Value>
+pub async fn update_scale<F>(
+    reg: &Registry,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    opts: &WriteOptions,
+    mut f: F,
+) -> ApiResult<Value>
 where
     F: FnMut(Value) -> ApiResult<Value>,
 {
     reg.update_with(info, ns, name, None, opts, |mut cur| {
         let scale = scale_of(info, &cur);
         let new_scale = f(scale)?;
-        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if !rv.is_empty() && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        if let Some(rv) = new_scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if !rv.is_empty()
+                && Some(rv)
+                    != cur
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+            {
                 return Err(ApiError::stale(info, name));
             }
         }
-        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = new_scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")]));
+            return Err(ApiError::invalid(
+                info,
+                name,
+                &[r8s_api::errors::FieldError::invalid(
+                    "spec.replicas",
+                    &json!(replicas),
+                    "must be greater than or equal to 0",
+                )],
+            ));
         }
         cur["spec"]["replicas"] = json!(replicas);
         Ok(cur)
@@ -529,12 +751,27 @@ where
     .await
 }
 
-async fn bind(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, binding: &Value, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+async fn bind(
+    state: &AppState,
+    ctx: &RequestContext,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+) -> ApiResult<Response> {
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::required("target.name", "")]));
+        return Err(ApiError::invalid(
+            info,
+            name,
+            &[r8s_api::errors::FieldError::required("target.name", "")],
+        ));
     }
-    let opts = write_options(query, headers, false)?;
+    let opts = write_options(ctx, false)?;
     let now = r8s_api::meta::now_rfc3339();
     state
         .registry
@@ -555,19 +792,40 @@ async fn bind(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &st
             Ok(pod)
         })
         .await?;
-    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &success_status(json!({})),
+        Output::Json,
+    ))
 }
 
-async fn evict(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, eviction: &Value) -> ApiResult<Response> {
+async fn evict(
+    state: &AppState,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    eviction: &Value,
+) -> ApiResult<Response> {
     let pod = state.registry.get(info, ns, name).await?;
     let labels = r8s_api::meta::labels(&pod);
-    let pdb_info = state.catalog.find("policy", "v1", "poddisruptionbudgets").expect("pdb resource");
-    let pdbs = state.registry.list(&pdb_info, ns, &ListOptions::default()).await?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let pdb_info = state
+        .catalog
+        .find("policy", "v1", "poddisruptionbudgets")
+        .expect("pdb resource");
+    let pdbs = state
+        .registry
+        .list(&pdb_info, ns, &ListOptions::default())
+        .await?;
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let terminal = phase == "Succeeded" || phase == "Failed";
     for b in &pdbs.items {
         let pdb: Value = serde_json::from_slice(b).map_err(ApiError::internal)?;
-        let Some(sel) = pdb.pointer("/spec/selector") else { continue };
+        let Some(sel) = pdb.pointer("/spec/selector") else {
+            continue;
+        };
         if terminal || !r8s_api::strategy::selector_matches(sel, &labels) {
             continue;
         }
@@ -598,8 +856,15 @@ async fn evict(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &s
     let mut opts = DeleteOptions::default();
     if let Some(d) = eviction.get("deleteOptions") {
         opts.grace_period_seconds = d.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.precondition_uid = d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.precondition_uid = d
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     state.registry.delete(info, ns, name, &opts).await?;
-    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &success_status(json!({})),
+        Output::Json,
+    ))
 }

@@ -8,22 +8,26 @@
 pub mod admission;
 pub mod alloc;
 pub mod apply;
-pub mod auth;
+pub mod authn;
+pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod catalog;
 pub mod convert;
 pub mod crd;
 pub mod discovery;
+pub mod fieldcheck;
 pub mod fields;
 pub mod handlers;
 pub mod mergekeys;
 pub mod openapi;
 pub mod patch;
 pub mod patching;
+pub mod pipeline;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
+pub mod request_info;
 pub mod server;
 pub mod status;
 pub mod table;
@@ -70,7 +74,13 @@ fn local_addresses() -> Vec<IpAddr> {
         let lines: Vec<&str> = trie.lines().collect();
         for w in lines.windows(2) {
             if w[1].contains("/32 host LOCAL") {
-                if let Some(ip) = w[0].trim().trim_start_matches("|-- ").trim().parse::<IpAddr>().ok() {
+                if let Some(ip) = w[0]
+                    .trim()
+                    .trim_start_matches("|-- ")
+                    .trim()
+                    .parse::<IpAddr>()
+                    .ok()
+                {
                     if !out.contains(&ip) {
                         out.push(ip);
                     }
@@ -95,16 +105,52 @@ fn version_info() -> serde_json::Value {
     })
 }
 
+/// The API server's state over a store, without a listener: the pipeline (authenticators, the
+/// given authorizer), catalog, registry with its admission chain. `start` serves it over TLS;
+/// tests drive it in-process.
+pub fn build_state(
+    store: Arc<dyn Store>,
+    service_cidr: alloc::Cidr,
+    gc_enabled: bool,
+    server_address: String,
+    authz: Box<dyn authz::Authorizer>,
+    admission: admission::Chain,
+) -> Arc<handlers::AppState> {
+    let catalog = catalog::Catalog::new(store);
+    let allocators = Arc::new(alloc::Allocators::new(service_cidr));
+    let mut registry = registry::Registry::new(catalog.clone(), allocators);
+    registry.gc_enabled = gc_enabled;
+    registry.admission = admission;
+    Arc::new(handlers::AppState {
+        authn: authn::Chain::default(),
+        authz,
+        registry: Arc::new(registry),
+        catalog,
+        server_address,
+        version: version_info(),
+        openapi: openapi::OpenApi::default(),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
 /// Opens the store, creates or loads the PKI, writes the admin kubeconfig, binds and starts
 /// serving. Returns once the server is ready.
 pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
-    let service_cidr = alloc::Cidr::parse(&cfg.service_cidr).ok_or_else(|| anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr))?;
+    let service_cidr = alloc::Cidr::parse(&cfg.service_cidr).ok_or_else(|| {
+        anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr)
+    })?;
     let first_ip = service_cidr.nth(1);
     let mut names = r8s_pki::ServingNames::default();
-    names.dns_names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    names.dns_names = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let h = h.trim().to_lowercase();
         if !h.is_empty() {
@@ -123,12 +169,21 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
         }
     }
     let pki_dir = cfg.data_dir.join("pki");
-    let pki = tokio::task::spawn_blocking(move || r8s_pki::ClusterPki::ensure(&pki_dir, &names)).await??;
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
+    let pki = tokio::task::spawn_blocking(move || r8s_pki::ClusterPki::ensure(&pki_dir, &names))
+        .await??;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
     let addr = listener.local_addr()?;
-    let client_host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+    let client_host = if cfg.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind_address.to_string()
+    };
     let server_url = format!("https://{client_host}:{}", addr.port());
-    let kubeconfig_path = cfg.kubeconfig_path.clone().unwrap_or_else(|| cfg.data_dir.join("admin.kubeconfig"));
+    let kubeconfig_path = cfg
+        .kubeconfig_path
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("admin.kubeconfig"));
     r8s_pki::kubeconfig::write(
         &kubeconfig_path,
         &r8s_pki::kubeconfig::KubeconfigSpec {
@@ -140,30 +195,37 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
             client_key_pem: &pki.admin.key_pem,
         },
     )?;
-    let catalog = catalog::Catalog::new(store.clone());
-    let allocators = Arc::new(alloc::Allocators::new(service_cidr));
-    let mut registry = registry::Registry::new(catalog.clone(), allocators);
-    registry.gc_enabled = cfg.gc_enabled;
-    let registry = Arc::new(registry);
-    let state = Arc::new(handlers::AppState {
-        registry: registry.clone(),
-        catalog: catalog.clone(),
-        server_address: format!("{client_host}:{}", addr.port()),
-        version: version_info(),
-        openapi: openapi::OpenApi::default(),
-        ready: std::sync::atomic::AtomicBool::new(false),
-    });
-    let tls = server::tls_config(&pki.ca.cert_pem, &pki.apiserver.cert_pem, &pki.apiserver.key_pem)?;
+    let state = build_state(
+        store,
+        service_cidr,
+        cfg.gc_enabled,
+        format!("{client_host}:{}", addr.port()),
+        Box::new(authz::AlwaysAllow),
+        admission::Chain::default(),
+    );
+    let (registry, catalog) = (state.registry.clone(), state.catalog.clone());
+    let tls = server::tls_config(
+        &pki.ca.cert_pem,
+        &pki.apiserver.cert_pem,
+        &pki.apiserver.key_pem,
+    )?;
     tokio::spawn(server::serve(listener, tls, state.clone()));
     let advertise = if cfg.bind_address.is_unspecified() {
-        local_addresses().into_iter().find(|ip| !ip.is_loopback()).unwrap_or(cfg.bind_address)
+        local_addresses()
+            .into_iter()
+            .find(|ip| !ip.is_loopback())
+            .unwrap_or(cfg.bind_address)
     } else {
         cfg.bind_address
     };
     bootstrap::run(&registry, &catalog, addr.port(), advertise).await?;
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "API server ready");
-    Ok(RunningServer { addr, state, kubeconfig_path })
+    Ok(RunningServer {
+        addr,
+        state,
+        kubeconfig_path,
+    })
 }
 
 /// Compacts the store's history every `interval`, keeping at least `keep` revisions.

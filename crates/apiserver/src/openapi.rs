@@ -23,7 +23,11 @@ pub struct OpenApi {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 fn hash_hex(bytes: &[u8]) -> String {
@@ -40,10 +44,19 @@ fn hash_hex(bytes: &[u8]) -> String {
 impl OpenApi {
     pub fn v2(&self, _headers: &HeaderMap) -> ApiResult<Response> {
         // Clients (kubectl) fetch v2 only as protobuf, which is not served; v3 is complete.
-        Err(ApiError::new(406, "NotAcceptable", "only OpenAPI v3 is served: use /openapi/v3"))
+        Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            "only OpenAPI v3 is served: use /openapi/v3",
+        ))
     }
 
-    fn document(&self, cat: &Catalog, group: &str, version: &str) -> Option<(String, std::sync::Arc<Vec<u8>>)> {
+    fn document(
+        &self,
+        cat: &Catalog,
+        group: &str,
+        version: &str,
+    ) -> Option<(String, std::sync::Arc<Vec<u8>>)> {
         let key = gv_path(group, version);
         let generation = cat.generation();
         if let Some((g, h, d)) = self.cache.lock().unwrap().get(&key) {
@@ -51,14 +64,21 @@ impl OpenApi {
                 return Some((h.clone(), d.clone()));
             }
         }
-        let resources: Vec<ResourceRef> = cat.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
+        let resources: Vec<ResourceRef> = cat
+            .all()
+            .into_iter()
+            .filter(|r| r.group == group && r.version == version)
+            .collect();
         if resources.is_empty() {
             return None;
         }
         let doc = build_document(cat, group, version, &resources);
         let bytes = std::sync::Arc::new(serde_json::to_vec(&doc).unwrap());
         let hash = hash_hex(&bytes);
-        self.cache.lock().unwrap().insert(key, (generation, hash.clone(), bytes.clone()));
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(key, (generation, hash.clone(), bytes.clone()));
         Some((hash, bytes))
     }
 
@@ -66,17 +86,29 @@ impl OpenApi {
         let rest = path.trim_start_matches("/openapi/v3").trim_matches('/');
         if rest.is_empty() {
             let mut paths = Map::new();
-            let mut gvs: Vec<(String, String)> = cat.all().iter().map(|r| (r.group.clone(), r.version.clone())).collect();
+            let mut gvs: Vec<(String, String)> = cat
+                .all()
+                .iter()
+                .map(|r| (r.group.clone(), r.version.clone()))
+                .collect();
             gvs.sort();
             gvs.dedup();
             for (g, v) in gvs {
                 if let Some((hash, _)) = self.document(cat, &g, &v) {
                     let p = gv_path(&g, &v);
-                    paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
+                    paths.insert(
+                        p.clone(),
+                        json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
+                    );
                 }
             }
             let body = serde_json::to_vec(&json!({"paths": paths})).unwrap();
-            return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response());
+            return Ok((
+                StatusCode::OK,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response());
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let (g, v) = match segs.as_slice() {
@@ -137,8 +169,24 @@ fn content(schema: &Value) -> Value {
     json!({"application/json": {"schema": schema}, "application/yaml": {"schema": schema}})
 }
 
-fn op(info: &ResourceInfo, action: &str, op_id: String, desc: String, params: Vec<Value>, body: Option<Value>, response: &Value) -> Value {
-    let tag = if info.group.is_empty() { format!("core_{}", info.version) } else { format!("{}_{}", info.group.split('.').next().unwrap_or(""), info.version) };
+fn op(
+    info: &ResourceInfo,
+    action: &str,
+    op_id: String,
+    desc: String,
+    params: Vec<Value>,
+    body: Option<Value>,
+    response: &Value,
+) -> Value {
+    let tag = if info.group.is_empty() {
+        format!("core_{}", info.version)
+    } else {
+        format!(
+            "{}_{}",
+            info.group.split('.').next().unwrap_or(""),
+            info.version
+        )
+    };
     let mut responses = json!({"200": {"description": "OK", "content": content(response)}, "401": {"description": "Unauthorized"}});
     if matches!(action, "post" | "put" | "patch") {
         responses["201"] = json!({"description": "Created", "content": content(response)});
@@ -162,26 +210,59 @@ fn op(info: &ResourceInfo, action: &str, op_id: String, desc: String, params: Ve
 }
 
 fn camel(s: &str) -> String {
-    s.split(['.', '-']).filter(|p| !p.is_empty()).map(|p| {
-        let mut c = p.chars();
-        match c.next() {
-            Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-            None => String::new(),
-        }
-    }).collect()
+    s.split(['.', '-'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
 }
 
-fn paths_for(info: &ResourceInfo, kind_schema: &Value, list_schema: &Value) -> Vec<(String, Value)> {
-    let base = if info.group.is_empty() { format!("/api/{}", info.version) } else { format!("/apis/{}/{}", info.group, info.version) };
-    let gvc = format!("{}{}", camel(if info.group.is_empty() { "core" } else { &info.group }), camel(&info.version));
+fn paths_for(
+    info: &ResourceInfo,
+    kind_schema: &Value,
+    list_schema: &Value,
+) -> Vec<(String, Value)> {
+    let base = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
+    let gvc = format!(
+        "{}{}",
+        camel(if info.group.is_empty() {
+            "core"
+        } else {
+            &info.group
+        }),
+        camel(&info.version)
+    );
     let ns_word = if info.namespaced { "Namespaced" } else { "" };
-    let coll = if info.namespaced { format!("{base}/namespaces/{{namespace}}/{}", info.plural) } else { format!("{base}/{}", info.plural) };
+    let coll = if info.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}", info.plural)
+    } else {
+        format!("{base}/{}", info.plural)
+    };
     let item = format!("{coll}/{{name}}");
     let mut path_params = vec![];
     if info.namespaced {
-        path_params.push(param("namespace", "path", "object name and auth scope, such as for teams and projects", "string"));
+        path_params.push(param(
+            "namespace",
+            "path",
+            "object name and auth scope, such as for teams and projects",
+            "string",
+        ));
     }
-    let mut item_params = vec![param("name", "path", &format!("name of the {}", info.kind), "string")];
+    let mut item_params = vec![param(
+        "name",
+        "path",
+        &format!("name of the {}", info.kind),
+        "string",
+    )];
     item_params.extend(path_params.clone());
     let patch_body = json!({
         "content": {
@@ -193,31 +274,108 @@ fn paths_for(info: &ResourceInfo, kind_schema: &Value, list_schema: &Value) -> V
         "required": true
     });
     let obj_body = json!({"content": {"*/*": {"schema": kind_schema}}, "required": true});
-    let list_q = ["allowWatchBookmarks", "continue", "fieldSelector", "labelSelector", "limit", "resourceVersion", "resourceVersionMatch", "sendInitialEvents", "timeoutSeconds", "watch"];
+    let list_q = [
+        "allowWatchBookmarks",
+        "continue",
+        "fieldSelector",
+        "labelSelector",
+        "limit",
+        "resourceVersion",
+        "resourceVersionMatch",
+        "sendInitialEvents",
+        "timeoutSeconds",
+        "watch",
+    ];
     let k = &info.kind;
     let mut out = Vec::new();
     let mut coll_item = json!({"parameters": path_params});
-    coll_item["get"] = op(info, "list", format!("list{gvc}{ns_word}{k}"), format!("list or watch objects of kind {k}"), query_params(&list_q), None, list_schema);
-    coll_item["post"] = op(info, "post", format!("create{gvc}{ns_word}{k}"), format!("create a {k}"), query_params(&["dryRun", "fieldManager", "fieldValidation"]), Some(obj_body.clone()), kind_schema);
+    coll_item["get"] = op(
+        info,
+        "list",
+        format!("list{gvc}{ns_word}{k}"),
+        format!("list or watch objects of kind {k}"),
+        query_params(&list_q),
+        None,
+        list_schema,
+    );
+    coll_item["post"] = op(
+        info,
+        "post",
+        format!("create{gvc}{ns_word}{k}"),
+        format!("create a {k}"),
+        query_params(&["dryRun", "fieldManager", "fieldValidation"]),
+        Some(obj_body.clone()),
+        kind_schema,
+    );
     coll_item["delete"] = op(
         info,
         "deletecollection",
         format!("deletecollection{gvc}{ns_word}{k}"),
         format!("delete collection of {k}"),
-        query_params(&["continue", "dryRun", "fieldSelector", "gracePeriodSeconds", "labelSelector", "limit", "propagationPolicy", "resourceVersion", "timeoutSeconds"]),
+        query_params(&[
+            "continue",
+            "dryRun",
+            "fieldSelector",
+            "gracePeriodSeconds",
+            "labelSelector",
+            "limit",
+            "propagationPolicy",
+            "resourceVersion",
+            "timeoutSeconds",
+        ]),
         None,
         &ref_schema("io.k8s.apimachinery.pkg.apis.meta.v1.Status"),
     );
     out.push((coll, coll_item));
     let mut item_obj = json!({"parameters": item_params.clone()});
-    item_obj["get"] = op(info, "get", format!("read{gvc}{ns_word}{k}"), format!("read the specified {k}"), vec![], None, kind_schema);
-    item_obj["put"] = op(info, "put", format!("replace{gvc}{ns_word}{k}"), format!("replace the specified {k}"), query_params(&["dryRun", "fieldManager", "fieldValidation"]), Some(obj_body.clone()), kind_schema);
-    item_obj["patch"] = op(info, "patch", format!("patch{gvc}{ns_word}{k}"), format!("partially update the specified {k}"), query_params(&["dryRun", "fieldManager", "fieldValidation", "force"]), Some(patch_body.clone()), kind_schema);
-    item_obj["delete"] = op(info, "delete", format!("delete{gvc}{ns_word}{k}"), format!("delete a {k}"), query_params(&["dryRun", "gracePeriodSeconds", "propagationPolicy"]), None, kind_schema);
+    item_obj["get"] = op(
+        info,
+        "get",
+        format!("read{gvc}{ns_word}{k}"),
+        format!("read the specified {k}"),
+        vec![],
+        None,
+        kind_schema,
+    );
+    item_obj["put"] = op(
+        info,
+        "put",
+        format!("replace{gvc}{ns_word}{k}"),
+        format!("replace the specified {k}"),
+        query_params(&["dryRun", "fieldManager", "fieldValidation"]),
+        Some(obj_body.clone()),
+        kind_schema,
+    );
+    item_obj["patch"] = op(
+        info,
+        "patch",
+        format!("patch{gvc}{ns_word}{k}"),
+        format!("partially update the specified {k}"),
+        query_params(&["dryRun", "fieldManager", "fieldValidation", "force"]),
+        Some(patch_body.clone()),
+        kind_schema,
+    );
+    item_obj["delete"] = op(
+        info,
+        "delete",
+        format!("delete{gvc}{ns_word}{k}"),
+        format!("delete a {k}"),
+        query_params(&["dryRun", "gracePeriodSeconds", "propagationPolicy"]),
+        None,
+        kind_schema,
+    );
     out.push((item.clone(), item_obj));
     if info.namespaced {
         let mut all = json!({"parameters": []});
-        all["get"] = op(info, "list", format!("list{gvc}{k}ForAllNamespaces"), format!("list or watch objects of kind {k}"), query_params(&list_q), None, list_schema);
+        all["get"] = op(
+            info,
+            "list",
+            format!("list{gvc}{k}ForAllNamespaces"),
+            format!("list or watch objects of kind {k}"),
+            query_params(&list_q),
+            None,
+            list_schema,
+        );
         out.push((format!("{base}/{}", info.plural), all));
     }
     for sub in [Subresource::Status, Subresource::Scale] {
@@ -229,9 +387,33 @@ fn paths_for(info: &ResourceInfo, kind_schema: &Value, list_schema: &Value) -> V
             _ => (kind_schema.clone(), "Status"),
         };
         let mut s = json!({"parameters": item_params.clone()});
-        s["get"] = op(info, "get", format!("read{gvc}{ns_word}{k}{suffix}"), format!("read {} of the specified {k}", sub.name()), vec![], None, &schema);
-        s["put"] = op(info, "put", format!("replace{gvc}{ns_word}{k}{suffix}"), format!("replace {} of the specified {k}", sub.name()), query_params(&["dryRun", "fieldManager", "fieldValidation"]), Some(json!({"content": {"*/*": {"schema": schema}}, "required": true})), &schema);
-        s["patch"] = op(info, "patch", format!("patch{gvc}{ns_word}{k}{suffix}"), format!("partially update {} of the specified {k}", sub.name()), query_params(&["dryRun", "fieldManager", "fieldValidation", "force"]), Some(patch_body.clone()), &schema);
+        s["get"] = op(
+            info,
+            "get",
+            format!("read{gvc}{ns_word}{k}{suffix}"),
+            format!("read {} of the specified {k}", sub.name()),
+            vec![],
+            None,
+            &schema,
+        );
+        s["put"] = op(
+            info,
+            "put",
+            format!("replace{gvc}{ns_word}{k}{suffix}"),
+            format!("replace {} of the specified {k}", sub.name()),
+            query_params(&["dryRun", "fieldManager", "fieldValidation"]),
+            Some(json!({"content": {"*/*": {"schema": schema}}, "required": true})),
+            &schema,
+        );
+        s["patch"] = op(
+            info,
+            "patch",
+            format!("patch{gvc}{ns_word}{k}{suffix}"),
+            format!("partially update {} of the specified {k}", sub.name()),
+            query_params(&["dryRun", "fieldManager", "fieldValidation", "force"]),
+            Some(patch_body.clone()),
+            &schema,
+        );
         out.push((format!("{item}/{}", sub.name()), s));
     }
     out
@@ -253,7 +435,9 @@ fn parent_context(def: &str) -> Option<&'static str> {
 /// Rewrites `{"$ref": .., "description": ..}` as upstream writes it (`allOf: [{$ref}]` beside
 /// the description), since OpenAPI 3.0 ignores siblings of `$ref`.
 fn wrap_refs(schema: &mut Value) {
-    let Some(m) = schema.as_object_mut() else { return };
+    let Some(m) = schema.as_object_mut() else {
+        return;
+    };
     if m.contains_key("$ref") && m.len() > 1 {
         let r = m.remove("$ref").unwrap();
         m.insert("allOf".into(), json!([{"$ref": r}]));
@@ -293,19 +477,29 @@ fn decorate(defs: &mut Map<String, Value>) {
                 }
             }
         }
-        let Some(parent) = parent_context(name) else { continue };
-        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { continue };
+        let Some(parent) = parent_context(name) else {
+            continue;
+        };
+        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
         for (field, ps) in props.iter_mut() {
             if ps.get("type").and_then(Value::as_str) != Some("array") {
                 continue;
             }
             // Upstream has no merge key on node taints or tolerations (atomic).
             let kind = list_kind(parent, field);
-            let Some(m) = ps.as_object_mut() else { continue };
+            let Some(m) = ps.as_object_mut() else {
+                continue;
+            };
             match kind {
                 ListKind::Map(keys) => {
                     m.insert("x-kubernetes-patch-merge-key".into(), json!(keys[0]));
-                    let strategy = if field == "volumes" { "merge,retainKeys" } else { "merge" };
+                    let strategy = if field == "volumes" {
+                        "merge,retainKeys"
+                    } else {
+                        "merge"
+                    };
                     m.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
                     m.insert("x-kubernetes-list-type".into(), json!("map"));
                     m.insert("x-kubernetes-list-map-keys".into(), json!(keys));
@@ -335,11 +529,23 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
         }
         let def = if r.custom {
             generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
-            let name = format!("{}.{}.{}", r.group.split('.').rev().collect::<Vec<_>>().join("."), r.version, r.kind);
-            let mut schema = cat.schema(r).unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+            let name = format!(
+                "{}.{}.{}",
+                r.group.split('.').rev().collect::<Vec<_>>().join("."),
+                r.version,
+                r.kind
+            );
+            let mut schema = cat
+                .schema(r)
+                .unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
             if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-                props.insert("metadata".into(), ref_schema("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
-                props.entry("apiVersion").or_insert(json!({"type": "string"}));
+                props.insert(
+                    "metadata".into(),
+                    ref_schema("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                );
+                props
+                    .entry("apiVersion")
+                    .or_insert(json!({"type": "string"}));
                 props.entry("kind").or_insert(json!({"type": "string"}));
             }
             custom_defs.push((name.clone(), schema));
@@ -362,7 +568,9 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
     defs.insert("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(), json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}));
     for (def, r) in &kind_schemas {
         if let Some(s) = defs.get_mut(def).and_then(Value::as_object_mut) {
-            let gvks = s.entry("x-kubernetes-group-version-kind").or_insert(json!([]));
+            let gvks = s
+                .entry("x-kubernetes-group-version-kind")
+                .or_insert(json!([]));
             if let Some(a) = gvks.as_array_mut() {
                 let e = json!({"group": r.group, "kind": r.kind, "version": r.version});
                 if !a.contains(&e) {
@@ -398,7 +606,11 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
         defs.extend(g.take_definitions(true));
     }
     decorate(&mut defs);
-    let title = if group.is_empty() { "Kubernetes".to_string() } else { "Kubernetes".to_string() };
+    let title = if group.is_empty() {
+        "Kubernetes".to_string()
+    } else {
+        "Kubernetes".to_string()
+    };
     json!({
         "openapi": "3.0.0",
         "info": {"title": title, "version": format!("{}", version)},

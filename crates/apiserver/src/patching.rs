@@ -5,19 +5,30 @@ use std::collections::HashMap;
 
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use r8s_api::{ResourceInfo, Subresource};
 use serde_json::{Value, json};
 
-use crate::handlers::{AppState, render_object, scale_of, update_scale};
+use crate::handlers::{
+    AppState, render_object, scale_of, update_scale, with_warnings, write_options,
+};
 use crate::patch::{json_patch, merge_patch, strategic_merge_patch};
-use crate::registry::WriteOptions;
+use crate::pipeline::RequestContext;
+use crate::registry::{FieldValidation, WriteOptions, WriteOrigin};
 use crate::request::{BodyFormat, Output, body_format, decode_body};
 use crate::status::{ApiError, ApiResult};
 
-fn apply_patch(fmt: BodyFormat, info: &ResourceInfo, name: &str, current: &Value, patch: &Value) -> ApiResult<Value> {
+fn apply_patch(
+    fmt: BodyFormat,
+    info: &ResourceInfo,
+    name: &str,
+    current: &Value,
+    patch: &Value,
+) -> ApiResult<Value> {
     match fmt {
-        BodyFormat::JsonPatch => json_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", e)),
+        BodyFormat::JsonPatch => {
+            json_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", e))
+        }
         BodyFormat::MergePatch => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("merge patch must be an object"));
@@ -33,9 +44,17 @@ fn apply_patch(fmt: BodyFormat, info: &ResourceInfo, name: &str, current: &Value
                 ));
             }
             if !patch.is_object() {
-                return Err(ApiError::bad_request("strategic merge patch must be an object"));
+                return Err(ApiError::bad_request(
+                    "strategic merge patch must be an object",
+                ));
             }
-            strategic_merge_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {e}", info.kind)))
+            strategic_merge_patch(current, patch).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("{} \"{name}\" is invalid: {e}", info.kind),
+                )
+            })
         }
         _ => Err(ApiError::unsupported_media_type("")),
     }
@@ -44,45 +63,66 @@ fn apply_patch(fmt: BodyFormat, info: &ResourceInfo, name: &str, current: &Value
 #[allow(clippy::too_many_arguments)]
 pub async fn patch(
     state: &AppState,
+    ctx: &RequestContext,
     info: &ResourceInfo,
     ns: Option<&str>,
     name: &str,
     sub: Option<Subresource>,
-    headers: &HeaderMap,
     query: &HashMap<String, String>,
     body: &Bytes,
     out: Output,
 ) -> ApiResult<Response> {
+    let headers = &ctx.parts.headers;
     let fmt = body_format(headers)?;
     let reg = &state.registry;
     match fmt {
         BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf => {
-            return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
+            return Err(ApiError::unsupported_media_type(
+                headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            ));
         }
-        BodyFormat::ApplyPatch => return server_side_apply(state, info, ns, name, sub, query, body, out).await,
+        BodyFormat::ApplyPatch => {
+            return server_side_apply(state, ctx, info, ns, name, sub, query, body, out).await;
+        }
         _ => {}
     }
     let patch = decode_body(body, false)?;
-    let opts = write_options(query, headers)?;
+    let opts = WriteOptions {
+        origin: WriteOrigin::Patch,
+        ..write_options(ctx, true)?
+    };
     if sub == Some(Subresource::Scale) {
-        let updated = update_scale(reg, info, ns, name, &opts, |scale| apply_patch(fmt, info, name, &scale, &patch)).await?;
-        return Ok(crate::handlers::render_object(state, info, scale_of(info, &updated), Output::Json, query, StatusCode::OK)?);
+        let updated = update_scale(reg, info, ns, name, &opts, |scale| {
+            apply_patch(fmt, info, name, &scale, &patch)
+        })
+        .await?;
+        return Ok(crate::handlers::render_object(
+            state,
+            info,
+            scale_of(info, &updated),
+            Output::Json,
+            query,
+            StatusCode::OK,
+        )?);
     }
-    let updated = reg.update_with(info, ns, name, sub, &opts, |current| apply_patch(fmt, info, name, &current, &patch)).await?;
-    render_object(state, info, updated, out, query, StatusCode::OK)
-}
-
-fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<WriteOptions> {
-    let dry_run = query.get("dryRun").map(String::as_str) == Some("All");
-    let field_manager = query.get("fieldManager").cloned().filter(|s| !s.is_empty()).or_else(|| {
-        headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
-    });
-    Ok(WriteOptions { dry_run, field_manager, operation: "Update" })
+    let updated = reg
+        .update_with(info, ns, name, sub, &opts, |current| {
+            apply_patch(fmt, info, name, &current, &patch)
+        })
+        .await?;
+    Ok(with_warnings(
+        render_object(state, info, updated, out, query, StatusCode::OK)?,
+        &opts,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn server_side_apply(
     state: &AppState,
+    ctx: &RequestContext,
     info: &ResourceInfo,
     ns: Option<&str>,
     name: &str,
@@ -93,18 +133,27 @@ async fn server_side_apply(
 ) -> ApiResult<Response> {
     let manager = query.get("fieldManager").cloned().unwrap_or_default();
     if manager.is_empty() {
-        return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
     }
     let force = crate::handlers::query_bool(query, "force");
-    let config = decode_body(body, true)?;
+    let mut config = decode_body(body, true)?;
     if !config.is_object() {
         return Err(ApiError::bad_request("apply patch must be an object"));
     }
     let cfg_name = r8s_api::meta::name(&config);
     if !cfg_name.is_empty() && cfg_name != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({cfg_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({cfg_name}) does not match the name on the URL ({name})"
+        )));
     }
-    let av = config.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let av = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = config.get("kind").and_then(Value::as_str).unwrap_or("");
     if av != info.api_version() || kind != info.kind {
         return Err(ApiError::bad_request(format!(
@@ -112,15 +161,27 @@ async fn server_side_apply(
             info.api_version()
         )));
     }
-    let opts = WriteOptions { dry_run: query.get("dryRun").map(String::as_str) == Some("All"), field_manager: Some(manager.clone()), operation: "Apply" };
+    let opts = WriteOptions {
+        field_manager: Some(manager.clone()),
+        operation: "Apply",
+        origin: WriteOrigin::Apply,
+        ..write_options(ctx, false)?
+    };
+    check_apply_config(state, info, ns, name, &mut config, &opts)?;
     let api_version = info.api_version();
     for _ in 0..8 {
         match state.registry.get(info, ns, name).await {
             Err(e) if e.code == 404 && sub.is_none() => {
-                let mut obj = crate::apply::apply(None, &config, &manager, force, &api_version).map_err(|c| conflict_error(info, name, &c))?;
+                let mut obj = crate::apply::apply(None, &config, &manager, force, &api_version)
+                    .map_err(|c| conflict_error(info, name, &c))?;
                 r8s_api::meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
                 match state.registry.create(info, ns, obj, &opts).await {
-                    Ok(created) => return render_object(state, info, created, out, query, StatusCode::CREATED),
+                    Ok(created) => {
+                        return Ok(with_warnings(
+                            render_object(state, info, created, out, query, StatusCode::CREATED)?,
+                            &opts,
+                        ));
+                    }
                     Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
                     Err(e) => return Err(e),
                 }
@@ -130,16 +191,29 @@ async fn server_side_apply(
                 let res = state
                     .registry
                     .update_with(info, ns, name, sub, &opts, |current| {
-                        let mut merged = crate::apply::apply(Some(&current), &config, &manager, force, &api_version).map_err(|c| conflict_error(info, name, &c))?;
+                        let mut merged = crate::apply::apply(
+                            Some(&current),
+                            &config,
+                            &manager,
+                            force,
+                            &api_version,
+                        )
+                        .map_err(|c| conflict_error(info, name, &c))?;
                         // Apply never carries a resourceVersion precondition of its own.
                         if let Some(rv) = current.pointer("/metadata/resourceVersion") {
-                            r8s_api::meta::metadata_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
+                            r8s_api::meta::metadata_mut(&mut merged)
+                                .insert("resourceVersion".into(), rv.clone());
                         }
                         Ok(merged)
                     })
                     .await;
                 match res {
-                    Ok(updated) => return render_object(state, info, updated, out, query, StatusCode::OK),
+                    Ok(updated) => {
+                        return Ok(with_warnings(
+                            render_object(state, info, updated, out, query, StatusCode::OK)?,
+                            &opts,
+                        ));
+                    }
                     Err(e) if e.code == 404 => continue,
                     Err(e) => return Err(e),
                 }
@@ -149,7 +223,69 @@ async fn server_side_apply(
     Err(ApiError::stale(info, name))
 }
 
-fn conflict_error(info: &ResourceInfo, name: &str, conflicts: &[crate::apply::Conflict]) -> ApiError {
+/// Unknown fields in an apply configuration: upstream's typed conversion of the patch object
+/// names them "field not declared in schema"; under Warn and Ignore they are dropped.
+fn check_apply_config(
+    state: &AppState,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    config: &mut Value,
+    opts: &WriteOptions,
+) -> ApiResult<()> {
+    let mut unknown = Vec::new();
+    if info.custom {
+        if let Some(schema) = state.catalog.schema(info) {
+            crate::crd::prune_reporting(config, &schema, &mut unknown);
+        }
+    } else {
+        let f = crate::fieldcheck::check(&info.group, &info.version, &info.kind, config);
+        let gvk = format!("{}/{}, Kind={}", info.group, info.version, info.kind);
+        let what = format!("{gvk} {}/{name}", ns.unwrap_or(""));
+        if let Some(e) = f.type_error {
+            return Err(ApiError::bad_request(format!(
+                "failed to create typed patch object ({what}): {e}"
+            )));
+        }
+        if opts.field_validation == FieldValidation::Strict && !f.unknown.is_empty() {
+            let errs: Vec<String> = f
+                .unknown
+                .iter()
+                .map(|p| format!(".{p}: field not declared in schema"))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "failed to create typed patch object ({what}): {}",
+                errs.join(", ")
+            )));
+        }
+        unknown = f.unknown;
+    }
+    match opts.field_validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|p| format!("unknown field \"{p}\""))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                listed.join(", ")
+            )))
+        }
+        FieldValidation::Warn => {
+            unknown
+                .into_iter()
+                .for_each(|p| opts.warn(format!("unknown field \"{p}\"")));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn conflict_error(
+    info: &ResourceInfo,
+    name: &str,
+    conflicts: &[crate::apply::Conflict],
+) -> ApiError {
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version), "field": c.path}))

@@ -15,6 +15,7 @@ use r8s_api::{ResourceInfo, ResourceRef, Subresource};
 use r8s_store::{Precondition, Store, WriteOutcome, prefix_end};
 use serde_json::{Map, Value, json};
 
+use crate::admission::{Attributes, Operation};
 use crate::alloc::Allocators;
 use crate::cache::CacheEntry;
 use crate::catalog::Catalog;
@@ -28,6 +29,59 @@ pub struct WriteOptions {
     pub field_manager: Option<String>,
     /// "Update" or "Apply" for managedFields bookkeeping.
     pub operation: &'static str,
+    /// The `fieldValidation` directive: what unknown fields do.
+    pub field_validation: FieldValidation,
+    /// Which kind of request produced the object (decides how type errors are worded).
+    pub origin: WriteOrigin,
+    /// Warnings for the response's `Warning` headers (unknown fields under Warn).
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Who asks (admission sees it); None: the server itself.
+    pub user: Option<crate::authn::UserInfo>,
+}
+
+/// Upstream's `fieldValidation` query parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Unknown fields are dropped silently. Writes the server makes itself use this.
+    #[default]
+    Ignore,
+    /// Unknown fields are dropped with a warning (the API's default for requests).
+    Warn,
+    /// Unknown fields are an error.
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(v: Option<&str>) -> Result<FieldValidation, String> {
+        match v.unwrap_or("") {
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            "Strict" => Ok(FieldValidation::Strict),
+            other => Err(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )),
+        }
+    }
+}
+
+/// Where the object being written came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteOrigin {
+    /// Built by the server (bootstrap, subresources, internal read-modify-write).
+    #[default]
+    Internal,
+    /// A POST or PUT body.
+    Body,
+    /// The result of a JSON, merge or strategic merge patch.
+    Patch,
+    /// The result of a server-side apply.
+    Apply,
+}
+
+impl WriteOptions {
+    pub fn warn(&self, msg: String) {
+        self.warnings.lock().unwrap().push(msg);
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -42,6 +96,8 @@ pub struct ListOptions {
 
 #[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
+    /// Who asks (admission sees it); None: the server itself.
+    pub user: Option<crate::authn::UserInfo>,
     pub grace_period_seconds: Option<i64>,
     pub propagation_policy: Option<String>,
     pub precondition_uid: Option<String>,
@@ -62,6 +118,8 @@ pub type CrdHook = Arc<dyn Fn(&Value, bool) + Send + Sync>;
 
 pub struct Registry {
     pub catalog: Arc<Catalog>,
+    /// The admission chain every write goes through.
+    pub admission: crate::admission::Chain,
     pub alloc: Arc<Allocators>,
     pub crd_hook: std::sync::RwLock<Option<CrdHook>>,
     /// When false (no garbage collector runs yet), Orphan/Foreground deletes do not add the
@@ -73,7 +131,9 @@ const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn random_suffix(n: usize) -> String {
     let r = uuid::Uuid::new_v4().as_u128();
-    (0..n).map(|i| NAME_CHARS[((r >> (i * 8)) % NAME_CHARS.len() as u128) as usize] as char).collect()
+    (0..n)
+        .map(|i| NAME_CHARS[((r >> (i * 8)) % NAME_CHARS.len() as u128) as usize] as char)
+        .collect()
 }
 
 fn strip_rv(obj: &mut Value) {
@@ -101,7 +161,11 @@ struct ContinueToken {
 }
 
 pub fn encode_continue(rev: i64, last_key_suffix: &str) -> String {
-    let t = ContinueToken { v: "meta.k8s.io/v1".into(), rv: rev, start: format!("{last_key_suffix}\u{0}") };
+    let t = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv: rev,
+        start: format!("{last_key_suffix}\u{0}"),
+    };
     base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap())
 }
 
@@ -111,21 +175,34 @@ fn decode_continue(tok: &str) -> ApiResult<(i64, String)> {
         .decode(tok)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok))
         .map_err(|_| bad())?;
-    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid token"))?;
+    let t: ContinueToken = serde_json::from_slice(&raw)
+        .map_err(|_| ApiError::bad_request("continue key is not valid: invalid token"))?;
     if t.v != "meta.k8s.io/v1" {
-        return Err(ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
     let start = t.start.trim_end_matches('\u{0}').to_string();
     Ok((t.rv, start))
 }
 
 fn qualified_kind(info: &ResourceInfo) -> String {
-    if info.group.is_empty() { info.kind.clone() } else { format!("{}.{}", info.kind, info.group) }
+    if info.group.is_empty() {
+        info.kind.clone()
+    } else {
+        format!("{}.{}", info.kind, info.group)
+    }
 }
 
 impl Registry {
     pub fn new(catalog: Arc<Catalog>, alloc: Arc<Allocators>) -> Self {
-        Registry { catalog, alloc, crd_hook: std::sync::RwLock::new(None), gc_enabled: false }
+        Registry {
+            catalog,
+            alloc,
+            admission: crate::admission::Chain::default(),
+            crd_hook: std::sync::RwLock::new(None),
+            gc_enabled: false,
+        }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -141,7 +218,12 @@ impl Registry {
     }
 
     /// Reads the stored object (storage version) and its revision.
-    async fn read(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Option<(Value, i64)>> {
+    async fn read(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Option<(Value, i64)>> {
         let key = self.key(info, ns, name);
         match self.store().get(&key).await? {
             Some(kv) => Ok(Some((decode(&kv.value, kv.mod_revision)?, kv.mod_revision))),
@@ -158,7 +240,12 @@ impl Registry {
 
     /// Lists objects (stored version JSON). Served from the watch cache except when paging at a
     /// revision the cache has moved past or when an exact old revision is asked for.
-    pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListResult> {
         let sinfo = self.storage(info);
         let prefix = match ns {
             Some(n) if sinfo.namespaced => sinfo.namespace_prefix(n),
@@ -183,7 +270,9 @@ impl Registry {
         let requested_rev: Option<i64> = if rv_param.is_empty() || rv_param == "0" {
             None
         } else {
-            Some(rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?)
+            Some(rv_param.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {rv_param}"))
+            })?)
         };
         // Decide the revision to read at and whether the cache can serve it.
         let mut from_cache = None;
@@ -201,18 +290,31 @@ impl Registry {
                 }
                 (None, Some(r)) => {
                     if !cache.wait_for(r, Duration::from_secs(3)).await {
-                        return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", cache.revision())));
+                        return Err(ApiError::timeout(format!(
+                            "Too large resource version: {r}, current: {}",
+                            cache.revision()
+                        )));
                     }
                     from_cache = Some(cache.clone());
                 }
                 (None, None) => {
-                    if rv_param == "0" || cache.wait_for(self.store().current_revision(), Duration::from_secs(3)).await {
+                    if rv_param == "0"
+                        || cache
+                            .wait_for(self.store().current_revision(), Duration::from_secs(3))
+                            .await
+                    {
                         from_cache = Some(cache.clone());
                     }
                 }
             }
         }
-        let matches = |e: &CacheEntry| e.matches(if sinfo.namespaced { ns } else { None }, &opts.label_selector, &opts.field_selector);
+        let matches = |e: &CacheEntry| {
+            e.matches(
+                if sinfo.namespaced { ns } else { None },
+                &opts.label_selector,
+                &opts.field_selector,
+            )
+        };
         let limit = opts.limit;
         let mut items = Vec::new();
         let mut last_key: Option<String> = None;
@@ -236,11 +338,20 @@ impl Registry {
             }
         } else {
             let at = token_rev.or(requested_rev);
-            let start = start_after.map(|s| format!("{s}\0")).unwrap_or_else(|| prefix.clone());
-            let res = self.store().range(&start, &prefix_end(&prefix), 0, at).await?;
+            let start = start_after
+                .map(|s| format!("{s}\0"))
+                .unwrap_or_else(|| prefix.clone());
+            let res = self
+                .store()
+                .range(&start, &prefix_end(&prefix), 0, at)
+                .await?;
             rev = res.revision;
             for kv in res.kvs {
-                let Some(e) = crate::cache::entry_from_kv(&sinfo, &kv.key, &kv.value, kv.mod_revision) else { continue };
+                let Some(e) =
+                    crate::cache::entry_from_kv(&sinfo, &kv.key, &kv.value, kv.mod_revision)
+                else {
+                    continue;
+                };
                 if !matches(&e) {
                     continue;
                 }
@@ -253,9 +364,22 @@ impl Registry {
                 items.push(e.bytes.clone());
             }
         }
-        let continue_token = if more { last_key.map(|k| encode_continue(rev, k.strip_prefix(&base).unwrap_or(&k))) } else { None };
+        let continue_token = if more {
+            last_key.map(|k| encode_continue(rev, k.strip_prefix(&base).unwrap_or(&k)))
+        } else {
+            None
+        };
         let has_selectors = !opts.label_selector.is_empty() || !opts.field_selector.is_empty();
-        Ok(ListResult { rev, items, continue_token, remaining: if more && !has_selectors { Some(remaining) } else { None } })
+        Ok(ListResult {
+            rev,
+            items,
+            continue_token,
+            remaining: if more && !has_selectors {
+                Some(remaining)
+            } else {
+                None
+            },
+        })
     }
 
     async fn check_namespace(&self, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<()> {
@@ -263,11 +387,17 @@ impl Registry {
         if !info.namespaced {
             return Ok(());
         }
-        let ns_info = self.catalog.find("", "v1", "namespaces").expect("namespaces resource");
+        let ns_info = self
+            .catalog
+            .find("", "v1", "namespaces")
+            .expect("namespaces resource");
         match self.read(&ns_info, None, ns).await? {
             None => Err(ApiError::namespace_not_found(ns)),
             Some((nsobj, _)) => {
-                if nsobj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                if nsobj
+                    .pointer("/metadata/deletionTimestamp")
+                    .is_some_and(|v| !v.is_null())
+                {
                     Err(ApiError::forbidden(format!("unable to create new content in namespace {ns} because it is being terminated"))
                         .with_details(json!({"name": info.plural, "kind": info.plural})))
                 } else {
@@ -278,33 +408,64 @@ impl Registry {
     }
 
     /// Creates an object. `obj` is in `info`'s version; the result too.
-    pub async fn create(&self, info: &ResourceInfo, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
+    pub async fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
         }
+        self.check_fields(info, &mut obj, opts)?;
         // Namespace from the URL; a differing one in the body is an error.
         {
             let md = meta::metadata_mut(&mut obj);
             if info.namespaced {
-                let body_ns = md.get("namespace").and_then(Value::as_str).map(str::to_string);
+                let body_ns = md
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 match (ns, body_ns.as_deref()) {
                     (Some(u), Some(b)) if !b.is_empty() && u != b => {
-                        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                        return Err(ApiError::bad_request(
+                            "the namespace of the provided object does not match the namespace sent on the request",
+                        ));
                     }
                     (Some(u), _) => {
                         md.insert("namespace".into(), json!(u));
                     }
-                    (None, _) => return Err(ApiError::bad_request("the server could not find the requested resource")),
+                    (None, _) => {
+                        return Err(ApiError::bad_request(
+                            "the server could not find the requested resource",
+                        ));
+                    }
                 }
             } else {
                 md.remove("namespace");
             }
-            if md.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-                return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+            if md
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+            {
+                return Err(ApiError::bad_request(
+                    "resourceVersion should not be set on objects to be created",
+                ));
             }
-            let name_empty = md.get("name").and_then(Value::as_str).is_none_or(str::is_empty);
+            let name_empty = md
+                .get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
             if name_empty {
-                if let Some(g) = md.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                if let Some(g) = md
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
+                {
                     let base = if g.len() > 58 { &g[..58] } else { g };
                     let name = format!("{base}{}", random_suffix(5));
                     md.insert("name".into(), json!(name));
@@ -319,23 +480,40 @@ impl Registry {
         let sinfo = self.storage(info);
         let mut obj = convert::to_storage(info, obj);
         let st = strategy(&sinfo);
-        st.default(&mut obj);
-        st.prepare_create(&mut obj);
-        self.admit_create(&sinfo, &mut obj).await?;
+        self.prepare_create_kind(&sinfo, &mut obj)?;
+        // Upstream's order: mutating admission (defaulting first), PrepareForCreate,
+        // validation, validating admission, store.
         let name = meta::name(&obj).to_string();
+        let mut attrs = self.attributes(
+            Operation::Create,
+            &sinfo,
+            None,
+            ns,
+            &name,
+            Some(obj),
+            None,
+            opts,
+        );
+        self.admission.admit(self, &mut attrs).await?;
+        let mut obj = attrs.object.take().unwrap_or_default();
+        st.prepare_create(&mut obj);
         let mut errs = validate_object_meta(&obj, st.name_rule(), sinfo.namespaced);
         errs.extend(st.validate(&obj, None));
         if !errs.is_empty() {
             return Err(ApiError::invalid(info, &name, &errs));
         }
         self.check_namespace(&sinfo, ns).await?;
-        if let (false, true, Some(ns)) = (opts.dry_run, sinfo.namespaced, ns) {
-            crate::admission::quota(self, &sinfo, ns, &obj).await?;
-        }
+        attrs.object = Some(obj);
+        self.admission.validate(self, &attrs).await?;
+        let mut obj = attrs.object.take().unwrap_or_default();
         crate::fields::record_operation(&mut obj, None, opts, &info.api_version());
         // Service allocations.
         let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() {
-            Some(self.alloc.allocate(&mut obj, None, opts.dry_run).map_err(|e| ApiError::invalid(info, &name, &e))?)
+            Some(
+                self.alloc
+                    .allocate(&mut obj, None, opts.dry_run)
+                    .map_err(|e| ApiError::invalid(info, &name, &e))?,
+            )
         } else {
             None
         };
@@ -363,19 +541,77 @@ impl Registry {
         }
     }
 
-    /// Built-in admission on create (what upstream's default admission chain does).
-    async fn admit_create(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    /// Type-checks the object a write would store and handles its unknown fields as the
+    /// request's `fieldValidation` says (`obj` is in `info`'s version).
+    fn check_fields(
+        &self,
+        info: &ResourceInfo,
+        obj: &mut Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<()> {
+        let before = (opts.origin == WriteOrigin::Patch).then(|| obj.clone());
+        let (unknown, type_error) = if info.custom {
+            let mut unknown = Vec::new();
+            if let Some(schema) = self.catalog.schema(info) {
+                crate::crd::prune_reporting(obj, &schema, &mut unknown);
+            }
+            (unknown, None)
+        } else {
+            let f = crate::fieldcheck::check(&info.group, &info.version, &info.kind, obj);
+            (f.unknown, f.type_error)
+        };
+        let cannot_handle = |e: &str| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                info.kind, info.version, info.kind
+            ))
+        };
+        if let Some(e) = type_error {
+            return Err(match opts.origin {
+                WriteOrigin::Body | WriteOrigin::Apply => cannot_handle(&e),
+                // Upstream reports the patched object under the field "patch".
+                WriteOrigin::Patch => {
+                    ApiError::invalid_patch(&before.map(|b| b.to_string()).unwrap_or_default(), &e)
+                }
+                WriteOrigin::Internal => ApiError::internal(e),
+            });
+        }
+        if opts.origin == WriteOrigin::Body {
+            // What the schema walk does not see (e.g. a malformed timestamp), serde does.
+            crate::typed::check(info, obj)?;
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
+        match opts.field_validation {
+            FieldValidation::Strict => {
+                let msg = format!("strict decoding error: {}", listed.join(", "));
+                Err(if opts.origin == WriteOrigin::Body {
+                    cannot_handle(&msg)
+                } else {
+                    ApiError::bad_request(msg)
+                })
+            }
+            FieldValidation::Warn => {
+                listed.into_iter().for_each(|w| opts.warn(w));
+                Ok(())
+            }
+            FieldValidation::Ignore => Ok(()),
+        }
+    }
+
+    /// What the kind's strategy does to a new object before admission sees it (upstream does
+    /// these while decoding or in PrepareForCreate).
+    fn prepare_create_kind(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         if info.group.is_empty() && info.kind == "Secret" {
             merge_string_data(obj);
         }
         if info.group == "batch" && info.kind == "Job" {
             job_selector(obj);
-        }
-        if info.group.is_empty() && info.kind == "Pod" {
-            crate::admission::priority(self, obj).await?;
-            if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string) {
-                crate::admission::limit_ranger(self, &ns, obj).await?;
-            }
         }
         if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
             crate::crd::accept(obj);
@@ -386,10 +622,36 @@ impl Registry {
         Ok(())
     }
 
+    /// Admission attributes for a write by this request.
+    #[allow(clippy::too_many_arguments)]
+    fn attributes(
+        &self,
+        operation: Operation,
+        info: &ResourceInfo,
+        sub: Option<Subresource>,
+        ns: Option<&str>,
+        name: &str,
+        object: Option<Value>,
+        old_object: Option<Value>,
+        opts: &WriteOptions,
+    ) -> Attributes {
+        Attributes {
+            operation,
+            resource: info.clone(),
+            subresource: sub.map(|s| s.name().to_string()),
+            namespace: ns.filter(|_| info.namespaced).map(str::to_string),
+            name: name.to_string(),
+            object,
+            old_object,
+            user: opts.user.clone(),
+            dry_run: opts.dry_run,
+        }
+    }
+
     /// Prunes, defaults and validates a custom resource against its CRD's schema.
     fn custom_schema(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         if let Some(schema) = self.catalog.schema(info) {
-            crate::crd::prune(obj, &schema, true);
+            crate::crd::prune_reporting(obj, &schema, &mut Vec::new());
             crate::crd::apply_defaults(obj, &schema);
             let errs = crate::crd::validate(obj, &schema);
             if !errs.is_empty() {
@@ -428,13 +690,21 @@ impl Registry {
             let Some((current, rev)) = self.read(info, ns, name).await? else {
                 return Err(ApiError::not_found(info, name));
             };
-            let wanted = mutate(convert::from_storage(info, current.clone()))?;
-            if let Some(rv) = wanted.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            let mut wanted = mutate(convert::from_storage(info, current.clone()))?;
+            if wanted.is_object() {
+                self.check_fields(info, &mut wanted, opts)?;
+            }
+            if let Some(rv) = wanted
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
                 if !rv.is_empty() && rv != rev.to_string() {
                     return Err(ApiError::stale(info, name));
                 }
             }
-            let mut obj = self.prepare_update(info, &sinfo, &current, wanted, sub, opts)?;
+            let mut obj = self
+                .prepare_update(info, &sinfo, &current, wanted, sub, opts)
+                .await?;
             let final_delete = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
                 && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
                 && !(sinfo.kind == "Pod" && sinfo.group.is_empty() && current.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
@@ -442,7 +712,11 @@ impl Registry {
                 // its spec finalizer ("kubernetes").
                 && !(sinfo.kind == "Namespace" && sinfo.group.is_empty() && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
             let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() && sub.is_none() {
-                Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).map_err(|e| ApiError::invalid(info, name, &e))?)
+                Some(
+                    self.alloc
+                        .allocate(&mut obj, Some(&current), opts.dry_run)
+                        .map_err(|e| ApiError::invalid(info, name, &e))?,
+                )
             } else {
                 None
             };
@@ -463,7 +737,11 @@ impl Registry {
                 return Ok(convert::from_storage(info, obj));
             }
             if final_delete {
-                return match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
+                return match self
+                    .store()
+                    .delete(&key, Precondition::ModRevision(rev))
+                    .await?
+                {
                     WriteOutcome::Done { kv, .. } => {
                         set_rv(&mut obj, kv.mod_revision);
                         self.on_deleted(&sinfo, &obj);
@@ -474,7 +752,11 @@ impl Registry {
             }
             strip_rv(&mut obj);
             let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
-            match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
+            match self
+                .store()
+                .put(&key, bytes, Precondition::ModRevision(rev))
+                .await?
+            {
                 WriteOutcome::Done { kv, .. } => {
                     set_rv(&mut obj, kv.mod_revision);
                     if sinfo.kind == "Service" && sinfo.group.is_empty() {
@@ -500,8 +782,10 @@ impl Registry {
         Err(ApiError::stale(info, name))
     }
 
-    /// Applies the update rules to `wanted` (in `info`'s version) given `current` (stored).
-    fn prepare_update(
+    /// Applies the update rules to `wanted` (in `info`'s version) given `current` (stored):
+    /// admission's mutating phase, PrepareForUpdate (status or spec kept, generation),
+    /// validation, then admission's validating phase.
+    async fn prepare_update(
         &self,
         info: &ResourceInfo,
         sinfo: &ResourceInfo,
@@ -512,16 +796,22 @@ impl Registry {
     ) -> ApiResult<Value> {
         let name = meta::name(current).to_string();
         if !wanted.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be an object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
         }
         let wanted_name = meta::name(&wanted);
         if !wanted_name.is_empty() && wanted_name != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({wanted_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({wanted_name}) does not match the name on the URL ({name})"
+            )));
         }
         if sinfo.namespaced {
             let wns = meta::namespace(&wanted).unwrap_or("");
             if !wns.is_empty() && Some(wns) != meta::namespace(current) {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
         }
         let mut obj = convert::to_storage(info, wanted);
@@ -535,7 +825,10 @@ impl Registry {
                 } else if let Some(m) = merged.as_object_mut() {
                     m.remove("status");
                 }
-                if let (Some(md), Some(new_md)) = (merged.get_mut("metadata").and_then(Value::as_object_mut), obj.get("metadata").and_then(Value::as_object)) {
+                if let (Some(md), Some(new_md)) = (
+                    merged.get_mut("metadata").and_then(Value::as_object_mut),
+                    obj.get("metadata").and_then(Value::as_object),
+                ) {
                     if let Some(rv) = new_md.get("resourceVersion") {
                         md.insert("resourceVersion".into(), rv.clone());
                     }
@@ -544,9 +837,21 @@ impl Registry {
             }
             _ => {
                 // Immutable and system-owned metadata comes from the stored object.
-                let cur_md = current.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+                let cur_md = current
+                    .get("metadata")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
                 let md = meta::metadata_mut(&mut obj);
-                for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                for k in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                    "namespace",
+                    "name",
+                ] {
                     match cur_md.get(k) {
                         Some(v) => {
                             md.insert(k.into(), v.clone());
@@ -563,19 +868,28 @@ impl Registry {
                 }
                 // A deleting object may only lose finalizers.
                 if cur_md.get("deletionTimestamp").is_some() {
-                    let old_f: Vec<Value> = cur_md.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                    let old_f: Vec<Value> = cur_md
+                        .get("finalizers")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     if let Some(new_f) = md.get("finalizers").and_then(Value::as_array) {
                         if new_f.iter().any(|f| !old_f.contains(f)) {
                             return Err(ApiError::invalid(
                                 info,
                                 &name,
-                                &[r8s_api::errors::FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                                &[r8s_api::errors::FieldError::forbidden(
+                                    "metadata.finalizers",
+                                    "no new finalizers can be added if the object is being deleted",
+                                )],
                             ));
                         }
                     }
                 }
                 // Binding sets spec.nodeName and the PodScheduled condition in one write.
-                if sub != Some(Subresource::Binding) && (info.has(Subresource::Status) || sinfo.has(Subresource::Status)) {
+                if sub != Some(Subresource::Binding)
+                    && (info.has(Subresource::Status) || sinfo.has(Subresource::Status))
+                {
                     match current.get("status") {
                         Some(s) => obj["status"] = s.clone(),
                         None => {
@@ -589,9 +903,23 @@ impl Registry {
                 if sinfo.custom {
                     self.custom_schema(sinfo, &mut obj)?;
                 }
-                st.default(&mut obj);
+                let mut attrs = self.attributes(
+                    Operation::Update,
+                    sinfo,
+                    sub,
+                    meta::namespace(current),
+                    &name,
+                    Some(obj),
+                    Some(current.clone()),
+                    opts,
+                );
+                self.admission.admit(self, &mut attrs).await?;
+                obj = attrs.object.take().unwrap_or_default();
                 if st.tracks_generation() && meta::spec_part(current) != meta::spec_part(&obj) {
-                    let g = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                    let g = current
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
                 }
             }
@@ -601,51 +929,134 @@ impl Registry {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info, &name, &errs));
         }
+        let mut attrs = self.attributes(
+            Operation::Update,
+            sinfo,
+            sub,
+            meta::namespace(current),
+            &name,
+            Some(obj),
+            Some(current.clone()),
+            opts,
+        );
+        self.admission.validate(self, &attrs).await?;
+        let mut obj = attrs.object.take().unwrap_or_default();
         crate::fields::record_operation(&mut obj, Some(current), opts, &info.api_version());
         Ok(obj)
     }
 
     /// PUT: replace the object (or its status). Conflicts if the body's resourceVersion is stale.
-    pub async fn update(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, obj: Value, sub: Option<Subresource>, opts: &WriteOptions) -> ApiResult<Value> {
-        let rv_missing = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty);
-        if rv_missing && sub.is_none() && self.read(info, ns, name).await?.is_none() && allow_create_on_update(info) {
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+        sub: Option<Subresource>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let rv_missing = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if rv_missing
+            && sub.is_none()
+            && self.read(info, ns, name).await?.is_none()
+            && allow_create_on_update(info)
+        {
             return self.create(info, ns, obj, opts).await;
         }
-        self.update_with(info, ns, name, sub, opts, |_current| Ok(obj.clone())).await
+        self.update_with(info, ns, name, sub, opts, |_current| Ok(obj.clone()))
+            .await
     }
 
     /// DELETE with upstream's graceful deletion and finalizer semantics.
-    pub async fn delete(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Value> {
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Value> {
         let sinfo = self.storage(info);
-        if sinfo.group.is_empty() && sinfo.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
-            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")).with_details(json!({"name": name, "kind": "namespaces"})));
+        if sinfo.group.is_empty()
+            && sinfo.kind == "Namespace"
+            && ["default", "kube-system", "kube-public"].contains(&name)
+        {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ))
+            .with_details(json!({"name": name, "kind": "namespaces"})));
         }
         let key = sinfo.key(ns, name);
+        let mut admitted = false;
         for _ in 0..16 {
             let Some((current, rev)) = self.read(info, ns, name).await? else {
                 return Err(ApiError::not_found(info, name));
             };
+            if !admitted {
+                let wo = WriteOptions {
+                    dry_run: opts.dry_run,
+                    user: opts.user.clone(),
+                    ..Default::default()
+                };
+                let mut attrs = self.attributes(
+                    Operation::Delete,
+                    &sinfo,
+                    None,
+                    ns,
+                    name,
+                    None,
+                    Some(current.clone()),
+                    &wo,
+                );
+                self.admission.admit(self, &mut attrs).await?;
+                self.admission.validate(self, &attrs).await?;
+                admitted = true;
+            }
             if let Some(uid) = &opts.precondition_uid {
                 if current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str()) {
                     return Err(ApiError::conflict(
                         info,
                         name,
-                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")),
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            current
+                                .pointer("/metadata/uid")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                        ),
                     ));
                 }
             }
             if let Some(prv) = &opts.precondition_rv {
                 if *prv != rev.to_string() {
-                    return Err(ApiError::conflict(info, name, &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}")));
+                    return Err(ApiError::conflict(
+                        info,
+                        name,
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"
+                        ),
+                    ));
                 }
             }
             let mut obj = current.clone();
-            let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-            let mut finalizers: Vec<Value> = current.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let already_deleting = current
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
+            let mut finalizers: Vec<Value> = current
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if self.gc_enabled && !already_deleting {
                 match opts.propagation_policy.as_deref() {
-                    Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => finalizers.push(json!("foregroundDeletion")),
-                    Some("Orphan") if !finalizers.contains(&json!("orphan")) => finalizers.push(json!("orphan")),
+                    Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
+                        finalizers.push(json!("foregroundDeletion"))
+                    }
+                    Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
+                        finalizers.push(json!("orphan"))
+                    }
                     _ => {}
                 }
             }
@@ -654,15 +1065,29 @@ impl Registry {
             let is_ns = sinfo.group.is_empty() && sinfo.kind == "Namespace";
             let mut grace = 0i64;
             if is_pod {
-                let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
-                let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+                let bound = current
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty());
+                let phase = current
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let terminal = phase == "Succeeded" || phase == "Failed";
-                grace = opts.grace_period_seconds.unwrap_or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30));
+                grace = opts.grace_period_seconds.unwrap_or_else(|| {
+                    current
+                        .pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                });
                 if !bound || terminal {
                     grace = 0;
                 }
                 if already_deleting {
-                    let cur_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+                    let cur_grace = current
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     // A shorter grace period may replace a longer one.
                     if grace >= cur_grace && grace != 0 {
                         return Ok(convert::from_storage(info, current));
@@ -675,7 +1100,10 @@ impl Registry {
                 if !already_deleting || grace > 0 || (is_pod && grace == 0) {
                     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
                     if !already_deleting || is_pod {
-                        md.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                        md.insert(
+                            "deletionTimestamp".into(),
+                            json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                        );
                         md.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
                 }
@@ -696,7 +1124,11 @@ impl Registry {
                     }
                     strip_rv(&mut obj);
                     let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
-                    match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
+                    match self
+                        .store()
+                        .put(&key, bytes, Precondition::ModRevision(rev))
+                        .await?
+                    {
                         WriteOutcome::Done { kv, .. } => {
                             set_rv(&mut obj, kv.mod_revision);
                             return Ok(convert::from_storage(info, obj));
@@ -708,7 +1140,11 @@ impl Registry {
             if opts.dry_run {
                 return Ok(convert::from_storage(info, current));
             }
-            match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
+            match self
+                .store()
+                .delete(&key, Precondition::ModRevision(rev))
+                .await?
+            {
                 WriteOutcome::Done { kv, .. } => {
                     let mut last = current.clone();
                     set_rv(&mut last, kv.mod_revision);
@@ -729,7 +1165,13 @@ impl Registry {
     }
 
     /// Deletes everything a LIST with these options returns.
-    pub async fn delete_collection(&self, info: &ResourceInfo, ns: Option<&str>, list: &ListOptions, opts: &DeleteOptions) -> ApiResult<Vec<Value>> {
+    pub async fn delete_collection(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Vec<Value>> {
         let res = self.list(info, ns, list).await?;
         let mut out = Vec::new();
         for b in res.items {
@@ -750,7 +1192,18 @@ impl Registry {
         if self.read(info, ns, meta::name(&obj)).await?.is_some() {
             return Ok(());
         }
-        match self.create(info, ns, obj, &WriteOptions { operation: "Update", ..Default::default() }).await {
+        match self
+            .create(
+                info,
+                ns,
+                obj,
+                &WriteOptions {
+                    operation: "Update",
+                    ..Default::default()
+                },
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
@@ -764,8 +1217,13 @@ impl Registry {
 
 fn allow_create_on_update(info: &ResourceInfo) -> bool {
     // Upstream allows create-on-update for these (e.g. `kubectl replace` of a missing lease).
-    matches!((info.group.as_str(), info.kind.as_str()), ("", "Endpoints") | ("coordination.k8s.io", "Lease") | ("", "Event") | ("events.k8s.io", "Event"))
-        || info.group == "rbac.authorization.k8s.io"
+    matches!(
+        (info.group.as_str(), info.kind.as_str()),
+        ("", "Endpoints")
+            | ("coordination.k8s.io", "Lease")
+            | ("", "Event")
+            | ("events.k8s.io", "Event")
+    ) || info.group == "rbac.authorization.k8s.io"
         || info.custom
         || matches!(info.kind.as_str(), "PriorityClass" | "LimitRange")
 }
@@ -781,7 +1239,10 @@ fn merge_string_data(obj: &mut Value) {
         let data = data.as_object_mut().unwrap();
         for (k, v) in sd {
             if let Some(s) = v.as_str() {
-                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+                data.insert(
+                    k,
+                    json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                );
             }
         }
     }
@@ -792,7 +1253,11 @@ fn job_selector(obj: &mut Value) {
     if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
         return;
     }
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = meta::name(obj).to_string();
     obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
     let labels = meta::obj_mut(obj, &["spec", "template", "metadata", "labels"]);

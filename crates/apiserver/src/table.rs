@@ -14,7 +14,9 @@ pub fn partial(obj: &Value) -> Value {
 }
 
 fn custom_columns(cols: &[Value]) -> Value {
-    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     for c in cols {
         defs.push(json!({
             "name": c.get("name").cloned().unwrap_or(json!("")),
@@ -24,14 +26,29 @@ fn custom_columns(cols: &[Value]) -> Value {
             "priority": c.get("priority").cloned().unwrap_or(json!(0)),
         }));
     }
-    defs.push(json!({"name": "Age", "type": "date", "format": "", "description": "", "priority": 0}));
+    defs.push(
+        json!({"name": "Age", "type": "date", "format": "", "description": "", "priority": 0}),
+    );
     Value::Array(defs)
 }
 
 /// A Table of `items` (objects in `info`'s version).
-pub fn table(state: &AppState, info: &ResourceInfo, items: &[Value], list_md: Option<Value>, query: &HashMap<String, String>) -> Value {
-    let include = query.get("includeObject").map(String::as_str).unwrap_or("Metadata");
-    let custom_cols = if info.custom { Some(state.catalog.columns(info)) } else { None };
+pub fn table(
+    state: &AppState,
+    info: &ResourceInfo,
+    items: &[Value],
+    list_md: Option<Value>,
+    query: &HashMap<String, String>,
+) -> Value {
+    let include = query
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata");
+    let custom_cols = if info.custom {
+        Some(state.catalog.columns(info))
+    } else {
+        None
+    };
     let defs = match &custom_cols {
         Some(c) => custom_columns(c),
         None => column_definitions(&columns(&info.group, &info.kind)),

@@ -1,7 +1,10 @@
 //! The built-in kinds' Rust types (k8s-openapi): used to reject bodies whose fields have the
 //! wrong JSON types (400, as upstream's decoder does) and to generate OpenAPI schemas.
 
-use k8s_openapi::api::{apps, autoscaling, batch, certificates, coordination, core, discovery, events, networking, policy, rbac, scheduling, storage};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, certificates, coordination, core, discovery, events, networking,
+    policy, rbac, scheduling, storage,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use r8s_api::ResourceInfo;
 use serde_json::Value;
@@ -10,6 +13,9 @@ use crate::status::{ApiError, ApiResult};
 
 macro_rules! kinds {
     ($( ($g:literal, $v:literal, $k:literal, $t:ty) ),* $(,)?) => {
+        /// Every built-in (group, version, kind) with a Rust type.
+        pub const KINDS: &[(&str, &str, &str)] = &[$( ($g, $v, $k) ),*];
+
         fn decode_check(group: &str, version: &str, kind: &str, obj: &Value) -> Option<Result<(), String>> {
             match (group, version, kind) {
                 $( ($g, $v, $k) => Some(serde_json::from_value::<$t>(obj.clone()).map(|_| ()).map_err(|e| e.to_string())), )*

@@ -15,9 +15,9 @@ pub mod history;
 pub mod hpa;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
-pub mod nodeipam;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
@@ -25,10 +25,14 @@ pub mod statefulset;
 pub mod util;
 pub mod volumebinding;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -49,7 +53,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { cluster_cidr: "10.244.0.0/16".into(), node_lifecycle: Default::default(), cron_minute: std::time::Duration::from_secs(60), terminated_pod_gc_threshold: 12500, hpa_sync_period: std::time::Duration::from_secs(15) }
+        Options {
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_lifecycle: Default::default(),
+            cron_minute: std::time::Duration::from_secs(60),
+            terminated_pod_gc_threshold: 12500,
+            hpa_sync_period: std::time::Duration::from_secs(15),
+        }
     }
 }
 
@@ -95,14 +105,16 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.run();
         gc.track::<Pod>("pods").await;
         gc.track::<ReplicaSet>("replicasets").await;
-        gc.track::<ReplicationController>("replicationcontrollers").await;
+        gc.track::<ReplicationController>("replicationcontrollers")
+            .await;
         gc.track::<Deployment>("deployments").await;
         gc.track::<DaemonSet>("daemonsets").await;
         gc.track::<StatefulSet>("statefulsets").await;
         gc.track::<Job>("jobs").await;
         gc.track::<CronJob>("cronjobs").await;
         gc.track::<ControllerRevision>("controllerrevisions").await;
-        gc.track::<PersistentVolumeClaim>("persistentvolumeclaims").await;
+        gc.track::<PersistentVolumeClaim>("persistentvolumeclaims")
+            .await;
         gc.track::<EndpointSlice>("endpointslices").await;
         gc.track::<Service>("services").await;
         gc.track::<ConfigMap>("configmaps").await;
@@ -114,8 +126,10 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.track::<ClusterRoleBinding>("clusterrolebindings").await;
         gc.track::<Ingress>("ingresses").await;
         gc.track::<NetworkPolicy>("networkpolicies").await;
-        gc.track::<PodDisruptionBudget>("poddisruptionbudgets").await;
-        gc.track::<HorizontalPodAutoscaler>("horizontalpodautoscalers").await;
+        gc.track::<PodDisruptionBudget>("poddisruptionbudgets")
+            .await;
+        gc.track::<HorizontalPodAutoscaler>("horizontalpodautoscalers")
+            .await;
         gc.resync();
         gc.track_custom_resources().await;
     });

@@ -16,7 +16,10 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(informers: Informers) {
-        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new() });
+        let c = Arc::new(Controller {
+            informers: informers.clone(),
+            queue: WorkQueue::new(),
+        });
         let nss = informers.get::<Namespace>();
         let sas = informers.get::<ServiceAccount>();
         {
@@ -50,12 +53,27 @@ impl Controller {
     }
 
     async fn sync(&self, (_, ns): ObjKey) -> anyhow::Result<Option<Duration>> {
-        let Some(n) = self.informers.get::<Namespace>().get("", &ns) else { return Ok(None) };
-        if n.metadata.deletion_timestamp.is_some() || self.informers.get::<ServiceAccount>().get(&ns, "default").is_some() {
+        let Some(n) = self.informers.get::<Namespace>().get("", &ns) else {
+            return Ok(None);
+        };
+        if n.metadata.deletion_timestamp.is_some()
+            || self
+                .informers
+                .get::<ServiceAccount>()
+                .get(&ns, "default")
+                .is_some()
+        {
             return Ok(None);
         }
         let api: Api<ServiceAccount> = Api::namespaced(self.informers.client().clone(), &ns);
-        let sa = ServiceAccount { metadata: kube::api::ObjectMeta { name: Some("default".into()), namespace: Some(ns.clone()), ..Default::default() }, ..Default::default() };
+        let sa = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some("default".into()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         match api.create(&PostParams::default(), &sa).await {
             Ok(_) => Ok(None),
             Err(e) if r8s_client::is_conflict(&e) => Ok(None),

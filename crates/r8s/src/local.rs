@@ -5,8 +5,9 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use r8s_apiserver::auth::UserInfo;
-use r8s_apiserver::handlers::{AppState, handle};
+use r8s_apiserver::authn::UserInfo;
+use r8s_apiserver::handlers::AppState;
+use r8s_apiserver::pipeline::{handle, in_process_request};
 
 pub fn client(state: Arc<AppState>, component: &str) -> kube::Client {
     let user = UserInfo::internal(component);
@@ -14,8 +15,8 @@ pub fn client(state: Arc<AppState>, component: &str) -> kube::Client {
         let state = state.clone();
         let user = user.clone();
         async move {
-            let (parts, body) = req.into_parts();
-            Ok::<_, Infallible>(handle(state, Some(user), parts.method, parts.uri, parts.headers, axum::body::Body::new(body)).await)
+            let req = in_process_request(user, req.map(axum::body::Body::new));
+            Ok::<_, Infallible>(handle(state, req).await)
         }
     });
     kube::Client::new(svc, "default")

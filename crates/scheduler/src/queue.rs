@@ -96,10 +96,13 @@ impl SchedulingQueue {
         let parked: Vec<(Key, i32, u32)> = {
             let mut g = self.inner.lock().unwrap();
             let parked: Vec<(Key, i32)> = g.unschedulable.drain().collect();
-            parked.into_iter().map(|(k, p)| {
-                let n = g.attempts.get(&k).copied().unwrap_or(1);
-                (k, p, n)
-            }).collect()
+            parked
+                .into_iter()
+                .map(|(k, p)| {
+                    let n = g.attempts.get(&k).copied().unwrap_or(1);
+                    (k, p, n)
+                })
+                .collect()
         };
         for (k, p, n) in parked {
             self.add_after(k, p, backoff(n));
@@ -115,7 +118,9 @@ impl SchedulingQueue {
 }
 
 fn backoff(attempts: u32) -> Duration {
-    INITIAL_BACKOFF.saturating_mul(1 << attempts.saturating_sub(1).min(8)).min(MAX_BACKOFF)
+    INITIAL_BACKOFF
+        .saturating_mul(1 << attempts.saturating_sub(1).min(8))
+        .min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ impl Resources {
     fn from_map(m: Option<&BTreeMap<String, Quantity>>) -> Resources {
         let mut r = Resources::default();
         for (k, v) in m.into_iter().flatten() {
-            let Some(x) = parse_quantity(&v.0) else { continue };
+            let Some(x) = parse_quantity(&v.0) else {
+                continue;
+            };
             match k.as_str() {
                 "cpu" => r.milli_cpu = (x * 1000.0).ceil() as i64,
                 "memory" => r.memory = x.ceil() as i64,
@@ -77,7 +79,9 @@ pub const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
 /// What a pod asks for: max(sum of containers, each init container) + overhead
 /// (upstream's computePodResourceRequest), and the same with non-zero defaults for scoring.
 pub fn pod_requests(pod: &Pod) -> (Resources, Resources) {
-    let Some(spec) = pod.spec.as_ref() else { return Default::default() };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Default::default();
+    };
     let mut sum = Resources::default();
     let mut nonzero = Resources::default();
     for c in &spec.containers {
@@ -118,7 +122,10 @@ pub fn pod_requests(pod: &Pod) -> (Resources, Resources) {
 
 /// A node's allocatable resources and pod count limit.
 pub fn node_allocatable(node: &Node) -> (Resources, i64) {
-    let a = node.status.as_ref().and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+    let a = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
     let pods = q(a.and_then(|m| m.get("pods"))).unwrap_or(110.0) as i64;
     (Resources::from_map(a), pods)
 }

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use futures::StreamExt;
 use kube::{Api, Client, ResourceExt};
 use r8s_client::informer::{Informers, ObjKey};
 use r8s_client::queue::WorkQueue;
@@ -55,7 +55,9 @@ impl Default for SimConfig {
 
 impl SimConfig {
     pub fn node_names(&self) -> Vec<String> {
-        (self.first_index..self.first_index + self.count).map(|i| format!("{}{}", self.name_prefix, i)).collect()
+        (self.first_index..self.first_index + self.count)
+            .map(|i| format!("{}{}", self.name_prefix, i))
+            .collect()
     }
 }
 
@@ -63,7 +65,12 @@ impl SimConfig {
 /// ever sent to these addresses (the nodes have no network).
 fn node_address(i: usize) -> String {
     let n = i + 1;
-    format!("198.{}.{}.{}", 18 + (n >> 16) % 2, (n >> 8) & 0xff, n & 0xff)
+    format!(
+        "198.{}.{}.{}",
+        18 + (n >> 16) % 2,
+        (n >> 8) & 0xff,
+        n & 0xff
+    )
 }
 
 fn node_object(cfg: &SimConfig, index: usize, name: &str) -> Node {
@@ -78,7 +85,11 @@ fn node_object(cfg: &SimConfig, index: usize, name: &str) -> Node {
     .collect();
     labels.insert("kubernetes.io/hostname".into(), name.into());
     labels.extend(cfg.labels.clone());
-    let taints: Vec<Value> = cfg.taints.iter().map(|(k, v, e)| json!({"key": k, "value": v, "effect": e})).collect();
+    let taints: Vec<Value> = cfg
+        .taints
+        .iter()
+        .map(|(k, v, e)| json!({"key": k, "value": v, "effect": e}))
+        .collect();
     let resources = json!({"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods, "ephemeral-storage": "100Gi"});
     serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -112,22 +123,50 @@ fn node_object(cfg: &SimConfig, index: usize, name: &str) -> Node {
 }
 
 fn conditions(now: &str) -> Value {
-    let c = |t: &str, s: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
+    let c = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
     json!([
-        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
     ])
 }
 
 fn now_str() -> String {
-    serde_json::to_value(r8s_client::now()).unwrap().as_str().unwrap().to_string()
+    serde_json::to_value(r8s_client::now())
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
-async fn register(nodes: &Api<Node>, recorder: &r8s_client::events::Recorder, cfg: &SimConfig, index: usize, name: &str) -> anyhow::Result<()> {
+async fn register(
+    nodes: &Api<Node>,
+    recorder: &r8s_client::events::Recorder,
+    cfg: &SimConfig,
+    index: usize,
+    name: &str,
+) -> anyhow::Result<()> {
     let obj = node_object(cfg, index, name);
     let created = match nodes.create(&PostParams::default(), &obj).await {
         Ok(n) => n,
@@ -137,22 +176,40 @@ async fn register(nodes: &Api<Node>, recorder: &r8s_client::events::Recorder, cf
     // What a kubelet says when it starts (`kubectl describe node` shows it).
     recorder.normal(&created, "Starting", "Starting kubelet.".into());
     report_ready(nodes, cfg, index, name).await?;
-    recorder.normal(&created, "NodeReady", format!("Node {name} status is now: NodeReady"));
+    recorder.normal(
+        &created,
+        "NodeReady",
+        format!("Node {name} status is now: NodeReady"),
+    );
     Ok(())
 }
 
 /// Writes the node's status: capacity and all conditions healthy, heartbeat now.
-async fn report_ready(nodes: &Api<Node>, cfg: &SimConfig, index: usize, name: &str) -> anyhow::Result<()> {
+async fn report_ready(
+    nodes: &Api<Node>,
+    cfg: &SimConfig,
+    index: usize,
+    name: &str,
+) -> anyhow::Result<()> {
     let mut status = serde_json::to_value(node_object(cfg, index, name).status)?;
     status["conditions"] = conditions(&now_str());
-    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await?;
     Ok(())
 }
 
 async fn renew_lease(leases: &Api<Lease>, name: &str, duration: i32) -> anyhow::Result<()> {
     let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
     let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": duration, "renewTime": now}});
-    match leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if r8s_client::is_not_found(&e) => {
             let lease: Lease = serde_json::from_value(json!({
@@ -173,7 +230,12 @@ pub async fn run(client: Client, cfg: SimConfig) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     // Register with bounded concurrency: thousands of nodes should not open thousands of requests.
-    let indexed: Vec<(usize, String)> = names.iter().cloned().enumerate().map(|(i, n)| (i + cfg.first_index, n)).collect();
+    let indexed: Vec<(usize, String)> = names
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, n)| (i + cfg.first_index, n))
+        .collect();
     let recorder = r8s_client::events::Recorder::new(client.clone(), "kubelet");
     futures::stream::iter(indexed.clone())
         .map(|(i, n)| {
@@ -194,7 +256,12 @@ pub async fn run(client: Client, cfg: SimConfig) -> anyhow::Result<()> {
     tracing::info!(count = names.len(), "simulated nodes registered");
 
     let informers = Informers::new(client.clone());
-    let kubelet = Arc::new(Kubelet { client: client.clone(), own: names.iter().cloned().collect(), informers: informers.clone(), ipam: Mutex::new(ipam::PodIpam::default()) });
+    let kubelet = Arc::new(Kubelet {
+        client: client.clone(),
+        own: names.iter().cloned().collect(),
+        informers: informers.clone(),
+        ipam: Mutex::new(ipam::PodIpam::default()),
+    });
     kubelet.clone().start().await;
 
     // Lease renewal at a quarter of the lease duration (upstream's kubelet renews every 10 s of 40 s),
@@ -261,11 +328,15 @@ impl Kubelet {
             let q = queue.clone();
             nodes.on_change(move |old, new| {
                 let Some(n) = new else { return };
-                let had = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.pod_cidr.clone());
+                let had = old
+                    .and_then(|o| o.spec.as_ref())
+                    .and_then(|s| s.pod_cidr.clone());
                 let has = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
                 if had.is_none() && has.is_some() && me.own.contains(&n.name_any()) {
                     for p in me.informers.get::<Pod>().list() {
-                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n.name_any().as_str()) {
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(n.name_any().as_str())
+                        {
                             q.add(r8s_client::informer::key_of(p.as_ref()));
                         }
                     }
@@ -295,17 +366,29 @@ impl Kubelet {
     }
 
     fn owns(&self, p: &Pod) -> bool {
-        p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| self.own.contains(n))
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| self.own.contains(n))
     }
 
     async fn sync_pod(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
-        let Some(pod) = self.informers.get::<Pod>().get(&ns, &name) else { return Ok(None) };
+        let Some(pod) = self.informers.get::<Pod>().get(&ns, &name) else {
+            return Ok(None);
+        };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let status = pod.status.clone().unwrap_or_default();
         let phase = status.phase.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
             // The containers "stop" at once: confirm the deletion as a kubelet does.
-            let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: pod.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match api.delete(&name, &dp).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) || r8s_client::is_conflict(&e) => {}
@@ -318,11 +401,22 @@ impl Kubelet {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let node_name = spec.node_name.clone().unwrap_or_default();
-        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let restart_policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         let annotations = pod.annotations();
         if phase != "Running" {
-            let Some(node) = self.informers.get::<Node>().get("", &node_name) else { return Ok(Some(Duration::from_secs(1))) };
-            let host_ip = node.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| a.iter().find(|a| a.type_ == "InternalIP")).map(|a| a.address.clone()).unwrap_or_default();
+            let Some(node) = self.informers.get::<Node>().get("", &node_name) else {
+                return Ok(Some(Duration::from_secs(1)));
+            };
+            let host_ip = node
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                .map(|a| a.address.clone())
+                .unwrap_or_default();
             let pod_ip = if spec.host_network == Some(true) {
                 host_ip.clone()
             } else {
@@ -337,7 +431,11 @@ impl Kubelet {
                 }
             };
             let now = now_str();
-            let started = status.start_time.as_ref().map(|t| serde_json::to_value(t).unwrap()).unwrap_or(json!(now));
+            let started = status
+                .start_time
+                .as_ref()
+                .map(|t| serde_json::to_value(t).unwrap())
+                .unwrap_or(json!(now));
             let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
             let containers: Vec<Value> = spec
                 .containers
@@ -377,20 +475,43 @@ impl Kubelet {
             if !init.is_empty() {
                 st["initContainerStatuses"] = json!(init);
             }
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await?;
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": st})),
+            )
+            .await?;
             if restart_policy == "Always" {
                 return Ok(None);
             }
         }
         if restart_policy != "Always" {
-            let run_for: u64 = annotations.get("r8s.io/sim-duration").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let started = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(started).as_secs().max(0) as u64;
+            let run_for: u64 = annotations
+                .get("r8s.io/sim-duration")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0)
+                .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+            let elapsed = k8s_openapi::jiff::Timestamp::now()
+                .duration_since(started)
+                .as_secs()
+                .max(0) as u64;
             if elapsed < run_for {
                 return Ok(Some(Duration::from_secs(run_for - elapsed)));
             }
-            let code: i32 = annotations.get("r8s.io/sim-exit-code").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+            let code: i32 = annotations
+                .get("r8s.io/sim-exit-code")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (phase, reason) = if code == 0 {
+                ("Succeeded", "Completed")
+            } else {
+                ("Failed", "Error")
+            };
             let now = now_str();
             let containers: Vec<Value> = spec
                 .containers
@@ -410,7 +531,12 @@ impl Kubelet {
                 "conditions": [cond("PodReadyToStartContainers", "False"), cond("Initialized", "True"), cond("Ready", "False"), cond("ContainersReady", "False"), cond("PodScheduled", "True")],
                 "containerStatuses": containers,
             });
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await?;
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": st})),
+            )
+            .await?;
             self.ipam.lock().unwrap().release(&pod);
         }
         Ok(None)
@@ -421,7 +547,11 @@ impl Kubelet {
 pub fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
     s.split(',')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("invalid label {p:?}: want key=value")))
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("invalid label {p:?}: want key=value"))
+        })
         .collect()
 }
 

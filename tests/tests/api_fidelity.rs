@@ -1,0 +1,267 @@
+//! Upstream behaviours real clients hit on day one: bodies without apiVersion/kind, server-side
+//! apply of a map applied empty then filled, retainKeys in `kubectl apply`, cross-field
+//! validation of workloads, defaulting, and the Deployment's Progressing reasons.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, WatchEvent, WatchParams};
+use r8s_tests::{SimNodes, TestServer, raw};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn bodies_without_api_version_and_kind_take_them_from_the_url() {
+    let s = TestServer::start();
+    let c = s.client().await;
+    // What the official Python client sends for a plain dict body.
+    let (code, v) = raw(
+        &c,
+        "POST",
+        "/api/v1/namespaces",
+        "application/json",
+        serde_json::to_vec(&json!({"metadata": {"name": "fromdict"}})).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["kind"], "Namespace");
+    assert_eq!(v["apiVersion"], "v1");
+    let (code, v) = raw(&c, "POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", serde_json::to_vec(&json!({"kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).unwrap()).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["apiVersion"], "apps/v1");
+    // A mismatch is still an error.
+    let (code, v) = raw(
+        &c,
+        "POST",
+        "/api/v1/namespaces",
+        "application/json",
+        serde_json::to_vec(&json!({"kind": "Pod", "metadata": {"name": "x"}})).unwrap(),
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(
+        v["message"],
+        "the kind in the data (Pod) does not match the expected kind (Namespace)"
+    );
+    // The Python client itself.
+    let script = format!(
+        "import kubernetes\nkubernetes.config.load_kube_config(config_file={:?})\nv1 = kubernetes.client.CoreV1Api()\nns = v1.create_namespace(body={{'metadata': {{'name': 'py-dict'}}}})\nprint(ns.metadata.name, ns.status.phase)\n",
+        s.kubeconfig.display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "py-dict Active"
+    );
+}
+
+#[test]
+fn server_side_apply_fills_a_map_applied_empty() {
+    let s = TestServer::start();
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata: {data}\n")
+    };
+    s.k_stdin(&["apply", "--server-side", "-f", "-"], &cm("{}"));
+    assert_eq!(s.k(&["get", "cm", "m", "-o", "jsonpath={.data}"]), "{}");
+    s.k_stdin(&["apply", "--server-side", "-f", "-"], &cm("{b: \"2\"}"));
+    assert_eq!(
+        s.k(&["get", "cm", "m", "-o", "jsonpath={.data}"]),
+        r#"{"b":"2"}"#
+    );
+    let mf: Value = serde_json::from_str(&s.k(&[
+        "get",
+        "cm",
+        "m",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[0]}",
+    ]))
+    .unwrap();
+    assert_eq!(mf["manager"], "kubectl");
+    assert_eq!(mf["operation"], "Apply");
+    assert_eq!(mf["fieldsV1"]["f:data"], json!({".": {}, "f:b": {}}));
+}
+
+#[test]
+fn kubectl_apply_retains_only_the_new_union_member() {
+    let s = TestServer::start();
+    let deploy = |strategy: &str, volume: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec:\n{strategy}  selector: {{matchLabels: {{app: d}}}}\n  template:\n    metadata: {{labels: {{app: d}}}}\n    spec:\n      containers: [{{name: c, image: nginx}}]\n      volumes: [{{name: v, {volume}}}]\n"
+        )
+    };
+    s.k_stdin(&["apply", "-f", "-"], &deploy("", "emptyDir: {}"));
+    assert_eq!(
+        s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.strategy.type}"]),
+        "RollingUpdate"
+    );
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &deploy("  strategy: {type: Recreate}\n", "hostPath: {path: /tmp}"),
+    );
+    assert_eq!(
+        s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.strategy}"]),
+        r#"{"type":"Recreate"}"#
+    );
+    let vols: Value = serde_json::from_str(&s.k(&[
+        "get",
+        "deploy",
+        "d",
+        "-o",
+        "jsonpath={.spec.template.spec.volumes}",
+    ]))
+    .unwrap();
+    assert_eq!(
+        vols,
+        json!([{"name": "v", "hostPath": {"path": "/tmp", "type": ""}}])
+    );
+}
+
+#[test]
+fn workload_cross_field_validation_matches_upstream() {
+    let s = TestServer::start();
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: r}\nspec:\n  strategy: {type: Recreate, rollingUpdate: {maxSurge: 1}}\n  selector: {matchLabels: {app: r}}\n  template:\n    metadata: {labels: {app: r}}\n    spec: {containers: [{name: c, image: nginx}]}\n",
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "The Deployment \"r\" is invalid: spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"
+    );
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {app: r}}\n  template:\n    metadata: {labels: {app: r}}\n    spec: {restartPolicy: Never, containers: [{name: c, image: nginx}]}\n",
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "The ReplicaSet \"r\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""
+    );
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: z}\nspec:\n  strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 0}}\n  selector: {matchLabels: {app: z}}\n  template:\n    metadata: {labels: {app: z}}\n    spec: {containers: [{name: c, image: nginx}]}\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "The Deployment \"z\" is invalid: spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0"
+    );
+}
+
+#[test]
+fn defaults_from_upstream_set_defaults() {
+    let s = TestServer::start();
+    s.k_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    env: [{name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n  volumes: [{name: scratch}]\n",
+    );
+    let pod: Value = serde_json::from_str(&s.k(&["get", "pod", "p", "-o", "json"])).unwrap();
+    assert_eq!(
+        pod["spec"]["volumes"][0],
+        json!({"name": "scratch", "emptyDir": {}})
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"],
+        json!({"apiVersion": "v1", "fieldPath": "metadata.name"})
+    );
+    let describe = s.k(&["describe", "pod", "p"]);
+    assert!(
+        describe.contains("ME:    p (v1:metadata.name)"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("EmptyDir (a temporary directory that shares a pod's lifetime)"),
+        "{describe}"
+    );
+}
+
+#[tokio::test]
+async fn deployment_progressing_reasons_follow_upstream() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "prog", 2, &[]);
+    s.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.21.1",
+        "--replicas=3",
+    ]);
+    s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let client = s.client().await;
+    let api: Api<Deployment> = Api::namespaced(client, "default");
+    let rv = api
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = api
+        .watch(&WatchParams::default().fields("metadata.name=web"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    s.k(&["set", "image", "deploy/web", "nginx=nginx:1.23.0"]);
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(ev) = events.try_next().await.unwrap() {
+            let WatchEvent::Modified(d) = ev else {
+                continue;
+            };
+            let conds = d.status.and_then(|s| s.conditions).unwrap_or_default();
+            let Some(p) = conds.into_iter().find(|c| c.type_ == "Progressing") else {
+                continue;
+            };
+            let entry = (p.reason.unwrap_or_default(), p.message.unwrap_or_default());
+            if seen.last() != Some(&entry) {
+                seen.push(entry.clone());
+            }
+            if entry.0 == "NewReplicaSetAvailable"
+                && seen.iter().any(|(r, _)| r == "ReplicaSetUpdated")
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "rollout did not finish: {seen:?}");
+    let new_rs = s.k(&[
+        "get",
+        "rs",
+        "-l",
+        "app=web",
+        "--sort-by=.metadata.creationTimestamp",
+        "-o",
+        "jsonpath={.items[-1:].metadata.name}",
+    ]);
+    assert!(
+        seen.contains(&(
+            "NewReplicaSetCreated".into(),
+            format!("Created new replica set \"{new_rs}\"")
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(
+            "ReplicaSetUpdated".into(),
+            format!("ReplicaSet \"{new_rs}\" is progressing.")
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().unwrap(),
+        &(
+            "NewReplicaSetAvailable".to_string(),
+            format!("ReplicaSet \"{new_rs}\" has successfully progressed.")
+        )
+    );
+}
