@@ -13,16 +13,9 @@ pub fn r8s_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test binary> -> target/<profile>/r8s
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
     let bin = profile_dir.join("r8s");
-    assert!(
-        bin.exists(),
-        "r8s binary not found at {} (build the workspace first)",
-        bin.display()
-    );
+    assert!(bin.exists(), "r8s binary not found at {} (build the workspace first)", bin.display());
     bin
 }
 
@@ -71,10 +64,7 @@ impl TestServer {
     }
 
     fn start_raw(args: &[&str]) -> TestServer {
-        let dir = tempfile::Builder::new()
-            .prefix("r8s-e2e-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("r8s-e2e-").tempdir().expect("tempdir");
         let mut s = TestServer {
             kubeconfig: dir.path().join("admin.kubeconfig"),
             cache_dir: dir.path().join("kubecache"),
@@ -90,11 +80,7 @@ impl TestServer {
 
     fn spawn(&mut self, port: u16) {
         let _ = std::fs::remove_file(&self.kubeconfig);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(r8s_bin())
             .arg("server")
             .arg("--data-dir")
@@ -114,31 +100,19 @@ impl TestServer {
         let kc = self.kubeconfig.clone();
         let url = wait_for("kubeconfig to be written", Duration::from_secs(30), || {
             let text = std::fs::read_to_string(&kc).ok()?;
-            let line = text
-                .lines()
-                .find(|l| l.trim_start().starts_with("server:"))?;
-            Some(
-                line.trim_start()
-                    .trim_start_matches("server:")
-                    .trim()
-                    .to_string(),
-            )
+            let line = text.lines().find(|l| l.trim_start().starts_with("server:"))?;
+            Some(line.trim_start().trim_start_matches("server:").trim().to_string())
         });
         self.url = url;
         let me = &*self;
         wait_for("/readyz", Duration::from_secs(30), || {
             let out = me.kubectl(&["get", "--raw", "/readyz"]);
-            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok")
-                .then_some(())
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok").then_some(())
         });
     }
 
     pub fn port(&self) -> u16 {
-        self.url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port in url")
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in url")
     }
 
     /// kill -9, then start again on the same port and data dir.
@@ -182,63 +156,41 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
 
     /// Runs kubectl and returns stdout, panicking with stderr on failure.
     pub fn k(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "kubectl {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn k_stdin(&self, args: &[&str], stdin: &str) -> String {
         let out = self.kubectl_stdin(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs kubectl expecting failure; returns stderr.
     pub fn k_err(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} unexpectedly succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// A kube-rs client for this server.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("kube config");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
         kube::Client::try_from(cfg).expect("kube client")
     }
 
     /// A kube-rs client without credentials (anonymous).
     pub async fn anonymous_client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("kube config");
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
         cfg.auth_info = Default::default();
         kube::Client::try_from(cfg).expect("kube client")
     }
@@ -303,44 +255,19 @@ pub fn normalize_ages(s: &str) -> String {
 }
 
 /// Raw HTTP against the server through kube-rs's transport: (status, body as JSON or text).
-pub async fn raw(
-    client: &kube::Client,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, serde_json::Value) {
+pub async fn raw(client: &kube::Client, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
     let (status, v, _) = raw_with_headers(client, method, path, content_type, body).await;
     (status, v)
 }
 
 /// Like `raw`, also returning the response headers.
-pub async fn raw_with_headers(
-    client: &kube::Client,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, serde_json::Value, http::HeaderMap) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("Content-Type", content_type)
-        .body(body)
-        .unwrap();
-    let resp = client
-        .send(req.map(kube::client::Body::from))
-        .await
-        .expect("send");
+pub async fn raw_with_headers(client: &kube::Client, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::Value, http::HeaderMap) {
+    let req = http::Request::builder().method(method).uri(path).header("Content-Type", content_type).body(body).unwrap();
+    let resp = client.send(req.map(kube::client::Body::from)).await.expect("send");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
-    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-    });
+    let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, v, headers)
 }
 
@@ -353,19 +280,9 @@ pub struct SimNodes {
 impl SimNodes {
     /// Starts `count` nodes named `prefix0..` and waits until they are all Ready.
     pub fn start(server: &TestServer, prefix: &str, count: usize, extra: &[&str]) -> SimNodes {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(server.dir.path().join(format!("sim-{prefix}.log")))
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(server.dir.path().join(format!("sim-{prefix}.log"))).expect("log file");
         let child = Command::new(r8s_bin())
-            .args([
-                "sim-nodes",
-                "--count",
-                &count.to_string(),
-                "--name-prefix",
-                prefix,
-            ])
+            .args(["sim-nodes", "--count", &count.to_string(), "--name-prefix", prefix])
             .arg("--kubeconfig")
             .arg(&server.kubeconfig)
             .args(extra)
@@ -374,20 +291,13 @@ impl SimNodes {
             .spawn()
             .expect("spawn r8s sim-nodes");
         let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
-        let sim = SimNodes {
-            child: Some(child),
-            names,
-        };
+        let sim = SimNodes { child: Some(child), names };
         for n in &sim.names {
-            wait_for(
-                &format!("node {n} Ready with a podCIDR"),
-                Duration::from_secs(30),
-                || {
-                    let out = server.kubectl(&["get", "node", n, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}"]);
-                    let s = String::from_utf8_lossy(&out.stdout).to_string();
-                    (s.starts_with("True ") && s.len() > 5).then_some(())
-                },
-            );
+            wait_for(&format!("node {n} Ready with a podCIDR"), Duration::from_secs(30), || {
+                let out = server.kubectl(&["get", "node", n, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}"]);
+                let s = String::from_utf8_lossy(&out.stdout).to_string();
+                (s.starts_with("True ") && s.len() > 5).then_some(())
+            });
         }
         sim
     }
@@ -409,7 +319,5 @@ impl Drop for SimNodes {
 
 /// Lines of kubectl output split into whitespace-separated cells.
 pub fn rows(out: &str) -> Vec<Vec<String>> {
-    out.lines()
-        .map(|l| l.split_whitespace().map(str::to_string).collect())
-        .collect()
+    out.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
 }

@@ -15,77 +15,46 @@ async fn bodies_without_api_version_and_kind_take_them_from_the_url() {
     let s = TestServer::start();
     let c = s.client().await;
     // What the official Python client sends for a plain dict body.
-    let (code, v) = raw(
-        &c,
-        "POST",
-        "/api/v1/namespaces",
-        "application/json",
-        serde_json::to_vec(&json!({"metadata": {"name": "fromdict"}})).unwrap(),
-    )
-    .await;
+    let (code, v) = raw(&c, "POST", "/api/v1/namespaces", "application/json", serde_json::to_vec(&json!({"metadata": {"name": "fromdict"}})).unwrap()).await;
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["kind"], "Namespace");
     assert_eq!(v["apiVersion"], "v1");
-    let (code, v) = raw(&c, "POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", serde_json::to_vec(&json!({"kind": "Deployment", "metadata": {"name": "d"},
-        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})).unwrap()).await;
-    assert_eq!(code, 201, "{v}");
-    assert_eq!(v["apiVersion"], "apps/v1");
-    // A mismatch is still an error.
     let (code, v) = raw(
         &c,
         "POST",
-        "/api/v1/namespaces",
+        "/apis/apps/v1/namespaces/default/deployments",
         "application/json",
-        serde_json::to_vec(&json!({"kind": "Pod", "metadata": {"name": "x"}})).unwrap(),
+        serde_json::to_vec(&json!({"kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}))
+        .unwrap(),
     )
     .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["apiVersion"], "apps/v1");
+    // A mismatch is still an error.
+    let (code, v) =
+        raw(&c, "POST", "/api/v1/namespaces", "application/json", serde_json::to_vec(&json!({"kind": "Pod", "metadata": {"name": "x"}})).unwrap()).await;
     assert_eq!(code, 400, "{v}");
-    assert_eq!(
-        v["message"],
-        "the kind in the data (Pod) does not match the expected kind (Namespace)"
-    );
+    assert_eq!(v["message"], "the kind in the data (Pod) does not match the expected kind (Namespace)");
     // The Python client itself.
     let script = format!(
         "import kubernetes\nkubernetes.config.load_kube_config(config_file={:?})\nv1 = kubernetes.client.CoreV1Api()\nns = v1.create_namespace(body={{'metadata': {{'name': 'py-dict'}}}})\nprint(ns.metadata.name, ns.status.phase)\n",
         s.kubeconfig.display().to_string()
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "py-dict Active"
-    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "py-dict Active");
 }
 
 #[test]
 fn server_side_apply_fills_a_map_applied_empty() {
     let s = TestServer::start();
-    let cm = |data: &str| {
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata: {data}\n")
-    };
+    let cm = |data: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata: {data}\n");
     s.k_stdin(&["apply", "--server-side", "-f", "-"], &cm("{}"));
     assert_eq!(s.k(&["get", "cm", "m", "-o", "jsonpath={.data}"]), "{}");
     s.k_stdin(&["apply", "--server-side", "-f", "-"], &cm("{b: \"2\"}"));
-    assert_eq!(
-        s.k(&["get", "cm", "m", "-o", "jsonpath={.data}"]),
-        r#"{"b":"2"}"#
-    );
-    let mf: Value = serde_json::from_str(&s.k(&[
-        "get",
-        "cm",
-        "m",
-        "--show-managed-fields",
-        "-o",
-        "jsonpath={.metadata.managedFields[0]}",
-    ]))
-    .unwrap();
+    assert_eq!(s.k(&["get", "cm", "m", "-o", "jsonpath={.data}"]), r#"{"b":"2"}"#);
+    let mf: Value = serde_json::from_str(&s.k(&["get", "cm", "m", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[0]}"])).unwrap();
     assert_eq!(mf["manager"], "kubectl");
     assert_eq!(mf["operation"], "Apply");
     assert_eq!(mf["fieldsV1"]["f:data"], json!({".": {}, "f:b": {}}));
@@ -100,30 +69,11 @@ fn kubectl_apply_retains_only_the_new_union_member() {
         )
     };
     s.k_stdin(&["apply", "-f", "-"], &deploy("", "emptyDir: {}"));
-    assert_eq!(
-        s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.strategy.type}"]),
-        "RollingUpdate"
-    );
-    s.k_stdin(
-        &["apply", "-f", "-"],
-        &deploy("  strategy: {type: Recreate}\n", "hostPath: {path: /tmp}"),
-    );
-    assert_eq!(
-        s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.strategy}"]),
-        r#"{"type":"Recreate"}"#
-    );
-    let vols: Value = serde_json::from_str(&s.k(&[
-        "get",
-        "deploy",
-        "d",
-        "-o",
-        "jsonpath={.spec.template.spec.volumes}",
-    ]))
-    .unwrap();
-    assert_eq!(
-        vols,
-        json!([{"name": "v", "hostPath": {"path": "/tmp", "type": ""}}])
-    );
+    assert_eq!(s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.strategy.type}"]), "RollingUpdate");
+    s.k_stdin(&["apply", "-f", "-"], &deploy("  strategy: {type: Recreate}\n", "hostPath: {path: /tmp}"));
+    assert_eq!(s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.strategy}"]), r#"{"type":"Recreate"}"#);
+    let vols: Value = serde_json::from_str(&s.k(&["get", "deploy", "d", "-o", "jsonpath={.spec.template.spec.volumes}"])).unwrap();
+    assert_eq!(vols, json!([{"name": "v", "hostPath": {"path": "/tmp", "type": ""}}]));
 }
 
 #[test]
@@ -165,51 +115,23 @@ fn defaults_from_upstream_set_defaults() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    env: [{name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n  volumes: [{name: scratch}]\n",
     );
     let pod: Value = serde_json::from_str(&s.k(&["get", "pod", "p", "-o", "json"])).unwrap();
-    assert_eq!(
-        pod["spec"]["volumes"][0],
-        json!({"name": "scratch", "emptyDir": {}})
-    );
-    assert_eq!(
-        pod["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"],
-        json!({"apiVersion": "v1", "fieldPath": "metadata.name"})
-    );
+    assert_eq!(pod["spec"]["volumes"][0], json!({"name": "scratch", "emptyDir": {}}));
+    assert_eq!(pod["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"], json!({"apiVersion": "v1", "fieldPath": "metadata.name"}));
     let describe = s.k(&["describe", "pod", "p"]);
-    assert!(
-        describe.contains("ME:    p (v1:metadata.name)"),
-        "{describe}"
-    );
-    assert!(
-        describe.contains("EmptyDir (a temporary directory that shares a pod's lifetime)"),
-        "{describe}"
-    );
+    assert!(describe.contains("ME:    p (v1:metadata.name)"), "{describe}");
+    assert!(describe.contains("EmptyDir (a temporary directory that shares a pod's lifetime)"), "{describe}");
 }
 
 #[tokio::test]
 async fn deployment_progressing_reasons_follow_upstream() {
     let s = TestServer::start_cluster(&[]);
     let _nodes = SimNodes::start(&s, "prog", 2, &[]);
-    s.k(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=nginx:1.21.1",
-        "--replicas=3",
-    ]);
+    s.k(&["create", "deployment", "web", "--image=nginx:1.21.1", "--replicas=3"]);
     s.k(&["rollout", "status", "deploy/web", "--timeout=60s"]);
     let client = s.client().await;
     let api: Api<Deployment> = Api::namespaced(client, "default");
-    let rv = api
-        .get("web")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut events = api
-        .watch(&WatchParams::default().fields("metadata.name=web"), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let rv = api.get("web").await.unwrap().metadata.resource_version.unwrap();
+    let mut events = api.watch(&WatchParams::default().fields("metadata.name=web"), &rv).await.unwrap().boxed();
     s.k(&["set", "image", "deploy/web", "nginx=nginx:1.23.0"]);
     let mut seen: Vec<(String, String)> = Vec::new();
     let done = tokio::time::timeout(Duration::from_secs(60), async {
@@ -225,43 +147,15 @@ async fn deployment_progressing_reasons_follow_upstream() {
             if seen.last() != Some(&entry) {
                 seen.push(entry.clone());
             }
-            if entry.0 == "NewReplicaSetAvailable"
-                && seen.iter().any(|(r, _)| r == "ReplicaSetUpdated")
-            {
+            if entry.0 == "NewReplicaSetAvailable" && seen.iter().any(|(r, _)| r == "ReplicaSetUpdated") {
                 return;
             }
         }
     })
     .await;
     assert!(done.is_ok(), "rollout did not finish: {seen:?}");
-    let new_rs = s.k(&[
-        "get",
-        "rs",
-        "-l",
-        "app=web",
-        "--sort-by=.metadata.creationTimestamp",
-        "-o",
-        "jsonpath={.items[-1:].metadata.name}",
-    ]);
-    assert!(
-        seen.contains(&(
-            "NewReplicaSetCreated".into(),
-            format!("Created new replica set \"{new_rs}\"")
-        )),
-        "{seen:?}"
-    );
-    assert!(
-        seen.contains(&(
-            "ReplicaSetUpdated".into(),
-            format!("ReplicaSet \"{new_rs}\" is progressing.")
-        )),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.last().unwrap(),
-        &(
-            "NewReplicaSetAvailable".to_string(),
-            format!("ReplicaSet \"{new_rs}\" has successfully progressed.")
-        )
-    );
+    let new_rs = s.k(&["get", "rs", "-l", "app=web", "--sort-by=.metadata.creationTimestamp", "-o", "jsonpath={.items[-1:].metadata.name}"]);
+    assert!(seen.contains(&("NewReplicaSetCreated".into(), format!("Created new replica set \"{new_rs}\""))), "{seen:?}");
+    assert!(seen.contains(&("ReplicaSetUpdated".into(), format!("ReplicaSet \"{new_rs}\" is progressing."))), "{seen:?}");
+    assert_eq!(seen.last().unwrap(), &("NewReplicaSetAvailable".to_string(), format!("ReplicaSet \"{new_rs}\" has successfully progressed.")));
 }

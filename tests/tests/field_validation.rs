@@ -18,10 +18,7 @@ fn body(v: &Value) -> Vec<u8> {
 }
 
 fn warnings(h: &http::HeaderMap) -> Vec<String> {
-    h.get_all(http::header::WARNING)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
+    h.get_all(http::header::WARNING).iter().map(|v| v.to_str().unwrap().to_string()).collect()
 }
 
 /// One write path: how to send a body that carries `field` = `value` under `spec` (or
@@ -40,27 +37,9 @@ fn with(mut obj: Value, top: &str, field: &str, value: Value) -> Value {
 }
 
 const PATHS: &[Path] = &[
-    Path {
-        name: "create",
-        method: "POST",
-        suffix: "",
-        content_type: "application/json",
-        make: |n, f, v, _| with(deployment(n), "spec", f, v),
-    },
-    Path {
-        name: "update",
-        method: "PUT",
-        suffix: "/NAME",
-        content_type: "application/json",
-        make: |_, f, v, cur| with(cur.clone(), "spec", f, v),
-    },
-    Path {
-        name: "merge patch",
-        method: "PATCH",
-        suffix: "/NAME",
-        content_type: "application/merge-patch+json",
-        make: |_, f, v, _| json!({"spec": {f: v}}),
-    },
+    Path { name: "create", method: "POST", suffix: "", content_type: "application/json", make: |n, f, v, _| with(deployment(n), "spec", f, v) },
+    Path { name: "update", method: "PUT", suffix: "/NAME", content_type: "application/json", make: |_, f, v, cur| with(cur.clone(), "spec", f, v) },
+    Path { name: "merge patch", method: "PATCH", suffix: "/NAME", content_type: "application/merge-patch+json", make: |_, f, v, _| json!({"spec": {f: v}}) },
     Path {
         name: "strategic merge patch",
         method: "PATCH",
@@ -82,29 +61,14 @@ const PATHS: &[Path] = &[
         content_type: "application/apply-patch+yaml",
         make: |n, f, v, _| with(deployment(n), "spec", f, v),
     },
-    Path {
-        name: "status",
-        method: "PUT",
-        suffix: "/NAME/status",
-        content_type: "application/json",
-        make: |_, f, v, cur| with(cur.clone(), "status", f, v),
-    },
+    Path { name: "status", method: "PUT", suffix: "/NAME/status", content_type: "application/json", make: |_, f, v, cur| with(cur.clone(), "status", f, v) },
 ];
 
-async fn send(
-    c: &kube::Client,
-    p: &Path,
-    name: &str,
-    query: &str,
-    payload: &Value,
-) -> (u16, Value, http::HeaderMap) {
+async fn send(c: &kube::Client, p: &Path, name: &str, query: &str, payload: &Value) -> (u16, Value, http::HeaderMap) {
     let mut url = format!("{DEPLOYS}{}", p.suffix.replace("NAME", name));
     let mut q = query.to_string();
     if p.content_type.contains("apply") {
-        q = format!(
-            "{q}{}fieldManager=test",
-            if q.is_empty() { "" } else { "&" }
-        );
+        q = format!("{q}{}fieldManager=test", if q.is_empty() { "" } else { "&" });
     }
     if !q.is_empty() {
         url = format!("{url}?{q}");
@@ -113,14 +77,7 @@ async fn send(
 }
 
 async fn current(c: &kube::Client, name: &str) -> Value {
-    let (code, v) = raw(
-        c,
-        "GET",
-        &format!("{DEPLOYS}/{name}"),
-        "application/json",
-        vec![],
-    )
-    .await;
+    let (code, v) = raw(c, "GET", &format!("{DEPLOYS}/{name}"), "application/json", vec![]).await;
     assert_eq!(code, 200, "{v}");
     v
 }
@@ -132,21 +89,10 @@ async fn wrongly_typed_fields_are_rejected_on_every_write_path() {
     for (i, p) in PATHS.iter().enumerate() {
         let name = format!("typed{i}");
         if p.name != "create" {
-            let (code, v) = raw(
-                &c,
-                "POST",
-                DEPLOYS,
-                "application/json",
-                body(&deployment(&name)),
-            )
-            .await;
+            let (code, v) = raw(&c, "POST", DEPLOYS, "application/json", body(&deployment(&name))).await;
             assert_eq!(code, 201, "{v}");
         }
-        let before = if p.name == "create" {
-            Value::Null
-        } else {
-            current(&c, &name).await
-        };
+        let before = if p.name == "create" { Value::Null } else { current(&c, &name).await };
         let payload = (p.make)(&name, "replicas", json!("three"), &before);
         let (code, v, _) = send(&c, p, &name, "", &payload).await;
         assert_eq!(v["kind"], "Status", "{}: {v}", p.name);
@@ -161,12 +107,7 @@ async fn wrongly_typed_fields_are_rejected_on_every_write_path() {
             "create" | "update" | "status" => {
                 assert_eq!(code, 400, "{}: {v}", p.name);
                 assert_eq!(v["reason"], "BadRequest");
-                assert_eq!(
-                    msg,
-                    format!("Deployment in version \"v1\" cannot be handled as a Deployment: {go}"),
-                    "{}",
-                    p.name
-                );
+                assert_eq!(msg, format!("Deployment in version \"v1\" cannot be handled as a Deployment: {go}"), "{}", p.name);
             }
             // ...and its typed conversion of an apply configuration the same.
             "apply" => {
@@ -179,33 +120,17 @@ async fn wrongly_typed_fields_are_rejected_on_every_write_path() {
             _ => {
                 assert_eq!(code, 422, "{}: {v}", p.name);
                 assert_eq!(v["reason"], "Invalid");
-                assert!(
-                    msg.starts_with(" \"\" is invalid: patch: Invalid value: \"{"),
-                    "{}: {msg}",
-                    p.name
-                );
+                assert!(msg.starts_with(" \"\" is invalid: patch: Invalid value: \"{"), "{}: {msg}", p.name);
                 assert!(msg.ends_with(&format!("\": {go}")), "{}: {msg}", p.name);
                 assert_eq!(v["details"]["causes"][0]["field"], "patch");
             }
         }
         // Nothing changed.
         if p.name == "create" {
-            let (code, _) = raw(
-                &c,
-                "GET",
-                &format!("{DEPLOYS}/{name}"),
-                "application/json",
-                vec![],
-            )
-            .await;
+            let (code, _) = raw(&c, "GET", &format!("{DEPLOYS}/{name}"), "application/json", vec![]).await;
             assert_eq!(code, 404);
         } else {
-            assert_eq!(
-                current(&c, &name).await["metadata"]["resourceVersion"],
-                before["metadata"]["resourceVersion"],
-                "{}",
-                p.name
-            );
+            assert_eq!(current(&c, &name).await["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"], "{}", p.name);
         }
     }
 }
@@ -217,22 +142,11 @@ async fn unknown_fields_follow_field_validation_on_every_write_path() {
     for (i, p) in PATHS.iter().enumerate() {
         let name = format!("unknown{i}");
         if p.name != "create" {
-            let (code, v) = raw(
-                &c,
-                "POST",
-                DEPLOYS,
-                "application/json",
-                body(&deployment(&name)),
-            )
-            .await;
+            let (code, v) = raw(&c, "POST", DEPLOYS, "application/json", body(&deployment(&name))).await;
             assert_eq!(code, 201, "{v}");
         }
         let top = if p.name == "status" { "status" } else { "spec" };
-        let before = if p.name == "create" {
-            Value::Null
-        } else {
-            current(&c, &name).await
-        };
+        let before = if p.name == "create" { Value::Null } else { current(&c, &name).await };
         let payload = (p.make)(&name, "bogusField", json!(1), &before);
 
         // Strict: 400, nothing stored.
@@ -241,51 +155,29 @@ async fn unknown_fields_follow_field_validation_on_every_write_path() {
         assert_eq!(v["reason"], "BadRequest");
         let msg = v["message"].as_str().unwrap();
         match p.name {
-            "create" | "update" | "status" => assert_eq!(
-                msg,
-                format!(
-                    "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"{top}.bogusField\""
+            "create" | "update" | "status" => {
+                assert_eq!(
+                    msg,
+                    format!("Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"{top}.bogusField\"")
                 )
-            ),
+            }
             "apply" => assert_eq!(
                 msg,
-                format!(
-                    "failed to create typed patch object (apps/v1, Kind=Deployment default/{name}): .spec.bogusField: field not declared in schema"
-                )
+                format!("failed to create typed patch object (apps/v1, Kind=Deployment default/{name}): .spec.bogusField: field not declared in schema")
             ),
-            _ => assert_eq!(
-                msg, "strict decoding error: unknown field \"spec.bogusField\"",
-                "{}",
-                p.name
-            ),
+            _ => assert_eq!(msg, "strict decoding error: unknown field \"spec.bogusField\"", "{}", p.name),
         }
         if p.name == "create" {
-            let (code, _) = raw(
-                &c,
-                "GET",
-                &format!("{DEPLOYS}/{name}"),
-                "application/json",
-                vec![],
-            )
-            .await;
+            let (code, _) = raw(&c, "GET", &format!("{DEPLOYS}/{name}"), "application/json", vec![]).await;
             assert_eq!(code, 404);
         }
 
         // Warn (the default): stored without the field, with a Warning header.
         let (code, v, h) = send(&c, p, &name, "", &payload).await;
         assert!(code == 200 || code == 201, "{}: {code} {v}", p.name);
-        assert_eq!(
-            warnings(&h),
-            vec![format!("299 - \"unknown field \\\"{top}.bogusField\\\"\"")],
-            "{}",
-            p.name
-        );
+        assert_eq!(warnings(&h), vec![format!("299 - \"unknown field \\\"{top}.bogusField\\\"\"")], "{}", p.name);
         let stored = current(&c, &name).await;
-        assert!(
-            stored[top].get("bogusField").is_none(),
-            "{}: {stored}",
-            p.name
-        );
+        assert!(stored[top].get("bogusField").is_none(), "{}: {stored}", p.name);
 
         // Ignore: dropped silently.
         let (code, v, h) = send(&c, p, &name, "fieldValidation=Ignore", &payload).await;
@@ -302,42 +194,22 @@ fn kubectl_validate_strict_and_default() {
     let out = s.kubectl_stdin(&["create", "-f", "-", "--validate=strict"], cm);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"bogus\""),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"bogus\""),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let out = s.kubectl_stdin(&["create", "-f", "-", "--validate=warn"], cm);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"bogus\""),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"bogus\""), "{}", String::from_utf8_lossy(&out.stderr));
     let stored: Value = serde_json::from_str(&s.k(&["get", "cm", "c", "-o", "json"])).unwrap();
     assert!(stored.get("bogus").is_none());
     assert_eq!(stored["data"], json!({"a": "b"}));
     // The seed's bad merge patch no longer stores a string replica count.
-    s.k_stdin(
-        &["apply", "-f", "-"],
-        &serde_yaml::to_string(&deployment("x")).unwrap(),
-    );
-    let err = s.k_err(&[
-        "patch",
-        "deploy",
-        "x",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":"three"}}"#,
-    ]);
+    s.k_stdin(&["apply", "-f", "-"], &serde_yaml::to_string(&deployment("x")).unwrap());
+    let err = s.k_err(&["patch", "deploy", "x", "--type=merge", "-p", r#"{"spec":{"replicas":"three"}}"#]);
     assert!(err.contains("json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"), "{err}");
-    assert_eq!(
-        s.k(&["get", "deploy", "x", "-o", "jsonpath={.spec.replicas}"]),
-        "1"
-    );
+    assert_eq!(s.k(&["get", "deploy", "x", "-o", "jsonpath={.spec.replicas}"]), "1");
 }
 
 #[tokio::test]
@@ -345,33 +217,15 @@ async fn custom_resources_follow_field_validation() {
     let s = TestServer::start();
     let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, singular: widget, kind: Widget}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              size: {type: integer}\n";
     s.k_stdin(&["apply", "-f", "-"], crd);
-    r8s_tests::wait_for("widgets served", std::time::Duration::from_secs(30), || {
-        s.kubectl(&["get", "widgets"])
-            .status
-            .success()
-            .then_some(())
-    });
+    r8s_tests::wait_for("widgets served", std::time::Duration::from_secs(30), || s.kubectl(&["get", "widgets"]).status.success().then_some(()));
     let c = s.client().await;
     let url = "/apis/example.com/v1/namespaces/default/widgets";
     let w = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1, "colour": "red"}});
-    let (code, v, _) = raw_with_headers(
-        &c,
-        "POST",
-        &format!("{url}?fieldValidation=Strict"),
-        "application/json",
-        body(&w),
-    )
-    .await;
+    let (code, v, _) = raw_with_headers(&c, "POST", &format!("{url}?fieldValidation=Strict"), "application/json", body(&w)).await;
     assert_eq!(code, 400, "{v}");
-    assert_eq!(
-        v["message"],
-        "Widget in version \"v1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.colour\""
-    );
+    assert_eq!(v["message"], "Widget in version \"v1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.colour\"");
     let (code, v, h) = raw_with_headers(&c, "POST", url, "application/json", body(&w)).await;
     assert_eq!(code, 201, "{v}");
-    assert_eq!(
-        warnings(&h),
-        vec!["299 - \"unknown field \\\"spec.colour\\\"\"".to_string()]
-    );
+    assert_eq!(warnings(&h), vec!["299 - \"unknown field \\\"spec.colour\\\"\"".to_string()]);
     assert_eq!(v["spec"], json!({"size": 1}));
 }

@@ -16,208 +16,58 @@ fn api_resources_and_namespaces() {
     let s = TestServer::start();
     let all = s.k(&["api-resources"]);
     let header = all.lines().next().unwrap();
-    assert_eq!(
-        header.split_whitespace().collect::<Vec<_>>(),
-        vec!["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
-    );
+    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), vec!["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
     for want in [
         ["pods", "po", "v1", "true", "Pod"],
         ["deployments", "deploy", "apps/v1", "true", "Deployment"],
-        [
-            "horizontalpodautoscalers",
-            "hpa",
-            "autoscaling/v2",
-            "true",
-            "HorizontalPodAutoscaler",
-        ],
-        [
-            "customresourcedefinitions",
-            "crd,crds",
-            "apiextensions.k8s.io/v1",
-            "false",
-            "CustomResourceDefinition",
-        ],
+        ["horizontalpodautoscalers", "hpa", "autoscaling/v2", "true", "HorizontalPodAutoscaler"],
+        ["customresourcedefinitions", "crd,crds", "apiextensions.k8s.io/v1", "false", "CustomResourceDefinition"],
         ["events", "ev", "events.k8s.io/v1", "true", "Event"],
         ["leases", "", "coordination.k8s.io/v1", "true", "Lease"],
     ] {
         let want: Vec<&str> = want.iter().copied().filter(|w| !w.is_empty()).collect();
-        assert!(
-            all.lines()
-                .any(|l| l.split_whitespace().collect::<Vec<_>>() == want),
-            "missing {want:?} in\n{all}"
-        );
+        assert!(all.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == want), "missing {want:?} in\n{all}");
     }
     let cluster = s.k(&["api-resources", "--namespaced=false"]);
-    assert!(
-        cluster.lines().any(|l| l.starts_with("nodes ")),
-        "{cluster}"
-    );
-    assert!(
-        cluster.lines().any(|l| l.starts_with("namespaces ")),
-        "{cluster}"
-    );
-    assert!(
-        !cluster.lines().any(|l| l.starts_with("pods ")),
-        "{cluster}"
-    );
+    assert!(cluster.lines().any(|l| l.starts_with("nodes ")), "{cluster}");
+    assert!(cluster.lines().any(|l| l.starts_with("namespaces ")), "{cluster}");
+    assert!(!cluster.lines().any(|l| l.starts_with("pods ")), "{cluster}");
     let ns = normalize_ages(&s.k(&["get", "ns"]));
     assert_eq!(
         ns.trim_end(),
         "NAME              STATUS   AGE\ndefault           Active   <age>\nkube-node-lease   Active   <age>\nkube-public       Active   <age>\nkube-system       Active   <age>"
     );
     // The kubernetes Service holds the first service IP.
-    assert_eq!(
-        s.k(&[
-            "get",
-            "svc",
-            "kubernetes",
-            "-o",
-            "jsonpath={.spec.clusterIP}"
-        ]),
-        "10.96.0.1"
-    );
+    assert_eq!(s.k(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]), "10.96.0.1");
 }
 
 #[test]
 fn deployment_workflow_of_the_seeds() {
     let s = TestServer::start();
-    let yaml = s.k(&[
-        "create",
-        "deployment",
-        "my-nginx",
-        "--image=nginx:1.21.1",
-        "--port=80",
-        "-o",
-        "yaml",
-        "--dry-run=client",
-    ]);
-    assert_eq!(
-        s.k_stdin(&["apply", "-f", "-"], &yaml).trim(),
-        "deployment.apps/my-nginx created"
-    );
-    assert_eq!(
-        s.k(&[
-            "run",
-            "mybusybox",
-            "--image=busybox",
-            "--command",
-            "--",
-            "sleep",
-            "300"
-        ])
-        .trim(),
-        "pod/mybusybox created"
-    );
-    assert_eq!(
-        s.k(&["label", "pod", "mybusybox", "app666=001"]).trim(),
-        "pod/mybusybox labeled"
-    );
+    let yaml = s.k(&["create", "deployment", "my-nginx", "--image=nginx:1.21.1", "--port=80", "-o", "yaml", "--dry-run=client"]);
+    assert_eq!(s.k_stdin(&["apply", "-f", "-"], &yaml).trim(), "deployment.apps/my-nginx created");
+    assert_eq!(s.k(&["run", "mybusybox", "--image=busybox", "--command", "--", "sleep", "300"]).trim(), "pod/mybusybox created");
+    assert_eq!(s.k(&["label", "pod", "mybusybox", "app666=001"]).trim(), "pod/mybusybox labeled");
     let got = s.k(&["get", "pod", "-l", "app666=001", "-o", "name"]);
     assert_eq!(got.trim(), "pod/mybusybox");
-    assert_eq!(
-        s.k(&["label", "pod", "mybusybox", "app666-"]).trim(),
-        "pod/mybusybox unlabeled"
-    );
-    assert_eq!(
-        s.k(&["get", "pod", "-l", "app666=001", "-o", "name"])
-            .trim(),
-        ""
-    );
-    assert_eq!(
-        s.k(&[
-            "expose",
-            "deployment",
-            "my-nginx",
-            "--port=80",
-            "--target-port=80",
-            "--type=NodePort"
-        ])
-        .trim(),
-        "service/my-nginx exposed"
-    );
-    let np: u32 = s
-        .k(&[
-            "get",
-            "svc",
-            "my-nginx",
-            "-o",
-            "jsonpath={.spec.ports[0].nodePort}",
-        ])
-        .parse()
-        .unwrap();
+    assert_eq!(s.k(&["label", "pod", "mybusybox", "app666-"]).trim(), "pod/mybusybox unlabeled");
+    assert_eq!(s.k(&["get", "pod", "-l", "app666=001", "-o", "name"]).trim(), "");
+    assert_eq!(s.k(&["expose", "deployment", "my-nginx", "--port=80", "--target-port=80", "--type=NodePort"]).trim(), "service/my-nginx exposed");
+    let np: u32 = s.k(&["get", "svc", "my-nginx", "-o", "jsonpath={.spec.ports[0].nodePort}"]).parse().unwrap();
     assert!((30000..=32767).contains(&np));
-    assert_eq!(
-        s.k(&["scale", "deployment", "my-nginx", "--replicas=3"])
-            .trim(),
-        "deployment.apps/my-nginx scaled"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "my-nginx",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
-        "3"
-    );
-    assert_eq!(
-        s.k(&[
-            "set",
-            "image",
-            "deploy",
-            "my-nginx",
-            "nginx=nginx:1.13.0-alpine"
-        ])
-        .trim(),
-        "deployment.apps/my-nginx image updated"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "my-nginx",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}"
-        ]),
-        "nginx:1.13.0-alpine"
-    );
+    assert_eq!(s.k(&["scale", "deployment", "my-nginx", "--replicas=3"]).trim(), "deployment.apps/my-nginx scaled");
+    assert_eq!(s.k(&["get", "deploy", "my-nginx", "-o", "jsonpath={.spec.replicas}"]), "3");
+    assert_eq!(s.k(&["set", "image", "deploy", "my-nginx", "nginx=nginx:1.13.0-alpine"]).trim(), "deployment.apps/my-nginx image updated");
+    assert_eq!(s.k(&["get", "deploy", "my-nginx", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "nginx:1.13.0-alpine");
     // set image changed the template: generation moved on.
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "my-nginx",
-            "-o",
-            "jsonpath={.metadata.generation}"
-        ]),
-        "3"
-    );
+    assert_eq!(s.k(&["get", "deploy", "my-nginx", "-o", "jsonpath={.metadata.generation}"]), "3");
     let all = normalize_ages(&s.k(&["get", "all"]));
-    assert!(
-        all.contains("pod/mybusybox   0/1     Pending   0          <age>"),
-        "{all}"
-    );
-    assert!(
-        all.contains("deployment.apps/my-nginx   0/3     0            0           <age>"),
-        "{all}"
-    );
-    assert!(
-        all.lines().any(|l| l.starts_with("service/my-nginx ")
-            && l.contains("NodePort")
-            && l.contains(&format!("80:{np}/TCP"))),
-        "{all}"
-    );
+    assert!(all.contains("pod/mybusybox   0/1     Pending   0          <age>"), "{all}");
+    assert!(all.contains("deployment.apps/my-nginx   0/3     0            0           <age>"), "{all}");
+    assert!(all.lines().any(|l| l.starts_with("service/my-nginx ") && l.contains("NodePort") && l.contains(&format!("80:{np}/TCP"))), "{all}");
     let del = s.k(&["delete", "deployment,services", "-l", "app=my-nginx"]);
-    assert_eq!(
-        del.trim(),
-        "deployment.apps \"my-nginx\" deleted\nservice \"my-nginx\" deleted"
-    );
-    assert!(
-        s.k(&["get", "deploy,svc", "-l", "app=my-nginx", "-o", "name"])
-            .trim()
-            .is_empty()
-    );
+    assert_eq!(del.trim(), "deployment.apps \"my-nginx\" deleted\nservice \"my-nginx\" deleted");
+    assert!(s.k(&["get", "deploy,svc", "-l", "app=my-nginx", "-o", "name"]).trim().is_empty());
 }
 
 #[test]
@@ -227,26 +77,13 @@ fn apply_directory_tree_twice_reports_unchanged() {
     let first = s.k(&["apply", "-R", "-f", dir.to_str().unwrap()]);
     let mut lines: Vec<&str> = first.lines().collect();
     lines.sort();
-    assert_eq!(
-        lines,
-        vec![
-            "configmap/app-config created",
-            "deployment.apps/tree-web created",
-            "service/tree-svc created",
-            "serviceaccount/tree-sa created"
-        ]
-    );
+    assert_eq!(lines, vec!["configmap/app-config created", "deployment.apps/tree-web created", "service/tree-svc created", "serviceaccount/tree-sa created"]);
     let second = s.k(&["apply", "-R", "-f", dir.to_str().unwrap()]);
     let mut lines: Vec<&str> = second.lines().collect();
     lines.sort();
     assert_eq!(
         lines,
-        vec![
-            "configmap/app-config unchanged",
-            "deployment.apps/tree-web unchanged",
-            "service/tree-svc unchanged",
-            "serviceaccount/tree-sa unchanged"
-        ]
+        vec!["configmap/app-config unchanged", "deployment.apps/tree-web unchanged", "service/tree-svc unchanged", "serviceaccount/tree-sa unchanged"]
     );
 }
 
@@ -257,45 +94,11 @@ fn reapply_after_removing_a_container_removes_it() {
     s.k_stdin(&["apply", "-f", "-"], &manifest);
     // Another writer changes the replica count; apply must keep it (three-way merge).
     s.k(&["scale", "deploy", "tree-web", "--replicas=4"]);
-    let without_sidecar: String = manifest
-        .split("      - name: sidecar")
-        .next()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        s.k_stdin(&["apply", "-f", "-"], &without_sidecar).trim(),
-        "deployment.apps/tree-web configured"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "tree-web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[*].name}"
-        ]),
-        "web"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "tree-web",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
-        "2"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "tree-web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].env[0].value}"
-        ]),
-        "production"
-    );
+    let without_sidecar: String = manifest.split("      - name: sidecar").next().unwrap().to_string();
+    assert_eq!(s.k_stdin(&["apply", "-f", "-"], &without_sidecar).trim(), "deployment.apps/tree-web configured");
+    assert_eq!(s.k(&["get", "deploy", "tree-web", "-o", "jsonpath={.spec.template.spec.containers[*].name}"]), "web");
+    assert_eq!(s.k(&["get", "deploy", "tree-web", "-o", "jsonpath={.spec.replicas}"]), "2");
+    assert_eq!(s.k(&["get", "deploy", "tree-web", "-o", "jsonpath={.spec.template.spec.containers[0].env[0].value}"]), "production");
 }
 
 #[test]
@@ -319,9 +122,7 @@ fn watch_sees_a_later_create() {
     });
     let mut seen = Vec::new();
     let mut next_row = |prefix: &str| loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no watch line for {prefix}; got {seen:?}"));
+        let l = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no watch line for {prefix}; got {seen:?}"));
         if l.starts_with(prefix) {
             return l;
         }
@@ -333,44 +134,24 @@ fn watch_sees_a_later_create() {
     let line = next_row("watched ");
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(
-        normalize_ages(&line),
-        "watched   0/1     Pending   0          <age>"
-    );
+    assert_eq!(normalize_ages(&line), "watched   0/1     Pending   0          <age>");
 }
 
 #[test]
 fn explain_and_output_formats() {
     let s = TestServer::start();
     let explain = s.k(&["explain", "pod.spec"]);
-    assert!(
-        explain.starts_with("KIND:       Pod\nVERSION:    v1\n\nFIELD: spec <PodSpec>"),
-        "{explain}"
-    );
-    assert!(
-        explain.contains("  containers\t<[]Container> -required-"),
-        "{explain}"
-    );
+    assert!(explain.starts_with("KIND:       Pod\nVERSION:    v1\n\nFIELD: spec <PodSpec>"), "{explain}");
+    assert!(explain.contains("  containers\t<[]Container> -required-"), "{explain}");
     let deploy = s.k(&["explain", "deployment.spec.strategy"]);
     assert!(deploy.contains("GROUP:      apps"), "{deploy}");
     s.k(&["create", "configmap", "c1", "--from-literal=k=v"]);
     let yaml = s.k(&["get", "cm", "c1", "-o", "yaml"]);
-    assert!(
-        yaml.starts_with(
-            "apiVersion: v1\ndata:\n  k: v\nkind: ConfigMap\nmetadata:\n  creationTimestamp: "
-        ),
-        "{yaml}"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&s.k(&["get", "cm", "c1", "-o", "json"])).unwrap();
+    assert!(yaml.starts_with("apiVersion: v1\ndata:\n  k: v\nkind: ConfigMap\nmetadata:\n  creationTimestamp: "), "{yaml}");
+    let json: serde_json::Value = serde_json::from_str(&s.k(&["get", "cm", "c1", "-o", "json"])).unwrap();
     assert_eq!(json["data"]["k"], "v");
     assert!(json["metadata"]["uid"].as_str().unwrap().len() == 36);
-    assert_eq!(
-        s.k(&["get", "cm", "-o", "name"])
-            .lines()
-            .collect::<Vec<_>>(),
-        vec!["configmap/c1"]
-    );
+    assert_eq!(s.k(&["get", "cm", "-o", "name"]).lines().collect::<Vec<_>>(), vec!["configmap/c1"]);
     assert_eq!(s.k(&["get", "cm", "c1", "-o", "jsonpath={.data.k}"]), "v");
     s.k(&["run", "p1", "--image=busybox"]);
     let wide = normalize_ages(&s.k(&["get", "po", "-o", "wide"]));
@@ -391,25 +172,9 @@ fn edit_through_sed() {
         .env("EDITOR", "sed -i s/nginx:1.21.1/nginx:1.22.0/")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "deployment.apps/ed edited"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "ed",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}"
-        ]),
-        "nginx:1.22.0"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deployment.apps/ed edited");
+    assert_eq!(s.k(&["get", "deploy", "ed", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "nginx:1.22.0");
 }
 
 #[test]
@@ -417,82 +182,36 @@ fn patch_in_all_three_types() {
     let s = TestServer::start();
     s.k(&["create", "deployment", "pt", "--image=nginx:1.21.1"]);
     assert_eq!(
-        s.k(&[
-            "patch",
-            "deploy",
-            "pt",
-            "-p",
-            r#"{"spec":{"template":{"spec":{"containers":[{"name":"extra","image":"busybox"}]}}}}"#
-        ])
-        .trim(),
+        s.k(&["patch", "deploy", "pt", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"extra","image":"busybox"}]}}}}"#]).trim(),
         "deployment.apps/pt patched"
     );
     // Strategic merge: containers merge by name, so both are there.
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "pt",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[*].name}"
-        ]),
-        "nginx extra"
-    );
+    assert_eq!(s.k(&["get", "deploy", "pt", "-o", "jsonpath={.spec.template.spec.containers[*].name}"]), "nginx extra");
+    s.k(&["patch", "deploy", "pt", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":"web"}},"spec":{"replicas":2}}"#]);
+    assert_eq!(s.k(&["get", "deploy", "pt", "-o", "jsonpath={.metadata.labels.tier} {.spec.replicas}"]), "web 2");
     s.k(&[
         "patch",
         "deploy",
         "pt",
-        "--type=merge",
+        "--type=json",
         "-p",
-        r#"{"metadata":{"labels":{"tier":"web"}},"spec":{"replicas":2}}"#,
+        r#"[{"op":"remove","path":"/spec/template/spec/containers/1"},{"op":"replace","path":"/spec/replicas","value":5}]"#,
     ]);
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "pt",
-            "-o",
-            "jsonpath={.metadata.labels.tier} {.spec.replicas}"
-        ]),
-        "web 2"
-    );
-    s.k(&["patch", "deploy", "pt", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/template/spec/containers/1"},{"op":"replace","path":"/spec/replicas","value":5}]"#]);
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "pt",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[*].name} {.spec.replicas}"
-        ]),
-        "nginx 5"
-    );
+    assert_eq!(s.k(&["get", "deploy", "pt", "-o", "jsonpath={.spec.template.spec.containers[*].name} {.spec.replicas}"]), "nginx 5");
     // Merge patch replaces lists: the JSON merge patch of containers drops the others.
-    s.k(&[
+    s.k(&["patch", "deploy", "pt", "--type=merge", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"only","image":"busybox"}]}}}}"#]);
+    assert_eq!(s.k(&["get", "deploy", "pt", "-o", "jsonpath={.spec.template.spec.containers[*].name}"]), "only");
+    // A failing JSON patch test op changes nothing.
+    let err = s.k_err(&[
         "patch",
         "deploy",
         "pt",
-        "--type=merge",
+        "--type=json",
         "-p",
-        r#"{"spec":{"template":{"spec":{"containers":[{"name":"only","image":"busybox"}]}}}}"#,
+        r#"[{"op":"test","path":"/spec/replicas","value":9},{"op":"replace","path":"/spec/replicas","value":1}]"#,
     ]);
-    assert_eq!(
-        s.k(&[
-            "get",
-            "deploy",
-            "pt",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[*].name}"
-        ]),
-        "only"
-    );
-    // A failing JSON patch test op changes nothing.
-    let err = s.k_err(&["patch", "deploy", "pt", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":9},{"op":"replace","path":"/spec/replicas","value":1}]"#]);
     assert!(err.contains("failed at path '/spec/replicas'"), "{err}");
-    assert_eq!(
-        s.k(&["get", "deploy", "pt", "-o", "jsonpath={.spec.replicas}"]),
-        "5"
-    );
+    assert_eq!(s.k(&["get", "deploy", "pt", "-o", "jsonpath={.spec.replicas}"]), "5");
 }
 
 #[test]
@@ -501,73 +220,27 @@ fn server_side_apply_with_two_managers() {
     let manifest = |replicas: u32, with_label: bool| {
         format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n{}spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: ssa}}}}\n  template:\n    metadata: {{labels: {{app: ssa}}}}\n    spec:\n      containers:\n      - name: c\n        image: nginx:1.21.1\n",
-            if with_label {
-                "  labels: {team: a}\n"
-            } else {
-                ""
-            }
+            if with_label { "  labels: {team: a}\n" } else { "" }
         )
     };
-    assert_eq!(
-        s.k_stdin(&["apply", "--server-side", "-f", "-"], &manifest(2, true))
-            .trim(),
-        "deployment.apps/ssa serverside-applied"
-    );
+    assert_eq!(s.k_stdin(&["apply", "--server-side", "-f", "-"], &manifest(2, true)).trim(), "deployment.apps/ssa serverside-applied");
     // A second manager takes replicas with a forced apply of its own.
-    let other =
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  replicas: 4\n";
-    let out = s.kubectl_stdin(
-        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
-        other,
-    );
+    let other = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  replicas: 4\n";
+    let out = s.kubectl_stdin(&["apply", "--server-side", "--field-manager=other", "-f", "-"], other);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas"
-        ),
-        "{err}"
-    );
-    assert_eq!(
-        s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
-        "2"
-    );
-    s.k_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=other",
-            "--force-conflicts",
-            "-f",
-            "-",
-        ],
-        other,
-    );
-    assert_eq!(
-        s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
-        "4"
-    );
+    assert!(err.contains("Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas"), "{err}");
+    assert_eq!(s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]), "2");
+    s.k_stdin(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], other);
+    assert_eq!(s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]), "4");
     // The first manager re-applies without the label and without replicas: the label goes
     // (only it owned it); replicas stay (now owned by "other").
     let mut m = manifest(2, false);
     m = m.replace("  replicas: 2\n", "");
     s.k_stdin(&["apply", "--server-side", "-f", "-"], &m);
-    assert_eq!(
-        s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.metadata.labels}"]),
-        ""
-    );
-    assert_eq!(
-        s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]),
-        "4"
-    );
-    let mf = s.k(&[
-        "get",
-        "deploy",
-        "ssa",
-        "--show-managed-fields",
-        "-o",
-        "jsonpath={.metadata.managedFields[*].manager}",
-    ]);
+    assert_eq!(s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.metadata.labels}"]), "");
+    assert_eq!(s.k(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]), "4");
+    let mf = s.k(&["get", "deploy", "ssa", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
     assert_eq!(mf, "other kubectl");
 }
 
@@ -575,78 +248,40 @@ fn server_side_apply_with_two_managers() {
 fn crd_then_custom_resources() {
     let s = TestServer::start();
     let crd = fixtures().join("crd.yaml");
-    assert_eq!(
-        s.k(&["create", "-f", crd.to_str().unwrap()]).trim(),
-        "customresourcedefinition.apiextensions.k8s.io/crontabs.stable.example.com created"
-    );
+    assert_eq!(s.k(&["create", "-f", crd.to_str().unwrap()]).trim(), "customresourcedefinition.apiextensions.k8s.io/crontabs.stable.example.com created");
     let cr = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: my-cron\nspec:\n  cronSpec: '* * * * */5'\n  image: my-image\n";
-    assert_eq!(
-        s.k_stdin(&["create", "-f", "-"], cr).trim(),
-        "crontab.stable.example.com/my-cron created"
-    );
+    assert_eq!(s.k_stdin(&["create", "-f", "-"], cr).trim(), "crontab.stable.example.com/my-cron created");
     let table = normalize_ages(&s.k(&["get", "ct"]));
-    assert_eq!(
-        table.trim_end(),
-        "NAME      SPEC          REPLICAS   AGE\nmy-cron   * * * * */5   1          <age>"
-    );
-    assert_eq!(
-        s.k(&[
-            "get",
-            "crontabs",
-            "my-cron",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
-        "1"
-    );
+    assert_eq!(table.trim_end(), "NAME      SPEC          REPLICAS   AGE\nmy-cron   * * * * */5   1          <age>");
+    assert_eq!(s.k(&["get", "crontabs", "my-cron", "-o", "jsonpath={.spec.replicas}"]), "1");
     // Schema validation: a string where an integer belongs, and a missing required field.
     let bad = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad\nspec:\n  cronSpec: x\n  replicas: many\n";
-    let err =
-        String::from_utf8_lossy(&s.kubectl_stdin(&["create", "-f", "-"], bad).stderr).into_owned();
-    assert!(err.contains("The CronTab \"bad\" is invalid: spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""), "{err}");
-    let missing = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad2\nspec:\n  image: x\n";
-    let err = String::from_utf8_lossy(&s.kubectl_stdin(&["create", "-f", "-"], missing).stderr)
-        .into_owned();
-    assert!(err.contains("spec.cronSpec: Required value"), "{err}");
-    assert_eq!(
-        s.k(&["get", "ct", "-o", "name"]).trim(),
-        "crontab.stable.example.com/my-cron"
+    let err = String::from_utf8_lossy(&s.kubectl_stdin(&["create", "-f", "-"], bad).stderr).into_owned();
+    assert!(
+        err.contains("The CronTab \"bad\" is invalid: spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""),
+        "{err}"
     );
+    let missing = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad2\nspec:\n  image: x\n";
+    let err = String::from_utf8_lossy(&s.kubectl_stdin(&["create", "-f", "-"], missing).stderr).into_owned();
+    assert!(err.contains("spec.cronSpec: Required value"), "{err}");
+    assert_eq!(s.k(&["get", "ct", "-o", "name"]).trim(), "crontab.stable.example.com/my-cron");
 }
 
 #[test]
 fn kubectl_version_skew_131_and_133() {
     let s = TestServer::start();
     for bin in ["kubectl.1.31", "kubectl.1.33"] {
-        let path = Command::new("sh")
-            .arg("-c")
-            .arg(format!("dpkg -L kubectl | grep 'bin/{bin}$' | head -1"))
-            .output()
-            .unwrap();
+        let path = Command::new("sh").arg("-c").arg(format!("dpkg -L kubectl | grep 'bin/{bin}$' | head -1")).output().unwrap();
         let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
         assert!(!path.is_empty(), "{bin} is not installed");
         let out = s.kubectl_bin(&path, &["get", "ns", "-o", "name"]);
-        assert!(
-            out.status.success(),
-            "{bin}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/kube-system"));
         let name = format!("skew{}", &bin[bin.len() - 2..]);
         let out = s.kubectl_bin(&path, &["create", "deployment", &name, "--image=nginx"]);
-        assert!(
-            out.status.success(),
-            "{bin}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
         let out = s.kubectl_bin(&path, &["explain", "deployment.spec.replicas"]);
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("replicas"),
-            "{bin}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("replicas"), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    wait_for("both deployments", Duration::from_secs(5), || {
-        (s.k(&["get", "deploy", "-o", "name"]).lines().count() == 2).then_some(())
-    });
+    wait_for("both deployments", Duration::from_secs(5), || (s.k(&["get", "deploy", "-o", "name"]).lines().count() == 2).then_some(()));
 }

@@ -7,15 +7,7 @@ fn apply(s: &TestServer, yaml: &str) {
 }
 
 fn status(s: &TestServer, kind: &str, name: &str, patch: &str) {
-    s.k(&[
-        "patch",
-        kind,
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        patch,
-    ]);
+    s.k(&["patch", kind, name, "--subresource=status", "--type=merge", "-p", patch]);
 }
 
 fn table(s: &TestServer, args: &[&str]) -> String {
@@ -29,18 +21,10 @@ fn pod_table_statuses() {
         ("run", ""),
         ("crash", ""),
         ("done", ""),
-        (
-            "init",
-            "  initContainers:\n  - {name: i1, image: busybox}\n  - {name: i2, image: busybox}\n",
-        ),
+        ("init", "  initContainers:\n  - {name: i1, image: busybox}\n  - {name: i2, image: busybox}\n"),
         ("term", "  nodeName: node-1\n"),
     ] {
-        apply(
-            &s,
-            &format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  containers:\n  - {{name: c, image: busybox}}\n"
-            ),
-        );
+        apply(&s, &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  containers:\n  - {{name: c, image: busybox}}\n"));
     }
     status(
         &s,
@@ -67,10 +51,7 @@ fn pod_table_statuses() {
         r#"{"status":{"phase":"Pending","initContainerStatuses":[{"name":"i1","ready":true,"restartCount":0,"image":"busybox","imageID":"","state":{"terminated":{"exitCode":0,"reason":"Completed"}}},{"name":"i2","ready":false,"restartCount":0,"image":"busybox","imageID":"","state":{"running":{}}}]}}"#,
     );
     // A bound pod is deleted gracefully: it shows Terminating until its kubelet confirms.
-    assert_eq!(
-        s.k(&["delete", "pod", "term", "--wait=false"]).trim(),
-        "pod \"term\" deleted"
-    );
+    assert_eq!(s.k(&["delete", "pod", "term", "--wait=false"]).trim(), "pod \"term\" deleted");
     assert_eq!(
         table(&s, &["get", "pods"]),
         "NAME    READY   STATUS             RESTARTS   AGE\n\
@@ -89,29 +70,15 @@ fn pod_table_statuses() {
     s.k(&["delete", "pod", "term", "--grace-period=0", "--force"]);
     assert!(!s.k(&["get", "pods", "-o", "name"]).contains("pod/term"));
     // A pod never bound to a node is deleted at once, whatever the grace period.
-    assert_eq!(
-        s.k(&["delete", "pod", "crash", "--wait=false"]).trim(),
-        "pod \"crash\" deleted"
-    );
+    assert_eq!(s.k(&["delete", "pod", "crash", "--wait=false"]).trim(), "pod \"crash\" deleted");
     assert!(!s.k(&["get", "pods", "-o", "name"]).contains("pod/crash"));
 }
 
 #[test]
 fn workload_tables() {
     let s = TestServer::start();
-    s.k(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=nginx:1.21.1",
-        "--replicas=3",
-    ]);
-    status(
-        &s,
-        "deploy",
-        "web",
-        r#"{"status":{"replicas":3,"readyReplicas":2,"updatedReplicas":3,"availableReplicas":2}}"#,
-    );
+    s.k(&["create", "deployment", "web", "--image=nginx:1.21.1", "--replicas=3"]);
+    status(&s, "deploy", "web", r#"{"status":{"replicas":3,"readyReplicas":2,"updatedReplicas":3,"availableReplicas":2}}"#);
     assert_eq!(
         table(&s, &["get", "deploy"]),
         "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\n\
@@ -126,12 +93,7 @@ fn workload_tables() {
         &s,
         "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web-rs}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: rs}}\n  template:\n    metadata: {labels: {app: rs}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
     );
-    status(
-        &s,
-        "rs",
-        "web-rs",
-        r#"{"status":{"replicas":2,"readyReplicas":1}}"#,
-    );
+    status(&s, "rs", "web-rs", r#"{"status":{"replicas":2,"readyReplicas":1}}"#);
     assert_eq!(
         table(&s, &["get", "rs"]),
         "NAME     DESIRED   CURRENT   READY   AGE\n\
@@ -142,26 +104,17 @@ fn workload_tables() {
 #[test]
 fn service_node_namespace_config_tables() {
     let s = TestServer::start();
-    apply(
-        &s,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: a-cip}\nspec:\n  clusterIP: 10.96.0.50\n  selector: {app: a}\n  ports: [{port: 80}]\n",
-    );
+    apply(&s, "apiVersion: v1\nkind: Service\nmetadata: {name: a-cip}\nspec:\n  clusterIP: 10.96.0.50\n  selector: {app: a}\n  ports: [{port: 80}]\n");
     apply(
         &s,
         "apiVersion: v1\nkind: Service\nmetadata: {name: b-np}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.51\n  selector: {app: b}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\n",
     );
-    apply(
-        &s,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: c-headless}\nspec:\n  clusterIP: None\n  selector: {app: c}\n  ports: [{port: 5432}]\n",
-    );
+    apply(&s, "apiVersion: v1\nkind: Service\nmetadata: {name: c-headless}\nspec:\n  clusterIP: None\n  selector: {app: c}\n  ports: [{port: 5432}]\n");
     apply(
         &s,
         "apiVersion: v1\nkind: Service\nmetadata: {name: d-lb}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.52\n  ports: [{port: 443, nodePort: 30443, name: https}, {port: 80, nodePort: 30081, name: http}]\n",
     );
-    apply(
-        &s,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: e-ext}\nspec:\n  type: ExternalName\n  externalName: example.com\n",
-    );
+    apply(&s, "apiVersion: v1\nkind: Service\nmetadata: {name: e-ext}\nspec:\n  type: ExternalName\n  externalName: example.com\n");
     assert_eq!(
         table(&s, &["get", "svc"]),
         "NAME         TYPE           CLUSTER-IP   EXTERNAL-IP   PORT(S)                      AGE\n\
@@ -174,46 +127,29 @@ fn service_node_namespace_config_tables() {
     );
     // A taken address or node port is refused with upstream's message.
     let err = String::from_utf8_lossy(
-        &s.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: dup}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.50\n  ports: [{port: 80, nodePort: 30080}]\n").stderr,
+        &s.kubectl_stdin(
+            &["apply", "-f", "-"],
+            "apiVersion: v1\nkind: Service\nmetadata: {name: dup}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.50\n  ports: [{port: 80, nodePort: 30080}]\n",
+        )
+        .stderr,
     )
     .into_owned();
-    assert!(
-        err.contains("failed to allocate IP 10.96.0.50: provided IP is already allocated"),
-        "{err}"
-    );
-    assert!(
-        err.contains(
-            "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
-        ),
-        "{err}"
-    );
-    let err = String::from_utf8_lossy(&s.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: far}\nspec:\n  clusterIP: 10.0.0.9\n  ports: [{port: 80}]\n").stderr).into_owned();
-    assert!(
-        err.contains(
-            "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("failed to allocate IP 10.96.0.50: provided IP is already allocated"), "{err}");
+    assert!(err.contains("spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"), "{err}");
+    let err = String::from_utf8_lossy(
+        &s.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: far}\nspec:\n  clusterIP: 10.0.0.9\n  ports: [{port: 80}]\n")
+            .stderr,
+    )
+    .into_owned();
+    assert!(err.contains("provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"), "{err}");
     // Deleting releases: the address can be taken again.
     s.k(&["delete", "svc", "a-cip"]);
-    apply(
-        &s,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: a-again}\nspec:\n  clusterIP: 10.96.0.50\n  ports: [{port: 80}]\n",
-    );
+    apply(&s, "apiVersion: v1\nkind: Service\nmetadata: {name: a-again}\nspec:\n  clusterIP: 10.96.0.50\n  ports: [{port: 80}]\n");
 
-    for (name, ready, extra) in [
-        (
-            "node-a",
-            "True",
-            "  labels: {node-role.kubernetes.io/control-plane: \"\"}\n",
-        ),
-        ("node-b", "False", ""),
-        ("node-c", "True", ""),
-    ] {
-        apply(
-            &s,
-            &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n{extra}"),
-        );
+    for (name, ready, extra) in
+        [("node-a", "True", "  labels: {node-role.kubernetes.io/control-plane: \"\"}\n"), ("node-b", "False", ""), ("node-c", "True", "")]
+    {
+        apply(&s, &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n{extra}"));
         status(
             &s,
             "node",
@@ -239,31 +175,9 @@ fn service_node_namespace_config_tables() {
 
     s.k(&["create", "namespace", "team-a"]);
     assert!(table(&s, &["get", "ns", "team-a"]).ends_with("team-a   Active   <age>"));
-    s.k(&[
-        "create",
-        "configmap",
-        "two",
-        "--from-literal=a=1",
-        "--from-literal=b=2",
-    ]);
-    s.k(&[
-        "create",
-        "secret",
-        "generic",
-        "creds",
-        "--from-literal=user=u",
-        "--from-literal=pass=p",
-        "--from-literal=host=h",
-    ]);
-    s.k(&[
-        "create",
-        "secret",
-        "docker-registry",
-        "reg",
-        "--docker-server=r.example",
-        "--docker-username=u",
-        "--docker-password=p",
-    ]);
+    s.k(&["create", "configmap", "two", "--from-literal=a=1", "--from-literal=b=2"]);
+    s.k(&["create", "secret", "generic", "creds", "--from-literal=user=u", "--from-literal=pass=p", "--from-literal=host=h"]);
+    s.k(&["create", "secret", "docker-registry", "reg", "--docker-server=r.example", "--docker-username=u", "--docker-password=p"]);
     assert_eq!(
         table(&s, &["get", "cm"]),
         "NAME   DATA   AGE\n\
@@ -293,23 +207,11 @@ fn event_tables_core_and_events_api() {
          <age>       Normal   ScalingReplicaSet   deployment/web   Scaled up replica set web-7d4b9 to 3"
     );
     // The same event through events.k8s.io/v1 (converted from the stored core Event).
-    let ev = s.k(&[
-        "get",
-        "events.v1.events.k8s.io",
-        "web.1",
-        "-o",
-        "jsonpath={.regarding.name} {.note} {.reportingController}{.deprecatedSource.component}",
-    ]);
-    assert_eq!(
-        ev,
-        "web Scaled up replica set web-7d4b9 to 3 deployment-controller"
-    );
+    let ev = s.k(&["get", "events.v1.events.k8s.io", "web.1", "-o", "jsonpath={.regarding.name} {.note} {.reportingController}{.deprecatedSource.component}"]);
+    assert_eq!(ev, "web Scaled up replica set web-7d4b9 to 3 deployment-controller");
 }
 
 fn chrono_like_now() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

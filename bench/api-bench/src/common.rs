@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub fn r8s_bin() -> std::path::PathBuf {
-    std::env::var("R8S_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|_| {
-            std::env::current_exe()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .join("r8s")
-        })
+    std::env::var("R8S_BIN").map(Into::into).unwrap_or_else(|_| std::env::current_exe().unwrap().parent().unwrap().join("r8s"))
 }
 
 pub struct Server {
@@ -44,13 +36,7 @@ impl Server {
 
     /// Starts another r8s process (e.g. sim-nodes) that lives as long as the server.
     pub fn spawn_with(&mut self, args: &[&str]) -> Result<()> {
-        let c = Command::new(r8s_bin())
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let c = Command::new(r8s_bin()).args(args).arg("--kubeconfig").arg(self.kubeconfig()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         self.children.push(c);
         Ok(())
     }
@@ -72,14 +58,7 @@ pub fn start(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Result<(Serve
     let kc = dir.path().join("admin.kubeconfig");
     let _ = std::fs::remove_file(&kc);
     let child = Command::new(r8s_bin())
-        .args([
-            "server",
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            &port.to_string(),
-            "--data-dir",
-        ])
+        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
         .arg(dir.path().join("data"))
         .arg("--write-kubeconfig")
         .arg(&kc)
@@ -91,9 +70,7 @@ pub fn start(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Result<(Serve
     // Ready = /readyz answers ok over TLS (what clients see).
     loop {
         if kc.exists() {
-            let out = Command::new("curl")
-                .args(["-sk", &format!("https://127.0.0.1:{port}/readyz")])
-                .output()?;
+            let out = Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{port}/readyz")]).output()?;
             if String::from_utf8_lossy(&out.stdout) == "ok" {
                 break;
             }
@@ -103,14 +80,7 @@ pub fn start(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Result<(Serve
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((
-        Server {
-            child,
-            dir: Some(dir),
-            children: Vec::new(),
-        },
-        t0.elapsed(),
-    ))
+    Ok((Server { child, dir: Some(dir), children: Vec::new() }, t0.elapsed()))
 }
 
 pub async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
@@ -119,22 +89,11 @@ pub async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
-pub async fn send(
-    c: &kube::Client,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<(u16, Vec<u8>)> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("Content-Type", "application/json")
-        .body(body)?;
+pub async fn send(c: &kube::Client, method: &str, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    let req = http::Request::builder().method(method).uri(path).header("Content-Type", "application/json").body(body)?;
     let resp = c.send(req.map(kube::client::Body::from)).await?;
     let code = resp.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await?
-        .to_bytes();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
     Ok((code, bytes.to_vec()))
 }
 
@@ -146,10 +105,5 @@ pub fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
 
 pub fn rss_mib(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
 }

@@ -15,11 +15,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
 }
 
 fn pod(i: usize, mode: &str) -> Vec<u8> {
@@ -40,7 +36,8 @@ fn pod(i: usize, mode: &str) -> Vec<u8> {
         _ => {}
     }
     serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("p-{i}"), "namespace": "bench", "labels": {"group": group}}, "spec": spec})).unwrap()
+        "metadata": {"name": format!("p-{i}"), "namespace": "bench", "labels": {"group": group}}, "spec": spec}))
+    .unwrap()
 }
 
 #[tokio::main]
@@ -52,46 +49,21 @@ async fn main() -> Result<()> {
     let port: u16 = arg(&args, "--port", "17444").parse()?;
     let (mut srv, _) = start(tempfile::tempdir()?, port, &[])?;
     let c = client(&srv.kubeconfig()).await?;
-    srv.spawn_with(&[
-        "sim-nodes",
-        "--count",
-        &nodes.to_string(),
-        "--cpu",
-        "8",
-        "--memory",
-        "32Gi",
-        "--pods",
-        "110",
-    ])?;
+    srv.spawn_with(&["sim-nodes", "--count", &nodes.to_string(), "--cpu", "8", "--memory", "32Gi", "--pods", "110"])?;
     // Wait for all nodes.
     let t0 = Instant::now();
     loop {
         let (_, body) = send(&c, "GET", "/api/v1/nodes?limit=1", vec![]).await?;
         let v: serde_json::Value = serde_json::from_slice(&body)?;
-        let rest = v["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize
-            + v["items"].as_array().map(|a| a.len()).unwrap_or(0);
+        let rest = v["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize + v["items"].as_array().map(|a| a.len()).unwrap_or(0);
         if rest >= nodes {
             break;
         }
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(600),
-            "nodes did not register"
-        );
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "nodes did not register");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "{nodes} nodes registered in {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
-    send(
-        &c,
-        "POST",
-        "/api/v1/namespaces",
-        serde_json::to_vec(
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
-        )?,
-    )
-    .await?;
+    eprintln!("{nodes} nodes registered in {:.1}s", t0.elapsed().as_secs_f64());
+    send(&c, "POST", "/api/v1/namespaces", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))?).await?;
     if mode == "deploy" {
         return deployment_bench(&c, &srv, nodes, pods).await;
     }
@@ -103,34 +75,16 @@ async fn main() -> Result<()> {
         tokio::spawn(async move {
             let mut rv = "0".to_string();
             loop {
-                let req = http::Request::builder()
-                    .uri(format!(
-                        "/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}"
-                    ))
-                    .body(Vec::new())
-                    .unwrap();
-                let Ok(s) = c
-                    .request_events::<serde_json::Value>(req.map(Into::into))
-                    .await
-                else {
+                let req = http::Request::builder().uri(format!("/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}")).body(Vec::new()).unwrap();
+                let Ok(s) = c.request_events::<serde_json::Value>(req.map(Into::into)).await else {
                     continue;
                 };
                 let mut s = s.boxed();
                 while let Some(Ok(ev)) = s.next().await {
-                    if let kube::api::WatchEvent::Modified(o) | kube::api::WatchEvent::Added(o) = ev
-                    {
-                        rv = o["metadata"]["resourceVersion"]
-                            .as_str()
-                            .unwrap_or("0")
-                            .to_string();
-                        if o["spec"]["nodeName"]
-                            .as_str()
-                            .is_some_and(|n| !n.is_empty())
-                        {
-                            let _ = tx.send((
-                                o["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                                Instant::now(),
-                            ));
+                    if let kube::api::WatchEvent::Modified(o) | kube::api::WatchEvent::Added(o) = ev {
+                        rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+                        if o["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
+                            let _ = tx.send((o["metadata"]["name"].as_str().unwrap_or("").to_string(), Instant::now()));
                         }
                     }
                 }
@@ -151,13 +105,8 @@ async fn main() -> Result<()> {
                 }
                 let t = Instant::now();
                 sent.lock().unwrap().insert(format!("p-{i}"), t);
-                let (code, body) =
-                    send(&c, "POST", "/api/v1/namespaces/bench/pods", pod(i, &mode)).await?;
-                anyhow::ensure!(
-                    code == 201,
-                    "create: {code} {}",
-                    String::from_utf8_lossy(&body)
-                );
+                let (code, body) = send(&c, "POST", "/api/v1/namespaces/bench/pods", pod(i, &mode)).await?;
+                anyhow::ensure!(code == 201, "create: {code} {}", String::from_utf8_lossy(&body));
             }
         }));
     }
@@ -167,9 +116,7 @@ async fn main() -> Result<()> {
     let created = start_t.elapsed();
     let mut bound: HashMap<String, Instant> = HashMap::new();
     while bound.len() < pods {
-        let (name, at) = tokio::time::timeout(Duration::from_secs(300), rx.recv())
-            .await?
-            .unwrap();
+        let (name, at) = tokio::time::timeout(Duration::from_secs(300), rx.recv()).await?.unwrap();
         bound.entry(name).or_insert(at);
     }
     let last = bound.values().max().copied().unwrap();
@@ -188,11 +135,7 @@ async fn main() -> Result<()> {
     let out = std::env::var("BENCH_OUT").unwrap_or_default();
     if !out.is_empty() {
         use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out)?
-            .write_all(format!("{line}\n").as_bytes())?;
+        std::fs::OpenOptions::new().create(true).append(true).open(out)?.write_all(format!("{line}\n").as_bytes())?;
     }
     Ok(())
 }
@@ -201,45 +144,24 @@ async fn main() -> Result<()> {
 async fn wait_deploy(c: &kube::Client, done: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
     let t0 = Instant::now();
     loop {
-        let (_, body) = send(
-            c,
-            "GET",
-            "/apis/apps/v1/namespaces/bench/deployments/big",
-            vec![],
-        )
-        .await?;
+        let (_, body) = send(c, "GET", "/apis/apps/v1/namespaces/bench/deployments/big", vec![]).await?;
         let d: serde_json::Value = serde_json::from_slice(&body)?;
         if done(&d) {
             return Ok(());
         }
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(600),
-            "deployment did not converge: {}",
-            d["status"]
-        );
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "deployment did not converge: {}", d["status"]);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// A Deployment of `replicas` pods: time until all are available, then a rolling update.
-async fn deployment_bench(
-    c: &kube::Client,
-    srv: &common::Server,
-    nodes: usize,
-    replicas: usize,
-) -> Result<()> {
+async fn deployment_bench(c: &kube::Client, srv: &common::Server, nodes: usize, replicas: usize) -> Result<()> {
     let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "big", "namespace": "bench"},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "big"}},
                  "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.21.1",
                     "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}}});
     let t0 = Instant::now();
-    let (code, body) = send(
-        c,
-        "POST",
-        "/apis/apps/v1/namespaces/bench/deployments",
-        serde_json::to_vec(&dep)?,
-    )
-    .await?;
+    let (code, body) = send(c, "POST", "/apis/apps/v1/namespaces/bench/deployments", serde_json::to_vec(&dep)?).await?;
     anyhow::ensure!(code == 201, "{}", String::from_utf8_lossy(&body));
     let n = replicas as i64;
     wait_deploy(c, |d| d["status"]["availableReplicas"].as_i64() == Some(n)).await?;
@@ -271,11 +193,7 @@ async fn deployment_bench(
     let out = std::env::var("BENCH_OUT").unwrap_or_default();
     if !out.is_empty() {
         use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out)?
-            .write_all(format!("{line}\n").as_bytes())?;
+        std::fs::OpenOptions::new().create(true).append(true).open(out)?.write_all(format!("{line}\n").as_bytes())?;
     }
     Ok(())
 }

@@ -27,10 +27,7 @@ pub fn render_value(v: &Value) -> String {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "null".into(),
         Value::Object(m) if m.values().all(|v| v.is_string()) => {
-            let inner: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{:?}:{:?}", k, v.as_str().unwrap_or("")))
-                .collect();
+            let inner: Vec<String> = m.iter().map(|(k, v)| format!("{:?}:{:?}", k, v.as_str().unwrap_or(""))).collect();
             format!("map[string]string{{{}}}", inner.join(", "))
         }
         other => other.to_string(),
@@ -39,20 +36,10 @@ pub fn render_value(v: &Value) -> String {
 
 impl FieldError {
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: FieldErrorKind::Required,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { kind: FieldErrorKind::Required, field: field.into(), value: None, detail: detail.into() }
     }
     pub fn invalid(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: FieldErrorKind::Invalid,
-            field: field.into(),
-            value: Some(render_value(value)),
-            detail: detail.into(),
-        }
+        FieldError { kind: FieldErrorKind::Invalid, field: field.into(), value: Some(render_value(value)), detail: detail.into() }
     }
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
@@ -64,20 +51,10 @@ impl FieldError {
         }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: FieldErrorKind::Forbidden,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { kind: FieldErrorKind::Forbidden, field: field.into(), value: None, detail: detail.into() }
     }
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
-        FieldError {
-            kind: FieldErrorKind::Duplicate,
-            field: field.into(),
-            value: Some(render_value(value)),
-            detail: String::new(),
-        }
+        FieldError { kind: FieldErrorKind::Duplicate, field: field.into(), value: Some(render_value(value)), detail: String::new() }
     }
 
     /// The reason in a Status cause (`FieldValueInvalid`, ...).
@@ -123,10 +100,6 @@ impl FieldError {
 /// `Kind.group "name" is invalid: [a, b]` (upstream's NewInvalid message).
 pub fn invalid_message(qualified_kind: &str, name: &str, errs: &[FieldError]) -> String {
     let msgs: Vec<String> = errs.iter().map(FieldError::message).collect();
-    let list = if msgs.len() == 1 {
-        msgs[0].clone()
-    } else {
-        format!("[{}]", msgs.join(", "))
-    };
+    let list = if msgs.len() == 1 { msgs[0].clone() } else { format!("[{}]", msgs.join(", ")) };
     format!("{qualified_kind} \"{name}\" is invalid: {list}")
 }

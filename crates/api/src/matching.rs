@@ -36,17 +36,10 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> b
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                vals.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
+            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), vals.first().and_then(|b| b.parse::<i64>().ok())) else {
                 return false;
             };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
+            if r.operator == "Gt" { v > bound } else { v < bound }
         }
         _ => false,
     }
@@ -61,23 +54,14 @@ pub fn term_matches(t: &NodeSelectorTerm, node_name: &str, labels: &Labels) -> b
         return false;
     }
     let name = node_name.to_string();
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key))) && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
 }
 
 /// Does the toleration tolerate the taint? (An empty key with Exists tolerates everything; an
 /// empty effect matches every effect.)
 pub fn tolerates(tol: &Toleration, t: &Taint) -> bool {
-    let effect_ok = tol
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == t.effect);
-    let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty())
-        || tol.key.as_deref() == Some(t.key.as_str());
+    let effect_ok = tol.effect.as_deref().is_none_or(|e| e.is_empty() || e == t.effect);
+    let key_ok = tol.key.as_deref().is_none_or(|k| k.is_empty()) || tol.key.as_deref() == Some(t.key.as_str());
     let value_ok = match tol.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
         _ => tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or(""),
@@ -96,28 +80,22 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let sel: LabelSelector = serde_json::from_value(json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]})).unwrap();
+        let sel: LabelSelector =
+            serde_json::from_value(json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]}))
+                .unwrap();
         assert!(selector_matches(&sel, &labels(json!({"app": "web"}))));
-        assert!(!selector_matches(
-            &sel,
-            &labels(json!({"app": "web", "tier": "db"}))
-        ));
-        assert!(selector_matches(
-            &LabelSelector::default(),
-            &labels(json!({}))
-        ));
+        assert!(!selector_matches(&sel, &labels(json!({"app": "web", "tier": "db"}))));
+        assert!(selector_matches(&LabelSelector::default(), &labels(json!({}))));
     }
 
     #[test]
     fn node_terms() {
-        let t: NodeSelectorTerm = serde_json::from_value(json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}], "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]})).unwrap();
+        let t: NodeSelectorTerm =
+            serde_json::from_value(json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}], "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}))
+                .unwrap();
         assert!(term_matches(&t, "n1", &labels(json!({"cores": "8"}))));
         assert!(!term_matches(&t, "n2", &labels(json!({"cores": "8"}))));
         assert!(!term_matches(&t, "n1", &labels(json!({"cores": "2"}))));
-        assert!(!term_matches(
-            &NodeSelectorTerm::default(),
-            "n1",
-            &labels(json!({}))
-        ));
+        assert!(!term_matches(&NodeSelectorTerm::default(), "n1", &labels(json!({}))));
     }
 }

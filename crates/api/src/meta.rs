@@ -24,11 +24,7 @@ pub fn obj_mut<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Map<String, Value
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        cur = cur
-            .as_object_mut()
-            .unwrap()
-            .entry(p.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = cur.as_object_mut().unwrap().entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
     }
     if !cur.is_object() {
         *cur = Value::Object(Map::new());
@@ -59,13 +55,7 @@ pub fn labels(v: &Value) -> BTreeMap<String, String> {
 }
 
 pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.and_then(Value::as_object).map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()).unwrap_or_default()
 }
 
 pub fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
@@ -90,9 +80,7 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&chrono::Utc))
 }
 
 pub fn empty_object() -> Value {

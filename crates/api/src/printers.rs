@@ -15,22 +15,10 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, priority: i32) -> Column {
-    Column {
-        name,
-        ty: "string",
-        format: "",
-        priority,
-        description: "",
-    }
+    Column { name, ty: "string", format: "", priority, description: "" }
 }
 const fn int_col(name: &'static str, priority: i32) -> Column {
-    Column {
-        name,
-        ty: "integer",
-        format: "",
-        priority,
-        description: "",
-    }
+    Column { name, ty: "integer", format: "", priority, description: "" }
 }
 const NAME: Column = Column {
     name: "Name",
@@ -46,13 +34,7 @@ const AGE: Column = Column {
     priority: 0,
     description: "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
 };
-const CREATED_AT: Column = Column {
-    name: "Created At",
-    ty: "date",
-    format: "",
-    priority: 0,
-    description: "",
-};
+const CREATED_AT: Column = Column { name: "Created At", ty: "date", format: "", priority: 0, description: "" };
 
 /// Upstream's `duration.HumanDuration`.
 pub fn human_duration(d: chrono::Duration) -> String {
@@ -67,40 +49,24 @@ pub fn human_duration(d: chrono::Duration) -> String {
     let minutes = d.num_minutes();
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
+        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
     } else if minutes < 60 * 3 {
         return format!("{minutes}m");
     }
     let hours = d.num_hours();
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
+        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
     } else if hours < 48 {
         return format!("{hours}h");
     } else if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
+        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
     } else if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     } else if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
+        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{dy}d", hours / 24 / 365) };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -133,10 +99,7 @@ fn or_none(v: String) -> String {
 }
 
 fn arr<'a>(obj: &'a Value, ptr: &str) -> &'a [Value] {
-    obj.pointer(ptr)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    obj.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// Renders a metav1.LabelSelector as the selector string (`app=x,tier in (a,b)`).
@@ -150,24 +113,9 @@ pub fn label_selector_string(sel: Option<&Value>) -> String {
             reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))));
         }
     }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let k = e
-            .get("key")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let mut vals: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let k = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut vals: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         vals.sort();
         let r = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
             "In" => format!("{k} in ({})", vals.join(",")),
@@ -179,27 +127,17 @@ pub fn label_selector_string(sel: Option<&Value>) -> String {
         reqs.push((k, r));
     }
     if reqs.is_empty() {
-        return if sel.as_object().is_some_and(|m| m.is_empty()) {
-            "<none>".into()
-        } else {
-            "<none>".into()
-        };
+        return if sel.as_object().is_some_and(|m| m.is_empty()) { "<none>".into() } else { "<none>".into() };
     }
     reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    reqs.into_iter()
-        .map(|(_, r)| r)
-        .collect::<Vec<_>>()
-        .join(",")
+    reqs.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(",")
 }
 
 /// A map selector (Service, RC) as `k=v,...` sorted by key.
 fn map_selector_string(sel: Option<&Value>) -> String {
     match sel.and_then(Value::as_object) {
         Some(m) if !m.is_empty() => {
-            let mut parts: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
+            let mut parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
             parts.sort();
             parts.join(",")
         }
@@ -228,27 +166,11 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Nominated Node", 1),
             col("Readiness Gates", 1),
         ],
-        ("apps", "Deployment") => vec![
-            NAME,
-            col("Ready", 0),
-            int_col("Up-to-date", 0),
-            int_col("Available", 0),
-            AGE,
-            col("Containers", 1),
-            col("Images", 1),
-            col("Selector", 1),
-        ],
+        ("apps", "Deployment") => {
+            vec![NAME, col("Ready", 0), int_col("Up-to-date", 0), int_col("Available", 0), AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)]
+        }
         ("apps", "ReplicaSet") | ("", "ReplicationController") => {
-            vec![
-                NAME,
-                int_col("Desired", 0),
-                int_col("Current", 0),
-                int_col("Ready", 0),
-                AGE,
-                col("Containers", 1),
-                col("Images", 1),
-                col("Selector", 1),
-            ]
+            vec![NAME, int_col("Desired", 0), int_col("Current", 0), int_col("Ready", 0), AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)]
         }
         ("apps", "DaemonSet") => vec![
             NAME,
@@ -263,47 +185,28 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Images", 1),
             col("Selector", 1),
         ],
-        ("apps", "StatefulSet") => vec![
-            NAME,
-            col("Ready", 0),
-            AGE,
-            col("Containers", 1),
-            col("Images", 1),
-        ],
+        ("apps", "StatefulSet") => vec![NAME, col("Ready", 0), AGE, col("Containers", 1), col("Images", 1)],
         ("apps", "ControllerRevision") => {
             vec![NAME, col("Controller", 0), int_col("Revision", 0), AGE]
         }
-        ("batch", "Job") => vec![
-            NAME,
-            col("Status", 0),
-            col("Completions", 0),
-            col("Duration", 0),
-            AGE,
-            col("Containers", 1),
-            col("Images", 1),
-            col("Selector", 1),
-        ],
-        ("batch", "CronJob") => vec![
-            NAME,
-            col("Schedule", 0),
-            col("Timezone", 0),
-            col("Suspend", 0),
-            int_col("Active", 0),
-            col("Last Schedule", 0),
-            AGE,
-            col("Containers", 1),
-            col("Images", 1),
-            col("Selector", 1),
-        ],
-        ("", "Service") => vec![
-            NAME,
-            col("Type", 0),
-            col("Cluster-IP", 0),
-            col("External-IP", 0),
-            col("Port(s)", 0),
-            AGE,
-            col("Selector", 1),
-        ],
+        ("batch", "Job") => {
+            vec![NAME, col("Status", 0), col("Completions", 0), col("Duration", 0), AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)]
+        }
+        ("batch", "CronJob") => {
+            vec![
+                NAME,
+                col("Schedule", 0),
+                col("Timezone", 0),
+                col("Suspend", 0),
+                int_col("Active", 0),
+                col("Last Schedule", 0),
+                AGE,
+                col("Containers", 1),
+                col("Images", 1),
+                col("Selector", 1),
+            ]
+        }
+        ("", "Service") => vec![NAME, col("Type", 0), col("Cluster-IP", 0), col("External-IP", 0), col("Port(s)", 0), AGE, col("Selector", 1)],
         ("", "Node") => vec![
             NAME,
             col("Status", 0),
@@ -321,13 +224,7 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
         ("", "Secret") => vec![NAME, col("Type", 0), int_col("Data", 0), AGE],
         ("", "ServiceAccount") => vec![NAME, int_col("Secrets", 0), AGE],
         ("", "Endpoints") => vec![NAME, col("Endpoints", 0), AGE],
-        ("discovery.k8s.io", "EndpointSlice") => vec![
-            NAME,
-            col("AddressType", 0),
-            col("Ports", 0),
-            col("Endpoints", 0),
-            AGE,
-        ],
+        ("discovery.k8s.io", "EndpointSlice") => vec![NAME, col("AddressType", 0), col("Ports", 0), col("Endpoints", 0), AGE],
         ("", "Event") => vec![
             col("Last Seen", 0),
             col("Type", 0),
@@ -353,97 +250,49 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             AGE,
             col("VolumeMode", 1),
         ],
-        ("", "PersistentVolumeClaim") => vec![
-            NAME,
-            col("Status", 0),
-            col("Volume", 0),
-            col("Capacity", 0),
-            col("Access Modes", 0),
-            col("StorageClass", 0),
-            col("VolumeAttributesClass", 0),
-            AGE,
-            col("VolumeMode", 1),
-        ],
+        ("", "PersistentVolumeClaim") => {
+            vec![
+                NAME,
+                col("Status", 0),
+                col("Volume", 0),
+                col("Capacity", 0),
+                col("Access Modes", 0),
+                col("StorageClass", 0),
+                col("VolumeAttributesClass", 0),
+                AGE,
+                col("VolumeMode", 1),
+            ]
+        }
         ("", "ResourceQuota") => vec![NAME, AGE, col("Request", 0), col("Limit", 0)],
         ("", "LimitRange") | ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
             vec![NAME, CREATED_AT]
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            vec![
-                NAME,
-                col("Role", 0),
-                AGE,
-                col("Users", 1),
-                col("Groups", 1),
-                col("ServiceAccounts", 1),
-            ]
+            vec![NAME, col("Role", 0), AGE, col("Users", 1), col("Groups", 1), col("ServiceAccounts", 1)]
         }
-        ("networking.k8s.io", "Ingress") => vec![
-            NAME,
-            col("Class", 0),
-            col("Hosts", 0),
-            col("Address", 0),
-            col("Ports", 0),
-            AGE,
-        ],
+        ("networking.k8s.io", "Ingress") => vec![NAME, col("Class", 0), col("Hosts", 0), col("Address", 0), col("Ports", 0), AGE],
         ("networking.k8s.io", "IngressClass") => {
             vec![NAME, col("Controller", 0), col("Parameters", 0), AGE]
         }
         ("networking.k8s.io", "NetworkPolicy") => vec![NAME, col("Pod-Selector", 0), AGE],
         ("autoscaling", "HorizontalPodAutoscaler") => {
-            vec![
-                NAME,
-                col("Reference", 0),
-                col("Targets", 0),
-                col("MinPods", 0),
-                int_col("MaxPods", 0),
-                int_col("Replicas", 0),
-                AGE,
-            ]
+            vec![NAME, col("Reference", 0), col("Targets", 0), col("MinPods", 0), int_col("MaxPods", 0), int_col("Replicas", 0), AGE]
         }
         ("coordination.k8s.io", "Lease") => vec![NAME, col("Holder", 0), AGE],
-        ("policy", "PodDisruptionBudget") => vec![
-            NAME,
-            col("Min Available", 0),
-            col("Max Unavailable", 0),
-            int_col("Allowed Disruptions", 0),
-            AGE,
-        ],
-        ("scheduling.k8s.io", "PriorityClass") => vec![
-            NAME,
-            int_col("Value", 0),
-            col("Global-Default", 0),
-            AGE,
-            col("PreemptionPolicy", 0),
-        ],
-        ("storage.k8s.io", "StorageClass") => vec![
-            NAME,
-            col("Provisioner", 0),
-            col("ReclaimPolicy", 0),
-            col("VolumeBindingMode", 0),
-            col("AllowVolumeExpansion", 0),
-            AGE,
-        ],
+        ("policy", "PodDisruptionBudget") => vec![NAME, col("Min Available", 0), col("Max Unavailable", 0), int_col("Allowed Disruptions", 0), AGE],
+        ("scheduling.k8s.io", "PriorityClass") => vec![NAME, int_col("Value", 0), col("Global-Default", 0), AGE, col("PreemptionPolicy", 0)],
+        ("storage.k8s.io", "StorageClass") => {
+            vec![NAME, col("Provisioner", 0), col("ReclaimPolicy", 0), col("VolumeBindingMode", 0), col("AllowVolumeExpansion", 0), AGE]
+        }
         ("certificates.k8s.io", "CertificateSigningRequest") => {
-            vec![
-                NAME,
-                AGE,
-                col("SignerName", 0),
-                col("Requestor", 0),
-                col("RequestedDuration", 0),
-                col("Condition", 0),
-            ]
+            vec![NAME, AGE, col("SignerName", 0), col("Requestor", 0), col("RequestedDuration", 0), col("Condition", 0)]
         }
         _ => vec![NAME, CREATED_AT],
     }
 }
 
 pub fn column_definitions(cols: &[Column]) -> Value {
-    Value::Array(
-        cols.iter()
-            .map(|c| json!({"name": c.name, "type": c.ty, "format": c.format, "description": c.description, "priority": c.priority}))
-            .collect(),
-    )
+    Value::Array(cols.iter().map(|c| json!({"name": c.name, "type": c.ty, "format": c.format, "description": c.description, "priority": c.priority})).collect())
 }
 
 /// The cells of one row.
@@ -455,11 +304,7 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
             let (c, im) = containers_images(obj, "/spec/template/spec/containers");
             vec![
                 name,
-                json!(format!(
-                    "{}/{}",
-                    i(obj, "/status/readyReplicas"),
-                    i(obj, "/spec/replicas")
-                )),
+                json!(format!("{}/{}", i(obj, "/status/readyReplicas"), i(obj, "/spec/replicas"))),
                 json!(i(obj, "/status/updatedReplicas")),
                 json!(i(obj, "/status/availableReplicas")),
                 age(obj),
@@ -470,11 +315,8 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
         }
         ("apps", "ReplicaSet") | ("", "ReplicationController") => {
             let (c, im) = containers_images(obj, "/spec/template/spec/containers");
-            let sel = if kind == "ReplicaSet" {
-                label_selector_string(obj.pointer("/spec/selector"))
-            } else {
-                map_selector_string(obj.pointer("/spec/selector"))
-            };
+            let sel =
+                if kind == "ReplicaSet" { label_selector_string(obj.pointer("/spec/selector")) } else { map_selector_string(obj.pointer("/spec/selector")) };
             vec![
                 name,
                 json!(i(obj, "/spec/replicas")),
@@ -495,9 +337,7 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
                 json!(i(obj, "/status/numberReady")),
                 json!(i(obj, "/status/updatedNumberScheduled")),
                 json!(i(obj, "/status/numberAvailable")),
-                json!(map_selector_string(
-                    obj.pointer("/spec/template/spec/nodeSelector")
-                )),
+                json!(map_selector_string(obj.pointer("/spec/template/spec/nodeSelector"))),
                 age(obj),
                 json!(c),
                 json!(im),
@@ -506,110 +346,55 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
         }
         ("apps", "StatefulSet") => {
             let (c, im) = containers_images(obj, "/spec/template/spec/containers");
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    i(obj, "/status/readyReplicas"),
-                    i(obj, "/spec/replicas")
-                )),
-                age(obj),
-                json!(c),
-                json!(im),
-            ]
+            vec![name, json!(format!("{}/{}", i(obj, "/status/readyReplicas"), i(obj, "/spec/replicas"))), age(obj), json!(c), json!(im)]
         }
         ("apps", "ControllerRevision") => {
             let owner = arr(obj, "/metadata/ownerReferences")
                 .iter()
                 .find(|o| o.get("controller") == Some(&json!(true)))
-                .map(|o| {
-                    format!(
-                        "{}/{}",
-                        controller_resource(&s(o, "/apiVersion"), &s(o, "/kind")),
-                        s(o, "/name")
-                    )
-                })
+                .map(|o| format!("{}/{}", controller_resource(&s(o, "/apiVersion"), &s(o, "/kind")), s(o, "/name")))
                 .unwrap_or_else(|| "<none>".into());
             vec![name, json!(owner), json!(i(obj, "/revision")), age(obj)]
         }
         ("batch", "Job") => job_cells(obj),
         ("batch", "CronJob") => {
             let (c, im) = containers_images(obj, "/spec/jobTemplate/spec/template/spec/containers");
-            let last = obj
-                .pointer("/status/lastScheduleTime")
-                .and_then(Value::as_str)
-                .map(|t| since(Some(t)))
-                .unwrap_or_else(|| "<none>".into());
+            let last = obj.pointer("/status/lastScheduleTime").and_then(Value::as_str).map(|t| since(Some(t))).unwrap_or_else(|| "<none>".into());
             vec![
                 name,
                 json!(s(obj, "/spec/schedule")),
                 json!(or_none(s(obj, "/spec/timeZone"))),
-                json!(if obj.pointer("/spec/suspend") == Some(&json!(true)) {
-                    "True"
-                } else {
-                    "False"
-                }),
+                json!(if obj.pointer("/spec/suspend") == Some(&json!(true)) { "True" } else { "False" }),
                 json!(arr(obj, "/status/active").len()),
                 json!(last),
                 age(obj),
                 json!(c),
                 json!(im),
-                json!(label_selector_string(
-                    obj.pointer("/spec/jobTemplate/spec/selector")
-                )),
+                json!(label_selector_string(obj.pointer("/spec/jobTemplate/spec/selector"))),
             ]
         }
         ("", "Service") => service_cells(obj),
         ("", "Node") => node_cells(obj),
         ("", "Namespace") => vec![name, json!(s(obj, "/status/phase")), age(obj)],
         ("", "ConfigMap") => {
-            let n = obj
-                .get("data")
-                .and_then(Value::as_object)
-                .map(|m| m.len())
-                .unwrap_or(0)
-                + obj
-                    .get("binaryData")
-                    .and_then(Value::as_object)
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+            let n = obj.get("data").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0)
+                + obj.get("binaryData").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0);
             vec![name, json!(n), age(obj)]
         }
         ("", "Secret") => {
-            let n = obj
-                .get("data")
-                .and_then(Value::as_object)
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let n = obj.get("data").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0);
             vec![name, json!(s(obj, "/type")), json!(n), age(obj)]
         }
         ("", "ServiceAccount") => vec![name, json!(arr(obj, "/secrets").len()), age(obj)],
         ("", "Endpoints") => vec![name, json!(endpoints_string(obj)), age(obj)],
         ("discovery.k8s.io", "EndpointSlice") => {
-            let ports: Vec<String> = arr(obj, "/ports")
-                .iter()
-                .map(|p| {
-                    p.get("port")
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| "<unset>".into())
-                })
-                .collect();
-            let addrs: Vec<String> = arr(obj, "/endpoints")
-                .iter()
-                .flat_map(|e| {
-                    arr(e, "/addresses")
-                        .iter()
-                        .map(|a| a.as_str().unwrap_or("").to_string())
-                })
-                .collect();
+            let ports: Vec<String> = arr(obj, "/ports").iter().map(|p| p.get("port").map(|v| v.to_string()).unwrap_or_else(|| "<unset>".into())).collect();
+            let addrs: Vec<String> =
+                arr(obj, "/endpoints").iter().flat_map(|e| arr(e, "/addresses").iter().map(|a| a.as_str().unwrap_or("").to_string())).collect();
             vec![
                 name,
                 json!(s(obj, "/addressType")),
-                json!(if ports.is_empty() {
-                    "<unset>".into()
-                } else {
-                    ports.join(",")
-                }),
+                json!(if ports.is_empty() { "<unset>".into() } else { ports.join(",") }),
                 json!(format_list_limited(&addrs)),
                 age(obj),
             ]
@@ -617,11 +402,7 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
         ("", "Event") => event_cells(obj),
         ("", "PersistentVolume") => {
             let claim = if obj.pointer("/spec/claimRef/name").is_some() {
-                format!(
-                    "{}/{}",
-                    s(obj, "/spec/claimRef/namespace"),
-                    s(obj, "/spec/claimRef/name")
-                )
+                format!("{}/{}", s(obj, "/spec/claimRef/namespace"), s(obj, "/spec/claimRef/name"))
             } else {
                 String::new()
             };
@@ -645,16 +426,8 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
                 name,
                 json!(s(obj, "/status/phase")),
                 json!(s(obj, "/spec/volumeName")),
-                json!(if bound {
-                    s(obj, "/status/capacity/storage")
-                } else {
-                    String::new()
-                }),
-                json!(if bound {
-                    access_modes(arr(obj, "/status/accessModes"))
-                } else {
-                    String::new()
-                }),
+                json!(if bound { s(obj, "/status/capacity/storage") } else { String::new() }),
+                json!(if bound { access_modes(arr(obj, "/status/accessModes")) } else { String::new() }),
                 json!(s(obj, "/spec/storageClassName")),
                 json!(or_unset(s(obj, "/spec/volumeAttributesClassName"))),
                 age(obj),
@@ -668,48 +441,28 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
                 let mut keys: Vec<&String> = hard.keys().collect();
                 keys.sort();
                 for k in keys {
-                    let used = obj
-                        .pointer(&format!("/status/used/{}", k.replace('/', "~1")))
-                        .and_then(Value::as_str)
-                        .unwrap_or("0");
+                    let used = obj.pointer(&format!("/status/used/{}", k.replace('/', "~1"))).and_then(Value::as_str).unwrap_or("0");
                     let entry = format!("{k}: {used}/{}", hard[k].as_str().unwrap_or(""));
-                    if k.starts_with("limits.") {
-                        lim.push(entry)
-                    } else {
-                        req.push(entry)
-                    }
+                    if k.starts_with("limits.") { lim.push(entry) } else { req.push(entry) }
                 }
             }
             vec![name, age(obj), json!(req.join(", ")), json!(lim.join(", "))]
         }
         ("", "LimitRange") | ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
-            vec![
-                name,
-                json!(get_str(obj, &["metadata", "creationTimestamp"]).unwrap_or("")),
-            ]
+            vec![name, json!(get_str(obj, &["metadata", "creationTimestamp"]).unwrap_or(""))]
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             let subj = |k: &str| -> String {
                 arr(obj, "/subjects")
                     .iter()
                     .filter(|x| s(x, "/kind") == k)
-                    .map(|x| {
-                        if k == "ServiceAccount" {
-                            format!("{}/{}", s(x, "/namespace"), s(x, "/name"))
-                        } else {
-                            s(x, "/name")
-                        }
-                    })
+                    .map(|x| if k == "ServiceAccount" { format!("{}/{}", s(x, "/namespace"), s(x, "/name")) } else { s(x, "/name") })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             vec![
                 name,
-                json!(format!(
-                    "{}/{}",
-                    s(obj, "/roleRef/kind"),
-                    s(obj, "/roleRef/name")
-                )),
+                json!(format!("{}/{}", s(obj, "/roleRef/kind"), s(obj, "/roleRef/name"))),
                 age(obj),
                 json!(subj("User")),
                 json!(subj("Group")),
@@ -717,37 +470,14 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
             ]
         }
         ("networking.k8s.io", "Ingress") => {
-            let hosts: Vec<String> = arr(obj, "/spec/rules")
-                .iter()
-                .filter_map(|r| r.get("host").and_then(Value::as_str).map(str::to_string))
-                .collect();
-            let addrs: Vec<String> = arr(obj, "/status/loadBalancer/ingress")
-                .iter()
-                .map(|a| {
-                    if a.get("ip").is_some() {
-                        s(a, "/ip")
-                    } else {
-                        s(a, "/hostname")
-                    }
-                })
-                .collect();
-            let ports = if arr(obj, "/spec/tls").is_empty() {
-                "80"
-            } else {
-                "80, 443"
-            };
+            let hosts: Vec<String> = arr(obj, "/spec/rules").iter().filter_map(|r| r.get("host").and_then(Value::as_str).map(str::to_string)).collect();
+            let addrs: Vec<String> =
+                arr(obj, "/status/loadBalancer/ingress").iter().map(|a| if a.get("ip").is_some() { s(a, "/ip") } else { s(a, "/hostname") }).collect();
+            let ports = if arr(obj, "/spec/tls").is_empty() { "80" } else { "80, 443" };
             vec![
                 name,
-                json!(if s(obj, "/spec/ingressClassName").is_empty() {
-                    "<none>".to_string()
-                } else {
-                    s(obj, "/spec/ingressClassName")
-                }),
-                json!(if hosts.is_empty() {
-                    "*".to_string()
-                } else {
-                    format_list_limited(&hosts)
-                }),
+                json!(if s(obj, "/spec/ingressClassName").is_empty() { "<none>".to_string() } else { s(obj, "/spec/ingressClassName") }),
+                json!(if hosts.is_empty() { "*".to_string() } else { format_list_limited(&hosts) }),
                 json!(addrs.join(",")),
                 json!(ports),
                 age(obj),
@@ -757,87 +487,39 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
             let params = match obj.pointer("/spec/parameters") {
                 Some(p) => {
                     let g = s(p, "/apiGroup");
-                    let k = if g.is_empty() {
-                        s(p, "/kind")
-                    } else {
-                        format!("{}.{}", s(p, "/kind"), g)
-                    };
+                    let k = if g.is_empty() { s(p, "/kind") } else { format!("{}.{}", s(p, "/kind"), g) };
                     format!("{k}/{}", s(p, "/name"))
                 }
                 None => "<none>".into(),
             };
-            vec![
-                name,
-                json!(s(obj, "/spec/controller")),
-                json!(params),
-                age(obj),
-            ]
+            vec![name, json!(s(obj, "/spec/controller")), json!(params), age(obj)]
         }
-        ("networking.k8s.io", "NetworkPolicy") => vec![
-            name,
-            json!(label_selector_string(obj.pointer("/spec/podSelector"))),
-            age(obj),
-        ],
+        ("networking.k8s.io", "NetworkPolicy") => vec![name, json!(label_selector_string(obj.pointer("/spec/podSelector"))), age(obj)],
         ("autoscaling", "HorizontalPodAutoscaler") => {
-            let reference = format!(
-                "{}/{}",
-                s(obj, "/spec/scaleTargetRef/kind"),
-                s(obj, "/spec/scaleTargetRef/name")
-            );
+            let reference = format!("{}/{}", s(obj, "/spec/scaleTargetRef/kind"), s(obj, "/spec/scaleTargetRef/name"));
             let targets = hpa_targets(obj);
-            let min = obj
-                .pointer("/spec/minReplicas")
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "<unset>".into());
-            vec![
-                name,
-                json!(reference),
-                json!(targets),
-                json!(min),
-                json!(i(obj, "/spec/maxReplicas")),
-                json!(i(obj, "/status/currentReplicas")),
-                age(obj),
-            ]
+            let min = obj.pointer("/spec/minReplicas").map(|v| v.to_string()).unwrap_or_else(|| "<unset>".into());
+            vec![name, json!(reference), json!(targets), json!(min), json!(i(obj, "/spec/maxReplicas")), json!(i(obj, "/status/currentReplicas")), age(obj)]
         }
         ("coordination.k8s.io", "Lease") => {
             vec![name, json!(s(obj, "/spec/holderIdentity")), age(obj)]
         }
         ("policy", "PodDisruptionBudget") => {
-            let na = |p: &str| {
-                obj.pointer(p)
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    })
-                    .unwrap_or_else(|| "N/A".into())
-            };
+            let na = |p: &str| obj.pointer(p).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_else(|| "N/A".into());
+            vec![name, json!(na("/spec/minAvailable")), json!(na("/spec/maxUnavailable")), json!(i(obj, "/status/disruptionsAllowed")), age(obj)]
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
             vec![
                 name,
-                json!(na("/spec/minAvailable")),
-                json!(na("/spec/maxUnavailable")),
-                json!(i(obj, "/status/disruptionsAllowed")),
+                json!(i(obj, "/value")),
+                json!(if obj.get("globalDefault") == Some(&json!(true)) { "true" } else { "false" }),
                 age(obj),
+                json!(s(obj, "/preemptionPolicy")),
             ]
         }
-        ("scheduling.k8s.io", "PriorityClass") => vec![
-            name,
-            json!(i(obj, "/value")),
-            json!(if obj.get("globalDefault") == Some(&json!(true)) {
-                "true"
-            } else {
-                "false"
-            }),
-            age(obj),
-            json!(s(obj, "/preemptionPolicy")),
-        ],
         ("storage.k8s.io", "StorageClass") => {
             let mut n = crate::meta::name(obj).to_string();
-            if obj
-                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
-                .and_then(Value::as_str)
-                == Some("true")
-            {
+            if obj.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true") {
                 n.push_str(" (default)");
             }
             vec![
@@ -845,22 +527,13 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
                 json!(s(obj, "/provisioner")),
                 json!(s(obj, "/reclaimPolicy")),
                 json!(s(obj, "/volumeBindingMode")),
-                json!(if obj.get("allowVolumeExpansion") == Some(&json!(true)) {
-                    "true"
-                } else {
-                    "false"
-                }),
+                json!(if obj.get("allowVolumeExpansion") == Some(&json!(true)) { "true" } else { "false" }),
                 age(obj),
             ]
         }
         ("certificates.k8s.io", "CertificateSigningRequest") => {
-            let mut conds: Vec<String> = arr(obj, "/status/conditions")
-                .iter()
-                .map(|c| s(c, "/type"))
-                .collect();
-            if !arr(obj, "/status/certificate").is_empty()
-                || obj.pointer("/status/certificate").is_some()
-            {
+            let mut conds: Vec<String> = arr(obj, "/status/conditions").iter().map(|c| s(c, "/type")).collect();
+            if !arr(obj, "/status/certificate").is_empty() || obj.pointer("/status/certificate").is_some() {
                 conds.push("Issued".into());
             }
             let dur = obj
@@ -874,17 +547,10 @@ pub fn cells(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
                 json!(s(obj, "/spec/signerName")),
                 json!(s(obj, "/spec/username")),
                 json!(dur),
-                json!(if conds.is_empty() {
-                    "Pending".into()
-                } else {
-                    conds.join(",")
-                }),
+                json!(if conds.is_empty() { "Pending".into() } else { conds.join(",") }),
             ]
         }
-        _ => vec![
-            name,
-            json!(get_str(obj, &["metadata", "creationTimestamp"]).unwrap_or("")),
-        ],
+        _ => vec![name, json!(get_str(obj, &["metadata", "creationTimestamp"]).unwrap_or(""))],
     }
 }
 
@@ -895,27 +561,13 @@ fn or_unset(v: String) -> String {
 fn controller_resource(api_version: &str, kind: &str) -> String {
     let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
     let plural = format!("{}s", kind.to_lowercase());
-    if group.is_empty() {
-        plural
-    } else {
-        format!("{plural}.{group}")
-    }
+    if group.is_empty() { plural } else { format!("{plural}.{group}") }
 }
 
 fn access_modes(modes: &[Value]) -> String {
-    let order = [
-        ("ReadWriteOnce", "RWO"),
-        ("ReadOnlyMany", "ROX"),
-        ("ReadWriteMany", "RWX"),
-        ("ReadWriteOncePod", "RWOP"),
-    ];
+    let order = [("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"), ("ReadWriteOncePod", "RWOP")];
     let have: Vec<&str> = modes.iter().filter_map(Value::as_str).collect();
-    order
-        .iter()
-        .filter(|(m, _)| have.contains(m))
-        .map(|(_, a)| *a)
-        .collect::<Vec<_>>()
-        .join(",")
+    order.iter().filter(|(m, _)| have.contains(m)).map(|(_, a)| *a).collect::<Vec<_>>().join(",")
 }
 
 fn format_list_limited(items: &[String]) -> String {
@@ -971,29 +623,19 @@ fn hpa_targets(obj: &Value) -> String {
     for (idx, m) in metrics.iter().enumerate() {
         if s(m, "/type") == "Resource" {
             let res = s(m, "/resource/name");
-            let cur = current
-                .get(idx)
-                .and_then(|c| c.pointer("/resource/current/averageUtilization"))
-                .map(|v| format!("{v}%"))
-                .unwrap_or_else(|| "<unknown>".into());
+            let cur =
+                current.get(idx).and_then(|c| c.pointer("/resource/current/averageUtilization")).map(|v| format!("{v}%")).unwrap_or_else(|| "<unknown>".into());
             if let Some(u) = m.pointer("/resource/target/averageUtilization") {
                 parts.push(format!("{res}: {cur}/{u}%"));
             } else {
-                parts.push(format!(
-                    "{res}: <unknown>/{}",
-                    s(m, "/resource/target/averageValue")
-                ));
+                parts.push(format!("{res}: <unknown>/{}", s(m, "/resource/target/averageValue")));
             }
         } else {
             parts.push("<unknown>/<unknown>".into());
         }
     }
     let n = parts.len();
-    if n > 2 {
-        format!("{} + {} more...", parts[..2].join(", "), n - 2)
-    } else {
-        parts.join(", ")
-    }
+    if n > 2 { format!("{} + {} more...", parts[..2].join(", "), n - 2) } else { parts.join(", ") }
 }
 
 fn pod_cells(pod: &Value) -> Vec<Value> {
@@ -1002,23 +644,12 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
     let mut last_restart: Option<String> = None;
     let mut last_restartable_restart: Option<String> = None;
     let init_specs = arr(pod, "/spec/initContainers");
-    let is_restartable = |n: &str| {
-        init_specs
-            .iter()
-            .any(|c| s(c, "/name") == n && s(c, "/restartPolicy") == "Always")
-    };
-    let sidecars = init_specs
-        .iter()
-        .filter(|c| s(c, "/restartPolicy") == "Always")
-        .count();
+    let is_restartable = |n: &str| init_specs.iter().any(|c| s(c, "/name") == n && s(c, "/restartPolicy") == "Always");
+    let sidecars = init_specs.iter().filter(|c| s(c, "/restartPolicy") == "Always").count();
     let total = arr(pod, "/spec/containers").len() + sidecars;
     let mut ready = 0;
     let phase = s(pod, "/status/phase");
-    let mut reason = if s(pod, "/status/reason").is_empty() {
-        phase.clone()
-    } else {
-        s(pod, "/status/reason")
-    };
+    let mut reason = if s(pod, "/status/reason").is_empty() { phase.clone() } else { s(pod, "/status/reason") };
     for c in arr(pod, "/status/conditions") {
         if s(c, "/type") == "PodScheduled" && s(c, "/reason") == "SchedulingGated" {
             reason = "SchedulingGated".into();
@@ -1038,10 +669,7 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         let restartable = is_restartable(&name);
         if restartable {
             restartable_restarts += i(c, "/restartCount");
-            max_time(
-                &mut last_restartable_restart,
-                s(c, "/lastState/terminated/finishedAt"),
-            );
+            max_time(&mut last_restartable_restart, s(c, "/lastState/terminated/finishedAt"));
             if c.get("started") == Some(&json!(true)) && c.get("ready") == Some(&json!(true)) {
                 ready += 1;
             }
@@ -1056,11 +684,7 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
             let r = s(c, "/state/terminated/reason");
             reason = if r.is_empty() {
                 let sig = i(c, "/state/terminated/signal");
-                if sig != 0 {
-                    format!("Init:Signal:{sig}")
-                } else {
-                    format!("Init:ExitCode:{}", i(c, "/state/terminated/exitCode"))
-                }
+                if sig != 0 { format!("Init:Signal:{sig}") } else { format!("Init:ExitCode:{}", i(c, "/state/terminated/exitCode")) }
             } else {
                 format!("Init:{r}")
             };
@@ -1074,9 +698,7 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         }
         break;
     }
-    let initialized = arr(pod, "/status/conditions")
-        .iter()
-        .any(|c| s(c, "/type") == "Initialized" && s(c, "/status") == "True");
+    let initialized = arr(pod, "/status/conditions").iter().any(|c| s(c, "/type") == "Initialized" && s(c, "/status") == "True");
     if !initializing || initialized {
         restarts = restartable_restarts;
         last_restart = last_restartable_restart;
@@ -1093,31 +715,18 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
                 reason = tr;
             } else if term.is_some() {
                 let sig = i(c, "/state/terminated/signal");
-                reason = if sig != 0 {
-                    format!("Signal:{sig}")
-                } else {
-                    format!("ExitCode:{}", i(c, "/state/terminated/exitCode"))
-                };
-            } else if c.get("ready") == Some(&json!(true)) && c.pointer("/state/running").is_some()
-            {
+                reason = if sig != 0 { format!("Signal:{sig}") } else { format!("ExitCode:{}", i(c, "/state/terminated/exitCode")) };
+            } else if c.get("ready") == Some(&json!(true)) && c.pointer("/state/running").is_some() {
                 has_running = true;
                 ready += 1;
             }
         }
         if reason == "Completed" && has_running {
-            let pod_ready = arr(pod, "/status/conditions")
-                .iter()
-                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
-            reason = if pod_ready {
-                "Running".into()
-            } else {
-                "NotReady".into()
-            };
+            let pod_ready = arr(pod, "/status/conditions").iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
+            reason = if pod_ready { "Running".into() } else { "NotReady".into() };
         }
     }
-    let deleting = pod
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null());
+    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
     if deleting && s(pod, "/status/reason") == "NodeLost" {
         reason = "Unknown".into();
     } else if deleting && phase != "Succeeded" && phase != "Failed" {
@@ -1127,23 +736,14 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         (Some(t), r) if r != 0 => format!("{r} ({} ago)", since(Some(t))),
         _ => restarts.to_string(),
     };
-    let ip = arr(pod, "/status/podIPs")
-        .first()
-        .map(|p| s(p, "/ip"))
-        .filter(|x| !x.is_empty())
-        .or_else(|| Some(s(pod, "/status/podIP")))
-        .unwrap_or_default();
+    let ip = arr(pod, "/status/podIPs").first().map(|p| s(p, "/ip")).filter(|x| !x.is_empty()).or_else(|| Some(s(pod, "/status/podIP"))).unwrap_or_default();
     let gates = arr(pod, "/spec/readinessGates");
     let gates_str = if gates.is_empty() {
         "<none>".to_string()
     } else {
         let t = gates
             .iter()
-            .filter(|g| {
-                arr(pod, "/status/conditions")
-                    .iter()
-                    .any(|c| s(c, "/type") == s(g, "/conditionType") && s(c, "/status") == "True")
-            })
+            .filter(|g| arr(pod, "/status/conditions").iter().any(|c| s(c, "/type") == s(g, "/conditionType") && s(c, "/status") == "True"))
             .count();
         format!("{t}/{}", gates.len())
     };
@@ -1165,36 +765,19 @@ fn job_cells(obj: &Value) -> Vec<Value> {
     let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
         Some(n) => format!("{}/{n}", i(obj, "/status/succeeded")),
         None => {
-            let p = obj
-                .pointer("/spec/parallelism")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if p > 1 {
-                format!("{}/1 of {p}", i(obj, "/status/succeeded"))
-            } else {
-                format!("{}/1", i(obj, "/status/succeeded"))
-            }
+            let p = obj.pointer("/spec/parallelism").and_then(Value::as_i64).unwrap_or(0);
+            if p > 1 { format!("{}/1 of {p}", i(obj, "/status/succeeded")) } else { format!("{}/1", i(obj, "/status/succeeded")) }
         }
     };
-    let start = obj
-        .pointer("/status/startTime")
-        .and_then(Value::as_str)
-        .and_then(parse_time);
-    let end = obj
-        .pointer("/status/completionTime")
-        .and_then(Value::as_str)
-        .and_then(parse_time);
+    let start = obj.pointer("/status/startTime").and_then(Value::as_str).and_then(parse_time);
+    let end = obj.pointer("/status/completionTime").and_then(Value::as_str).and_then(parse_time);
     let duration = match (start, end) {
         (Some(st), Some(en)) => human_duration(en - st),
         (Some(st), None) => human_duration(chrono::Utc::now() - st),
         _ => String::new(),
     };
     let conds = arr(obj, "/status/conditions");
-    let has = |t: &str| {
-        conds
-            .iter()
-            .any(|c| s(c, "/type") == t && s(c, "/status") == "True")
-    };
+    let has = |t: &str| conds.iter().any(|c| s(c, "/type") == t && s(c, "/status") == "True");
     let status = if has("Failed") {
         "Failed"
     } else if has("Complete") {
@@ -1224,16 +807,9 @@ fn service_cells(obj: &Value) -> Vec<Value> {
     let ty = s(obj, "/spec/type");
     let cluster_ip = {
         let ip = s(obj, "/spec/clusterIP");
-        if ip.is_empty() {
-            "<none>".to_string()
-        } else {
-            ip
-        }
+        if ip.is_empty() { "<none>".to_string() } else { ip }
     };
-    let external_ips: Vec<String> = arr(obj, "/spec/externalIPs")
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let external_ips: Vec<String> = arr(obj, "/spec/externalIPs").iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
     let external = match ty.as_str() {
         "ClusterIP" | "NodePort" => {
             if external_ips.is_empty() {
@@ -1243,22 +819,10 @@ fn service_cells(obj: &Value) -> Vec<Value> {
             }
         }
         "LoadBalancer" => {
-            let mut ips: Vec<String> = arr(obj, "/status/loadBalancer/ingress")
-                .iter()
-                .map(|a| {
-                    if a.get("ip").is_some() {
-                        s(a, "/ip")
-                    } else {
-                        s(a, "/hostname")
-                    }
-                })
-                .collect();
+            let mut ips: Vec<String> =
+                arr(obj, "/status/loadBalancer/ingress").iter().map(|a| if a.get("ip").is_some() { s(a, "/ip") } else { s(a, "/hostname") }).collect();
             ips.extend(external_ips);
-            if ips.is_empty() {
-                "<pending>".to_string()
-            } else {
-                ips.join(",")
-            }
+            if ips.is_empty() { "<pending>".to_string() } else { ips.join(",") }
         }
         "ExternalName" => s(obj, "/spec/externalName"),
         _ => "<unknown>".to_string(),
@@ -1267,11 +831,7 @@ fn service_cells(obj: &Value) -> Vec<Value> {
         .iter()
         .map(|p| {
             let np = i(p, "/nodePort");
-            if np > 0 {
-                format!("{}:{np}/{}", i(p, "/port"), s(p, "/protocol"))
-            } else {
-                format!("{}/{}", i(p, "/port"), s(p, "/protocol"))
-            }
+            if np > 0 { format!("{}:{np}/{}", i(p, "/port"), s(p, "/protocol")) } else { format!("{}/{}", i(p, "/port"), s(p, "/protocol")) }
         })
         .collect();
     vec![
@@ -1279,11 +839,7 @@ fn service_cells(obj: &Value) -> Vec<Value> {
         json!(ty),
         json!(cluster_ip),
         json!(external),
-        json!(if ports.is_empty() {
-            "<none>".to_string()
-        } else {
-            ports.join(",")
-        }),
+        json!(if ports.is_empty() { "<none>".to_string() } else { ports.join(",") }),
         age(obj),
         json!(map_selector_string(obj.pointer("/spec/selector"))),
     ]
@@ -1317,43 +873,21 @@ fn node_cells(obj: &Value) -> Vec<Value> {
         .collect();
     roles.sort();
     roles.dedup();
-    let addr = |t: &str| {
-        arr(obj, "/status/addresses")
-            .iter()
-            .find(|a| s(a, "/type") == t)
-            .map(|a| s(a, "/address"))
-            .unwrap_or_else(|| "<none>".into())
-    };
+    let addr = |t: &str| arr(obj, "/status/addresses").iter().find(|a| s(a, "/type") == t).map(|a| s(a, "/address")).unwrap_or_else(|| "<none>".into());
     let os = s(obj, "/status/nodeInfo/osImage");
     let kernel = s(obj, "/status/nodeInfo/kernelVersion");
     let runtime = s(obj, "/status/nodeInfo/containerRuntimeVersion");
     vec![
         json!(crate::meta::name(obj)),
         json!(status.join(",")),
-        json!(if roles.is_empty() {
-            "<none>".to_string()
-        } else {
-            roles.join(",")
-        }),
+        json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
         age(obj),
         json!(s(obj, "/status/nodeInfo/kubeletVersion")),
         json!(addr("InternalIP")),
         json!(addr("ExternalIP")),
-        json!(if os.is_empty() {
-            "<unknown>".to_string()
-        } else {
-            os
-        }),
-        json!(if kernel.is_empty() {
-            "<unknown>".to_string()
-        } else {
-            kernel
-        }),
-        json!(if runtime.is_empty() {
-            "<unknown>".to_string()
-        } else {
-            runtime
-        }),
+        json!(if os.is_empty() { "<unknown>".to_string() } else { os }),
+        json!(if kernel.is_empty() { "<unknown>".to_string() } else { kernel }),
+        json!(if runtime.is_empty() { "<unknown>".to_string() } else { runtime }),
     ]
 }
 
@@ -1368,37 +902,22 @@ fn event_cells(obj: &Value) -> Vec<Value> {
     };
     let mut count = i(obj, "/count");
     if obj.pointer("/series").is_some_and(|v| !v.is_null()) {
-        last = since(
-            obj.pointer("/series/lastObservedTime")
-                .and_then(Value::as_str),
-        );
+        last = since(obj.pointer("/series/lastObservedTime").and_then(Value::as_str));
         count = i(obj, "/series/count");
     } else if count == 0 {
         count = 1;
     }
     let kind = s(obj, "/involvedObject/kind").to_lowercase();
-    let target = if s(obj, "/involvedObject/name").is_empty() {
-        kind
-    } else {
-        format!("{kind}/{}", s(obj, "/involvedObject/name"))
-    };
+    let target = if s(obj, "/involvedObject/name").is_empty() { kind } else { format!("{kind}/{}", s(obj, "/involvedObject/name")) };
     let source = {
         let comp = s(obj, "/source/component");
         if !comp.is_empty() {
             let host = s(obj, "/source/host");
-            if host.is_empty() {
-                comp
-            } else {
-                format!("{comp}, {host}")
-            }
+            if host.is_empty() { comp } else { format!("{comp}, {host}") }
         } else {
             let rc = s(obj, "/reportingComponent");
             let ri = s(obj, "/reportingInstance");
-            if ri.is_empty() {
-                rc
-            } else {
-                format!("{rc}, {ri}")
-            }
+            if ri.is_empty() { rc } else { format!("{rc}, {ri}") }
         }
     };
     vec![

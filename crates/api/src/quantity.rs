@@ -4,9 +4,7 @@
 /// Parses a quantity into a plain number (cores, bytes, counts).
 pub fn parse(s: &str) -> Option<f64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {
@@ -45,14 +43,7 @@ pub fn format_milli(m: i64) -> String {
     }
     let v = m / 1000;
     if v != 0 {
-        for (suffix, unit) in [
-            ("Ei", 1i64 << 60),
-            ("Pi", 1 << 50),
-            ("Ti", 1 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ] {
+        for (suffix, unit) in [("Ei", 1i64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
             if v % unit == 0 {
                 return format!("{}{suffix}", v / unit);
             }

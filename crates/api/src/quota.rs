@@ -26,39 +26,19 @@ fn legacy_count_name(group: &str, plural: &str) -> Option<&'static str> {
 }
 
 pub fn count_name(group: &str, plural: &str) -> String {
-    if group.is_empty() {
-        format!("count/{plural}")
-    } else {
-        format!("count/{plural}.{group}")
-    }
+    if group.is_empty() { format!("count/{plural}") } else { format!("count/{plural}.{group}") }
 }
 
 pub fn is_terminal_pod(obj: &Value) -> bool {
-    matches!(
-        obj.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    )
+    matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"))
 }
 
 /// Requests or limits of a pod for one resource: the containers' sum, or the largest init
 /// container if that is more.
 pub fn pod_resource(obj: &Value, which: &str, resource: &str) -> i64 {
-    let get = |c: &Value| {
-        c.pointer(&format!("/resources/{which}/{resource}"))
-            .and_then(Value::as_str)
-            .and_then(parse_milli)
-            .unwrap_or(0)
-    };
-    let sum: i64 = obj
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|cs| cs.iter().map(get).sum())
-        .unwrap_or(0);
-    let init: i64 = obj
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .map(|cs| cs.iter().map(get).max().unwrap_or(0))
-        .unwrap_or(0);
+    let get = |c: &Value| c.pointer(&format!("/resources/{which}/{resource}")).and_then(Value::as_str).and_then(parse_milli).unwrap_or(0);
+    let sum: i64 = obj.pointer("/spec/containers").and_then(Value::as_array).map(|cs| cs.iter().map(get).sum()).unwrap_or(0);
+    let init: i64 = obj.pointer("/spec/initContainers").and_then(Value::as_array).map(|cs| cs.iter().map(get).max().unwrap_or(0)).unwrap_or(0);
     sum.max(init)
 }
 
@@ -87,16 +67,9 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> BTreeMap<String, i64> {
         }
     }
     if group.is_empty() && plural == "services" {
-        let t = obj
-            .pointer("/spec/type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP");
+        let t = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
         if t == "NodePort" || t == "LoadBalancer" {
-            let ports = obj
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map(|p| p.len())
-                .unwrap_or(0);
+            let ports = obj.pointer("/spec/ports").and_then(Value::as_array).map(|p| p.len()).unwrap_or(0);
             u.insert("services.nodeports".into(), ports as i64 * 1000);
         }
         if t == "LoadBalancer" {
@@ -104,11 +77,7 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> BTreeMap<String, i64> {
         }
     }
     if group.is_empty() && plural == "persistentvolumeclaims" {
-        let s = obj
-            .pointer("/spec/resources/requests/storage")
-            .and_then(Value::as_str)
-            .and_then(parse_milli)
-            .unwrap_or(0);
+        let s = obj.pointer("/spec/resources/requests/storage").and_then(Value::as_str).and_then(parse_milli).unwrap_or(0);
         u.insert("requests.storage".into(), s);
     }
     u
@@ -132,9 +101,6 @@ mod tests {
         assert_eq!(u["requests.memory"], 64 * 1048576 * 1000);
         let done = json!({"status": {"phase": "Succeeded"}});
         assert!(usage("", "pods", &done).is_empty());
-        assert_eq!(
-            usage("apps", "deployments", &json!({}))["count/deployments.apps"],
-            1000
-        );
+        assert_eq!(usage("apps", "deployments", &json!({}))["count/deployments.apps"], 1000);
     }
 }

@@ -62,15 +62,7 @@ impl Subresource {
     }
 
     /// (kind, group, version, verbs) as discovery lists them.
-    pub fn discovery(
-        self,
-        parent_kind: &str,
-    ) -> (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static [&'static str],
-    ) {
+    pub fn discovery(self, parent_kind: &str) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
         const GUP: &[&str] = &["get", "patch", "update"];
         match self {
             Subresource::Status | Subresource::Approval | Subresource::EphemeralContainers => {
@@ -81,31 +73,15 @@ impl Subresource {
             Subresource::Binding => ("Binding", "", "v1", &["create"]),
             Subresource::Eviction => ("Eviction", "policy", "v1", &["create"]),
             Subresource::Log => ("Pod", "", "v1", &["get"]),
-            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
-                ("PodExecOptions", "", "v1", &["create", "get"])
-            }
-            Subresource::Proxy => (
-                "PodProxyOptions",
-                "",
-                "v1",
-                &["create", "delete", "get", "patch", "update"],
-            ),
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => ("PodExecOptions", "", "v1", &["create", "get"]),
+            Subresource::Proxy => ("PodProxyOptions", "", "v1", &["create", "delete", "get", "patch", "update"]),
             Subresource::Finalize => ("", "", "", &["update"]),
             Subresource::Token => ("TokenRequest", "authentication.k8s.io", "v1", &["create"]),
         }
     }
 }
 
-pub const ALL_VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// One served resource at one group/version.
 #[derive(Clone, Debug)]
@@ -134,11 +110,7 @@ pub type ResourceRef = Arc<ResourceInfo>;
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     pub fn group_version(&self) -> String {
@@ -155,11 +127,7 @@ impl ResourceInfo {
 
     /// `deployments.apps` style name; the core group has none.
     pub fn group_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// Store key prefix for all objects of this resource.
@@ -206,356 +174,57 @@ const fn e(
     all: bool,
     subs: &'static [Subresource],
 ) -> Entry {
-    Entry {
-        gv,
-        kind,
-        plural,
-        short,
-        namespaced,
-        all,
-        subs,
-        storage: None,
-        preferred: true,
-    }
+    Entry { gv, kind, plural, short, namespaced, all, subs, storage: None, preferred: true }
 }
 
 /// The built-in resources (Kubernetes 1.32), in discovery order within each group.
 const BUILTIN: &[Entry] = &[
     e("v1", "Binding", "bindings", &[], true, false, &[]),
-    e(
-        "v1",
-        "ComponentStatus",
-        "componentstatuses",
-        &["cs"],
-        false,
-        false,
-        &[],
-    ),
+    e("v1", "ComponentStatus", "componentstatuses", &["cs"], false, false, &[]),
     e("v1", "ConfigMap", "configmaps", &["cm"], true, false, &[]),
     e("v1", "Endpoints", "endpoints", &["ep"], true, false, &[]),
     e("v1", "Event", "events", &["ev"], true, false, &[]),
-    e(
-        "v1",
-        "LimitRange",
-        "limitranges",
-        &["limits"],
-        true,
-        false,
-        &[],
-    ),
-    e(
-        "v1",
-        "Namespace",
-        "namespaces",
-        &["ns"],
-        false,
-        false,
-        &[Finalize, Status],
-    ),
-    e(
-        "v1",
-        "Node",
-        "nodes",
-        &["no"],
-        false,
-        false,
-        &[Proxy, Status],
-    ),
-    e(
-        "v1",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-        &["pvc"],
-        true,
-        false,
-        &[Status],
-    ),
-    e(
-        "v1",
-        "PersistentVolume",
-        "persistentvolumes",
-        &["pv"],
-        false,
-        false,
-        &[Status],
-    ),
-    e(
-        "v1",
-        "Pod",
-        "pods",
-        &["po"],
-        true,
-        true,
-        &[
-            Attach,
-            Binding,
-            EphemeralContainers,
-            Eviction,
-            Exec,
-            Log,
-            PortForward,
-            Proxy,
-            Status,
-        ],
-    ),
+    e("v1", "LimitRange", "limitranges", &["limits"], true, false, &[]),
+    e("v1", "Namespace", "namespaces", &["ns"], false, false, &[Finalize, Status]),
+    e("v1", "Node", "nodes", &["no"], false, false, &[Proxy, Status]),
+    e("v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], true, false, &[Status]),
+    e("v1", "PersistentVolume", "persistentvolumes", &["pv"], false, false, &[Status]),
+    e("v1", "Pod", "pods", &["po"], true, true, &[Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Proxy, Status]),
     e("v1", "PodTemplate", "podtemplates", &[], true, false, &[]),
-    e(
-        "v1",
-        "ReplicationController",
-        "replicationcontrollers",
-        &["rc"],
-        true,
-        true,
-        &[Scale, Status],
-    ),
-    e(
-        "v1",
-        "ResourceQuota",
-        "resourcequotas",
-        &["quota"],
-        true,
-        false,
-        &[Status],
-    ),
+    e("v1", "ReplicationController", "replicationcontrollers", &["rc"], true, true, &[Scale, Status]),
+    e("v1", "ResourceQuota", "resourcequotas", &["quota"], true, false, &[Status]),
     e("v1", "Secret", "secrets", &[], true, false, &[]),
-    e(
-        "v1",
-        "ServiceAccount",
-        "serviceaccounts",
-        &["sa"],
-        true,
-        false,
-        &[Token],
-    ),
-    e(
-        "v1",
-        "Service",
-        "services",
-        &["svc"],
-        true,
-        true,
-        &[Proxy, Status],
-    ),
-    e(
-        "apiextensions.k8s.io/v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        &["crd", "crds"],
-        false,
-        false,
-        &[Status],
-    ),
-    e(
-        "apps/v1",
-        "ControllerRevision",
-        "controllerrevisions",
-        &[],
-        true,
-        false,
-        &[],
-    ),
-    e(
-        "apps/v1",
-        "DaemonSet",
-        "daemonsets",
-        &["ds"],
-        true,
-        true,
-        &[Status],
-    ),
-    e(
-        "apps/v1",
-        "Deployment",
-        "deployments",
-        &["deploy"],
-        true,
-        true,
-        &[Scale, Status],
-    ),
-    e(
-        "apps/v1",
-        "ReplicaSet",
-        "replicasets",
-        &["rs"],
-        true,
-        true,
-        &[Scale, Status],
-    ),
-    e(
-        "apps/v1",
-        "StatefulSet",
-        "statefulsets",
-        &["sts"],
-        true,
-        true,
-        &[Scale, Status],
-    ),
-    Entry {
-        storage: None,
-        preferred: true,
-        ..e(
-            "autoscaling/v2",
-            "HorizontalPodAutoscaler",
-            "horizontalpodautoscalers",
-            &["hpa"],
-            true,
-            true,
-            &[Status],
-        )
-    },
+    e("v1", "ServiceAccount", "serviceaccounts", &["sa"], true, false, &[Token]),
+    e("v1", "Service", "services", &["svc"], true, true, &[Proxy, Status]),
+    e("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", &["crd", "crds"], false, false, &[Status]),
+    e("apps/v1", "ControllerRevision", "controllerrevisions", &[], true, false, &[]),
+    e("apps/v1", "DaemonSet", "daemonsets", &["ds"], true, true, &[Status]),
+    e("apps/v1", "Deployment", "deployments", &["deploy"], true, true, &[Scale, Status]),
+    e("apps/v1", "ReplicaSet", "replicasets", &["rs"], true, true, &[Scale, Status]),
+    e("apps/v1", "StatefulSet", "statefulsets", &["sts"], true, true, &[Scale, Status]),
+    Entry { storage: None, preferred: true, ..e("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true, true, &[Status]) },
     Entry {
         storage: Some(("autoscaling/v2", "")),
         preferred: false,
-        ..e(
-            "autoscaling/v1",
-            "HorizontalPodAutoscaler",
-            "horizontalpodautoscalers",
-            &["hpa"],
-            true,
-            true,
-            &[Status],
-        )
+        ..e("autoscaling/v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true, true, &[Status])
     },
-    e(
-        "batch/v1",
-        "CronJob",
-        "cronjobs",
-        &["cj"],
-        true,
-        true,
-        &[Status],
-    ),
+    e("batch/v1", "CronJob", "cronjobs", &["cj"], true, true, &[Status]),
     e("batch/v1", "Job", "jobs", &[], true, true, &[Status]),
-    e(
-        "certificates.k8s.io/v1",
-        "CertificateSigningRequest",
-        "certificatesigningrequests",
-        &["csr"],
-        false,
-        false,
-        &[Approval, Status],
-    ),
-    e(
-        "coordination.k8s.io/v1",
-        "Lease",
-        "leases",
-        &[],
-        true,
-        false,
-        &[],
-    ),
-    e(
-        "discovery.k8s.io/v1",
-        "EndpointSlice",
-        "endpointslices",
-        &[],
-        true,
-        false,
-        &[],
-    ),
+    e("certificates.k8s.io/v1", "CertificateSigningRequest", "certificatesigningrequests", &["csr"], false, false, &[Approval, Status]),
+    e("coordination.k8s.io/v1", "Lease", "leases", &[], true, false, &[]),
+    e("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", &[], true, false, &[]),
     // events.k8s.io/v1 Events share storage with core v1 Events, converted on the way in and out.
-    Entry {
-        storage: Some(("v1", "events")),
-        ..e(
-            "events.k8s.io/v1",
-            "Event",
-            "events",
-            &["ev"],
-            true,
-            false,
-            &[],
-        )
-    },
-    e(
-        "networking.k8s.io/v1",
-        "IngressClass",
-        "ingressclasses",
-        &[],
-        false,
-        false,
-        &[],
-    ),
-    e(
-        "networking.k8s.io/v1",
-        "Ingress",
-        "ingresses",
-        &["ing"],
-        true,
-        false,
-        &[Status],
-    ),
-    e(
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        "networkpolicies",
-        &["netpol"],
-        true,
-        false,
-        &[],
-    ),
-    e(
-        "policy/v1",
-        "PodDisruptionBudget",
-        "poddisruptionbudgets",
-        &["pdb"],
-        true,
-        false,
-        &[Status],
-    ),
-    e(
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        &[],
-        false,
-        false,
-        &[],
-    ),
-    e(
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRole",
-        "clusterroles",
-        &[],
-        false,
-        false,
-        &[],
-    ),
-    e(
-        "rbac.authorization.k8s.io/v1",
-        "RoleBinding",
-        "rolebindings",
-        &[],
-        true,
-        false,
-        &[],
-    ),
-    e(
-        "rbac.authorization.k8s.io/v1",
-        "Role",
-        "roles",
-        &[],
-        true,
-        false,
-        &[],
-    ),
-    e(
-        "scheduling.k8s.io/v1",
-        "PriorityClass",
-        "priorityclasses",
-        &["pc"],
-        false,
-        false,
-        &[],
-    ),
-    e(
-        "storage.k8s.io/v1",
-        "StorageClass",
-        "storageclasses",
-        &["sc"],
-        false,
-        false,
-        &[],
-    ),
+    Entry { storage: Some(("v1", "events")), ..e("events.k8s.io/v1", "Event", "events", &["ev"], true, false, &[]) },
+    e("networking.k8s.io/v1", "IngressClass", "ingressclasses", &[], false, false, &[]),
+    e("networking.k8s.io/v1", "Ingress", "ingresses", &["ing"], true, false, &[Status]),
+    e("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", &["netpol"], true, false, &[]),
+    e("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], true, false, &[Status]),
+    e("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", &[], false, false, &[]),
+    e("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", &[], false, false, &[]),
+    e("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", &[], true, false, &[]),
+    e("rbac.authorization.k8s.io/v1", "Role", "roles", &[], true, false, &[]),
+    e("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", &["pc"], false, false, &[]),
+    e("storage.k8s.io/v1", "StorageClass", "storageclasses", &["sc"], false, false, &[]),
 ];
 
 fn split_gv(gv: &str) -> (String, String) {
@@ -566,11 +235,7 @@ fn split_gv(gv: &str) -> (String, String) {
 }
 
 fn storage_resource(group: &str, plural: &str) -> String {
-    if group.is_empty() {
-        plural.to_string()
-    } else {
-        format!("{group}/{plural}")
-    }
+    if group.is_empty() { plural.to_string() } else { format!("{group}/{plural}") }
 }
 
 /// The built-in resource table.
@@ -599,11 +264,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
                 short_names: en.short.iter().map(|s| s.to_string()).collect(),
                 namespaced: en.namespaced,
                 verbs,
-                categories: if en.all {
-                    vec!["all".to_string()]
-                } else {
-                    vec![]
-                },
+                categories: if en.all { vec!["all".to_string()] } else { vec![] },
                 subresources: en.subs.to_vec(),
                 storage_version,
                 storage_resource: storage_res,
@@ -619,11 +280,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
 /// The built-in resource serving `kind` in `group`, at the group's preferred version.
 pub fn builtin_by_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
     static TABLE: std::sync::OnceLock<Vec<ResourceInfo>> = std::sync::OnceLock::new();
-    TABLE
-        .get_or_init(builtin_resources)
-        .iter()
-        .filter(|r| r.group == group && r.kind == kind)
-        .max_by_key(|r| r.preferred)
+    TABLE.get_or_init(builtin_resources).iter().filter(|r| r.group == group && r.kind == kind).max_by_key(|r| r.preferred)
 }
 
 #[cfg(test)]
@@ -635,21 +292,12 @@ mod tests {
         let all = builtin_resources();
         let deploy = all.iter().find(|r| r.plural == "deployments").unwrap();
         assert_eq!(deploy.api_version(), "apps/v1");
-        assert_eq!(
-            deploy.key(Some("default"), "web"),
-            "/registry/apps/deployments/default/web"
-        );
+        assert_eq!(deploy.key(Some("default"), "web"), "/registry/apps/deployments/default/web");
         let ev = all.iter().find(|r| r.group == "events.k8s.io").unwrap();
         assert_eq!(ev.storage_resource, "events");
         assert_eq!(ev.storage_version, "v1");
-        let hpa1 = all
-            .iter()
-            .find(|r| r.plural == "horizontalpodautoscalers" && r.version == "v1")
-            .unwrap();
+        let hpa1 = all.iter().find(|r| r.plural == "horizontalpodautoscalers" && r.version == "v1").unwrap();
         assert_eq!(hpa1.storage_version, "autoscaling/v2");
-        assert_eq!(
-            hpa1.storage_resource,
-            "autoscaling/horizontalpodautoscalers"
-        );
+        assert_eq!(hpa1.storage_resource, "autoscaling/horizontalpodautoscalers");
     }
 }

@@ -46,25 +46,16 @@ fn split_top_level(s: &str) -> Vec<&str> {
 
 fn parse_set(rest: &str) -> Result<Vec<String>, String> {
     let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("found '{rest}', expected: '('"))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+    let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| format!("found '{rest}', expected: '('"))?;
+    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 fn check_key(key: &str) -> Result<(), String> {
-    crate::validation::validate_qualified_name(key)
-        .map_err(|msgs| format!("invalid label key \"{key}\": {}", msgs.join("; ")))
+    crate::validation::validate_qualified_name(key).map_err(|msgs| format!("invalid label key \"{key}\": {}", msgs.join("; ")))
 }
 
 fn check_value(v: &str) -> Result<(), String> {
-    crate::validation::validate_label_value(v)
-        .map_err(|msgs| format!("invalid label value: \"{v}\": {}", msgs.join("; ")))
+    crate::validation::validate_label_value(v).map_err(|msgs| format!("invalid label value: \"{v}\": {}", msgs.join("; ")))
 }
 
 impl LabelSelector {
@@ -82,60 +73,30 @@ impl LabelSelector {
             let req = if let Some(key) = part.strip_prefix('!') {
                 let key = key.trim();
                 check_key(key)?;
-                LabelRequirement {
-                    key: key.into(),
-                    op: LabelOp::NotExists,
-                }
+                LabelRequirement { key: key.into(), op: LabelOp::NotExists }
             } else if let Some((k, v)) = part.split_once("!=") {
                 check_key(k.trim())?;
                 check_value(v.trim())?;
-                LabelRequirement {
-                    key: k.trim().into(),
-                    op: LabelOp::NotEq(v.trim().into()),
-                }
+                LabelRequirement { key: k.trim().into(), op: LabelOp::NotEq(v.trim().into()) }
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 check_key(k.trim())?;
                 check_value(v.trim())?;
-                LabelRequirement {
-                    key: k.trim().into(),
-                    op: LabelOp::Eq(v.trim().into()),
-                }
+                LabelRequirement { key: k.trim().into(), op: LabelOp::Eq(v.trim().into()) }
             } else if let Some((k, v)) = part.split_once(" notin ") {
                 check_key(k.trim())?;
-                LabelRequirement {
-                    key: k.trim().into(),
-                    op: LabelOp::NotIn(parse_set(v)?),
-                }
+                LabelRequirement { key: k.trim().into(), op: LabelOp::NotIn(parse_set(v)?) }
             } else if let Some((k, v)) = part.split_once(" in ") {
                 check_key(k.trim())?;
-                LabelRequirement {
-                    key: k.trim().into(),
-                    op: LabelOp::In(parse_set(v)?),
-                }
+                LabelRequirement { key: k.trim().into(), op: LabelOp::In(parse_set(v)?) }
             } else if let Some((k, v)) = part.split_once('>') {
-                let n = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("invalid integer value: {v}"))?;
-                LabelRequirement {
-                    key: k.trim().into(),
-                    op: LabelOp::Gt(n),
-                }
+                let n = v.trim().parse().map_err(|_| format!("invalid integer value: {v}"))?;
+                LabelRequirement { key: k.trim().into(), op: LabelOp::Gt(n) }
             } else if let Some((k, v)) = part.split_once('<') {
-                let n = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("invalid integer value: {v}"))?;
-                LabelRequirement {
-                    key: k.trim().into(),
-                    op: LabelOp::Lt(n),
-                }
+                let n = v.trim().parse().map_err(|_| format!("invalid integer value: {v}"))?;
+                LabelRequirement { key: k.trim().into(), op: LabelOp::Lt(n) }
             } else {
                 check_key(part)?;
-                LabelRequirement {
-                    key: part.into(),
-                    op: LabelOp::Exists,
-                }
+                LabelRequirement { key: part.into(), op: LabelOp::Exists }
             };
             requirements.push(req);
         }
@@ -156,12 +117,8 @@ impl LabelSelector {
                 LabelOp::NotIn(xs) => v.is_none_or(|v| !xs.contains(v)),
                 LabelOp::Exists => v.is_some(),
                 LabelOp::NotExists => v.is_none(),
-                LabelOp::Gt(n) => v
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .is_some_and(|v| v > *n),
-                LabelOp::Lt(n) => v
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .is_some_and(|v| v < *n),
+                LabelOp::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
+                LabelOp::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
             }
         })
     }
@@ -188,15 +145,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, v, false)
             } else {
-                return Err(format!(
-                    "invalid selector: '{part}'; can't understand '{part}'"
-                ));
+                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
             };
-            requirements.push(FieldRequirement {
-                field: field.trim().into(),
-                value: value.trim().into(),
-                negate,
-            });
+            requirements.push(FieldRequirement { field: field.trim().into(), value: value.trim().into(), negate });
         }
         Ok(FieldSelector { requirements })
     }
@@ -206,11 +157,7 @@ impl FieldSelector {
     }
 
     /// Checks every field is one the resource supports; returns the upstream error otherwise.
-    pub fn check_supported(
-        &self,
-        supported: &dyn Fn(&str) -> bool,
-        kind_version: &str,
-    ) -> Result<(), String> {
+    pub fn check_supported(&self, supported: &dyn Fn(&str) -> bool, kind_version: &str) -> Result<(), String> {
         for r in &self.requirements {
             if !supported(&r.field) {
                 return Err(format!("field label not supported: {}", r.field));
@@ -222,21 +169,14 @@ impl FieldSelector {
 
     pub fn matches(&self, fields: &[(String, String)]) -> bool {
         self.requirements.iter().all(|r| {
-            let v = fields
-                .iter()
-                .find(|(f, _)| *f == r.field)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
+            let v = fields.iter().find(|(f, _)| *f == r.field).map(|(_, v)| v.as_str()).unwrap_or("");
             (v == r.value) != r.negate
         })
     }
 
     /// The value required for `field` by an equality requirement, if any (used for indexing).
     pub fn required_value(&self, field: &str) -> Option<&str> {
-        self.requirements
-            .iter()
-            .find(|r| r.field == field && !r.negate)
-            .map(|r| r.value.as_str())
+        self.requirements.iter().find(|r| r.field == field && !r.negate).map(|r| r.value.as_str())
     }
 }
 
@@ -245,10 +185,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -266,32 +203,17 @@ mod tests {
             ("app=web,tier in (front)", true),
             ("app=web,tier=back", false),
         ] {
-            assert_eq!(
-                LabelSelector::parse(sel).unwrap().matches(&l),
-                want,
-                "{sel}"
-            );
+            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&l), want, "{sel}");
         }
         assert!(LabelSelector::parse("app=we b").is_err());
     }
 
     #[test]
     fn field_selector_forms() {
-        let f = vec![
-            ("metadata.name".to_string(), "a".to_string()),
-            ("status.phase".to_string(), "Running".to_string()),
-        ];
+        let f = vec![("metadata.name".to_string(), "a".to_string()), ("status.phase".to_string(), "Running".to_string())];
         assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&f));
-        assert!(
-            FieldSelector::parse("status.phase!=Pending,metadata.name==a")
-                .unwrap()
-                .matches(&f)
-        );
-        assert!(
-            !FieldSelector::parse("spec.nodeName=n1")
-                .unwrap()
-                .matches(&f)
-        );
+        assert!(FieldSelector::parse("status.phase!=Pending,metadata.name==a").unwrap().matches(&f));
+        assert!(!FieldSelector::parse("spec.nodeName=n1").unwrap().matches(&f));
         assert!(FieldSelector::parse("bogus").is_err());
     }
 }

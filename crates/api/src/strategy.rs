@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::errors::FieldError;
 use crate::meta::{default_field, get, get_str, obj_mut};
 use crate::resources::{ResourceInfo, Subresource};
-use crate::validation::{
-    NameRule, validate_dns1123_label, validate_label_value, validate_qualified_name,
-};
+use crate::validation::{NameRule, validate_dns1123_label, validate_label_value, validate_qualified_name};
 
 /// The strategy of one resource, keyed by group and kind.
 pub struct Strategy<'a> {
@@ -44,16 +42,11 @@ impl Strategy<'_> {
         }
         matches!(
             self.gk(),
-            (
-                "apps",
-                "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet"
-            ) | ("", "ReplicationController")
+            ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet")
+                | ("", "ReplicationController")
                 | ("batch", _)
                 | ("autoscaling", _)
-                | (
-                    "networking.k8s.io",
-                    "Ingress" | "NetworkPolicy" | "IngressClass"
-                )
+                | ("networking.k8s.io", "Ingress" | "NetworkPolicy" | "IngressClass")
                 | ("policy", _)
                 | ("apiextensions.k8s.io", _)
         )
@@ -67,37 +60,22 @@ impl Strategy<'_> {
                 ("", "Pod") => {
                     let map = obj.as_object_mut().unwrap();
                     let qos = qos_class(map.get("spec"));
-                    map.insert(
-                        "status".into(),
-                        json!({"phase": "Pending", "qosClass": qos}),
-                    );
+                    map.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
                 }
                 ("", "Namespace") => {
-                    obj.as_object_mut()
-                        .unwrap()
-                        .insert("status".into(), json!({"phase": "Active"}));
+                    obj.as_object_mut().unwrap().insert("status".into(), json!({"phase": "Active"}));
                 }
                 ("", "PersistentVolume") => {
-                    obj.as_object_mut()
-                        .unwrap()
-                        .insert("status".into(), json!({"phase": "Pending"}));
+                    obj.as_object_mut().unwrap().insert("status".into(), json!({"phase": "Pending"}));
                 }
                 ("", "PersistentVolumeClaim") => {
-                    obj.as_object_mut()
-                        .unwrap()
-                        .insert("status".into(), json!({"phase": "Pending"}));
+                    obj.as_object_mut().unwrap().insert("status".into(), json!({"phase": "Pending"}));
                 }
                 ("", "Service") => {
-                    obj.as_object_mut()
-                        .unwrap()
-                        .insert("status".into(), json!({"loadBalancer": {}}));
+                    obj.as_object_mut().unwrap().insert("status".into(), json!({"loadBalancer": {}}));
                 }
                 ("apps", _) | ("", "ReplicationController") => {
-                    let replicas = if self.info.kind == "DaemonSet" {
-                        None
-                    } else {
-                        Some(0)
-                    };
+                    let replicas = if self.info.kind == "DaemonSet" { None } else { Some(0) };
                     let status = match replicas {
                         Some(_) => json!({"replicas": 0}),
                         None => {
@@ -110,15 +88,10 @@ impl Strategy<'_> {
                     }
                 }
                 ("autoscaling", _) => {
-                    obj.as_object_mut().unwrap().insert(
-                        "status".into(),
-                        json!({"currentReplicas": 0, "desiredReplicas": 0}),
-                    );
+                    obj.as_object_mut().unwrap().insert("status".into(), json!({"currentReplicas": 0, "desiredReplicas": 0}));
                 }
                 _ => {
-                    obj.as_object_mut()
-                        .unwrap()
-                        .insert("status".into(), json!({}));
+                    obj.as_object_mut().unwrap().insert("status".into(), json!({}));
                 }
             }
         }
@@ -145,16 +118,8 @@ impl Strategy<'_> {
                 default_field(spec, "replicas", json!(1));
                 default_field(spec, "minReadySeconds", json!(0));
                 // RC's selector defaults to the template's labels.
-                if spec
-                    .get("selector")
-                    .is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty()))
-                {
-                    if let Some(l) = spec
-                        .get("template")
-                        .and_then(|t| t.get("metadata"))
-                        .and_then(|m| m.get("labels"))
-                        .cloned()
-                    {
+                if spec.get("selector").is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())) {
+                    if let Some(l) = spec.get("template").and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")).cloned() {
                         spec.insert("selector".into(), l);
                     }
                 }
@@ -184,12 +149,7 @@ impl Strategy<'_> {
                 }
             }
             ("", "LimitRange") => {
-                for item in obj
-                    .pointer_mut("/spec/limits")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
+                for item in obj.pointer_mut("/spec/limits").and_then(Value::as_array_mut).into_iter().flatten() {
                     default_limit_range_item(item);
                 }
             }
@@ -232,11 +192,7 @@ impl Strategy<'_> {
                 default_field(spec, "replicas", json!(1));
                 default_field(spec, "podManagementPolicy", json!("OrderedReady"));
                 default_field(spec, "revisionHistoryLimit", json!(10));
-                default_field(
-                    spec,
-                    "persistentVolumeClaimRetentionPolicy",
-                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                );
+                default_field(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
                 let us = obj_mut(obj, &["spec", "updateStrategy"]);
                 default_field(us, "type", json!("RollingUpdate"));
                 if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
@@ -245,20 +201,13 @@ impl Strategy<'_> {
                         default_field(ru, "partition", json!(0));
                     }
                 }
-                if let Some(vcts) = obj
-                    .pointer_mut("/spec/volumeClaimTemplates")
-                    .and_then(Value::as_array_mut)
-                {
+                if let Some(vcts) = obj.pointer_mut("/spec/volumeClaimTemplates").and_then(Value::as_array_mut) {
                     for t in vcts {
                         let spec = obj_mut(t, &["spec"]);
                         default_field(spec, "volumeMode", json!("Filesystem"));
                         default_field(obj_mut(t, &["status"]), "phase", json!("Pending"));
                         default_field(t.as_object_mut().unwrap(), "apiVersion", json!("v1"));
-                        default_field(
-                            t.as_object_mut().unwrap(),
-                            "kind",
-                            json!("PersistentVolumeClaim"),
-                        );
+                        default_field(t.as_object_mut().unwrap(), "kind", json!("PersistentVolumeClaim"));
                     }
                 }
                 default_template(obj);
@@ -291,9 +240,7 @@ impl Strategy<'_> {
             ("networking.k8s.io", "Ingress") => {
                 if let Some(rules) = obj.pointer_mut("/spec/rules").and_then(Value::as_array_mut) {
                     for r in rules {
-                        if let Some(paths) =
-                            r.pointer_mut("/http/paths").and_then(Value::as_array_mut)
-                        {
+                        if let Some(paths) = r.pointer_mut("/http/paths").and_then(Value::as_array_mut) {
                             for p in paths {
                                 if let Some(m) = p.as_object_mut() {
                                     default_field(m, "pathType", json!("ImplementationSpecific"));
@@ -304,11 +251,7 @@ impl Strategy<'_> {
                 }
             }
             ("scheduling.k8s.io", "PriorityClass") => {
-                default_field(
-                    obj.as_object_mut().unwrap(),
-                    "preemptionPolicy",
-                    json!("PreemptLowerPriority"),
-                );
+                default_field(obj.as_object_mut().unwrap(), "preemptionPolicy", json!("PreemptLowerPriority"));
             }
             ("storage.k8s.io", "StorageClass") => {
                 let m = obj.as_object_mut().unwrap();
@@ -318,11 +261,7 @@ impl Strategy<'_> {
             ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
                 if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
                     for s in subjects {
-                        let kind = s
-                            .get("kind")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
+                        let kind = s.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
                         if let Some(m) = s.as_object_mut() {
                             if kind == "User" || kind == "Group" {
                                 default_field(m, "apiGroup", json!("rbac.authorization.k8s.io"));
@@ -394,9 +333,7 @@ impl Strategy<'_> {
                     let mut old_spec = strip(old);
                     let new_spec = strip(obj);
                     if old_spec.get("nodeName").is_none() {
-                        if let (Some(m), Some(n)) =
-                            (old_spec.as_object_mut(), new_spec.get("nodeName"))
-                        {
+                        if let (Some(m), Some(n)) = (old_spec.as_object_mut(), new_spec.get("nodeName")) {
                             m.insert("nodeName".into(), n.clone());
                         }
                     }
@@ -418,11 +355,7 @@ impl Strategy<'_> {
                 }
                 if let Some(old) = old {
                     if old.pointer("/spec/selector") != obj.pointer("/spec/selector") {
-                        errs.push(FieldError::invalid(
-                            "spec.selector",
-                            obj.pointer("/spec/selector").unwrap_or(&Value::Null),
-                            "field is immutable",
-                        ));
+                        errs.push(FieldError::invalid("spec.selector", obj.pointer("/spec/selector").unwrap_or(&Value::Null), "field is immutable"));
                     }
                 }
             }
@@ -435,16 +368,9 @@ impl Strategy<'_> {
             ("batch", "Job") => {
                 if let Some(spec) = obj.pointer("/spec/template/spec") {
                     validate_pod_spec(spec, "spec.template.spec", &mut errs);
-                    let rp = spec
-                        .get("restartPolicy")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
+                    let rp = spec.get("restartPolicy").and_then(Value::as_str).unwrap_or("");
                     if rp != "OnFailure" && rp != "Never" {
-                        errs.push(FieldError::not_supported(
-                            "spec.template.spec.restartPolicy",
-                            &json!(rp),
-                            &["OnFailure", "Never"],
-                        ));
+                        errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", &json!(rp), &["OnFailure", "Never"]));
                     }
                 } else {
                     errs.push(FieldError::required("spec.template", ""));
@@ -458,10 +384,7 @@ impl Strategy<'_> {
                         errs.push(FieldError::invalid(
                             "spec.schedule",
                             &json!(s),
-                            format!(
-                                "expected exactly 5 fields, found {}: {s}",
-                                s.split_whitespace().count()
-                            ),
+                            format!("expected exactly 5 fields, found {}: {s}", s.split_whitespace().count()),
                         ));
                     }
                     _ => {}
@@ -484,24 +407,14 @@ impl Strategy<'_> {
                     }
                 }
                 if let Some(old) = old {
-                    if old.get("immutable") == Some(&json!(true))
-                        && (old.get("data") != obj.get("data")
-                            || old.get("binaryData") != obj.get("binaryData"))
-                    {
-                        errs.push(FieldError::forbidden(
-                            "data",
-                            "field is immutable when `immutable` is set",
-                        ));
+                    if old.get("immutable") == Some(&json!(true)) && (old.get("data") != obj.get("data") || old.get("binaryData") != obj.get("binaryData")) {
+                        errs.push(FieldError::forbidden("data", "field is immutable when `immutable` is set"));
                     }
                 }
                 if self.info.kind == "Secret" {
                     if let Some(old) = old {
                         if old.get("type") != obj.get("type") {
-                            errs.push(FieldError::invalid(
-                                "type",
-                                obj.get("type").unwrap_or(&Value::Null),
-                                "field is immutable",
-                            ));
+                            errs.push(FieldError::invalid("type", obj.get("type").unwrap_or(&Value::Null), "field is immutable"));
                         }
                     }
                 }
@@ -515,14 +428,8 @@ impl Strategy<'_> {
     /// The field selector values of an object (besides metadata.name / metadata.namespace).
     pub fn field_attrs(&self, obj: &Value) -> Vec<(String, String)> {
         let mut out = vec![
-            (
-                "metadata.name".to_string(),
-                crate::meta::name(obj).to_string(),
-            ),
-            (
-                "metadata.namespace".to_string(),
-                crate::meta::namespace(obj).unwrap_or("").to_string(),
-            ),
+            ("metadata.name".to_string(), crate::meta::name(obj).to_string()),
+            ("metadata.namespace".to_string(), crate::meta::namespace(obj).unwrap_or("").to_string()),
         ];
         let s = |p: &str| obj.pointer(p).map(value_as_field).unwrap_or_default();
         let mut add = |k: &str, v: String| out.push((k.to_string(), v));
@@ -532,30 +439,14 @@ impl Strategy<'_> {
                 add("spec.restartPolicy", s("/spec/restartPolicy"));
                 add("spec.schedulerName", s("/spec/schedulerName"));
                 add("spec.serviceAccountName", s("/spec/serviceAccountName"));
-                add(
-                    "spec.hostNetwork",
-                    obj.pointer("/spec/hostNetwork")
-                        .map(value_as_field)
-                        .unwrap_or_else(|| "false".into()),
-                );
+                add("spec.hostNetwork", obj.pointer("/spec/hostNetwork").map(value_as_field).unwrap_or_else(|| "false".into()));
                 add("status.phase", s("/status/phase"));
                 add("status.podIP", s("/status/podIP"));
                 add("status.nominatedNodeName", s("/status/nominatedNodeName"));
             }
             ("", "Event") => {
-                for f in [
-                    "kind",
-                    "namespace",
-                    "name",
-                    "uid",
-                    "apiVersion",
-                    "resourceVersion",
-                    "fieldPath",
-                ] {
-                    add(
-                        &format!("involvedObject.{f}"),
-                        s(&format!("/involvedObject/{f}")),
-                    );
+                for f in ["kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"] {
+                    add(&format!("involvedObject.{f}"), s(&format!("/involvedObject/{f}")));
                 }
                 add("reason", s("/reason"));
                 add("reportingComponent", s("/reportingComponent"));
@@ -564,15 +455,8 @@ impl Strategy<'_> {
             }
             ("", "Secret") => add("type", s("/type")),
             ("", "Namespace") => add("status.phase", s("/status/phase")),
-            ("", "Node") => add(
-                "spec.unschedulable",
-                obj.pointer("/spec/unschedulable")
-                    .map(value_as_field)
-                    .unwrap_or_else(|| "false".into()),
-            ),
-            ("", "ReplicationController") | ("apps", "ReplicaSet") => {
-                add("status.replicas", s("/status/replicas"))
-            }
+            ("", "Node") => add("spec.unschedulable", obj.pointer("/spec/unschedulable").map(value_as_field).unwrap_or_else(|| "false".into())),
+            ("", "ReplicationController") | ("apps", "ReplicaSet") => add("status.replicas", s("/status/replicas")),
             ("batch", "Job") => add("status.successful", s("/status/succeeded")),
             ("certificates.k8s.io", _) => add("spec.signerName", s("/spec/signerName")),
             ("", "Service") => {
@@ -590,8 +474,7 @@ impl Strategy<'_> {
         }
         let probe = json!({});
         // The supported set is exactly the attributes this kind extracts.
-        self.field_attrs(&probe).iter().any(|(f, _)| f == field)
-            || (self.gk() == ("", "Pod") && field == "status.podIPs")
+        self.field_attrs(&probe).iter().any(|(f, _)| f == field) || (self.gk() == ("", "Pod") && field == "status.podIPs")
     }
 }
 
@@ -604,12 +487,7 @@ fn value_as_field(v: &Value) -> String {
 }
 
 fn valid_config_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 253
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && k != "."
-        && k != ".."
+    !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') && k != "." && k != ".."
 }
 
 /// Pod QoS class from requests and limits (Guaranteed / Burstable / BestEffort).
@@ -617,11 +495,7 @@ pub fn qos_class(spec: Option<&Value>) -> &'static str {
     let Some(spec) = spec else {
         return "BestEffort";
     };
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
-        .flatten()
-        .collect();
+    let containers: Vec<&Value> = ["containers", "initContainers"].iter().filter_map(|k| spec.get(*k).and_then(Value::as_array)).flatten().collect();
     let mut any = false;
     let mut guaranteed = !containers.is_empty();
     for c in &containers {
@@ -653,12 +527,7 @@ fn default_limit_range_item(item: &mut Value) {
     if item.get("type").and_then(Value::as_str) != Some("Container") {
         return;
     }
-    let resources = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default()
-    };
+    let resources = |v: &Value, k: &str| v.get(k).and_then(Value::as_object).cloned().unwrap_or_default();
     let mut default = resources(item, "default");
     let mut request = resources(item, "defaultRequest");
     for (k, v) in resources(item, "max") {
@@ -728,12 +597,7 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
     if is_pod {
         // SetDefaults_Pod: a container with limits and no requests requests its limits.
         for key in ["containers", "initContainers"] {
-            for c in spec
-                .get_mut(key)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
+            for c in spec.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
                 let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) else {
                     continue;
                 };
@@ -757,21 +621,12 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
         }
         let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
         if let Some(list) = tolerations.as_array_mut() {
-            for key in [
-                "node.kubernetes.io/not-ready",
-                "node.kubernetes.io/unreachable",
-            ] {
+            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
                 let has = list.iter().any(|t| {
-                    t.get("key").and_then(Value::as_str) == Some(key)
-                        || (t.get("key").is_none()
-                            && t.get("operator").and_then(Value::as_str) == Some("Exists"))
+                    t.get("key").and_then(Value::as_str) == Some(key) || (t.get("key").is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists"))
                 });
                 if !has {
-                    let secs = if key.ends_with("not-ready") {
-                        &NOT_READY_TOLERATION_SECONDS
-                    } else {
-                        &UNREACHABLE_TOLERATION_SECONDS
-                    };
+                    let secs = if key.ends_with("not-ready") { &NOT_READY_TOLERATION_SECONDS } else { &UNREACHABLE_TOLERATION_SECONDS };
                     list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs.load(Ordering::Relaxed)}));
                 }
             }
@@ -789,18 +644,8 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
     // SetDefaults_PodSpec: with hostNetwork, container ports listen on the host.
     if spec.get("hostNetwork") == Some(&json!(true)) {
         for key in ["containers", "initContainers"] {
-            for c in spec
-                .get_mut(key)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                for p in c
-                    .get_mut("ports")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
+            for c in spec.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+                for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
                     if let Some(p) = p.as_object_mut() {
                         if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
                             if let Some(cp) = p.get("containerPort").cloned() {
@@ -819,38 +664,18 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
                 if m.keys().all(|k| k == "name") {
                     m.insert("emptyDir".into(), json!({}));
                 }
-                for items in [m.get_mut("downwardAPI").and_then(|d| d.get_mut("items"))]
-                    .into_iter()
-                    .flatten()
-                {
+                for items in [m.get_mut("downwardAPI").and_then(|d| d.get_mut("items"))].into_iter().flatten() {
                     default_field_refs(items);
                 }
-                for source in m
-                    .get_mut("projected")
-                    .and_then(|p| p.get_mut("sources"))
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(items) = source
-                        .get_mut("downwardAPI")
-                        .and_then(|d| d.get_mut("items"))
-                    {
+                for source in m.get_mut("projected").and_then(|p| p.get_mut("sources")).and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(items) = source.get_mut("downwardAPI").and_then(|d| d.get_mut("items")) {
                         default_field_refs(items);
                     }
-                    if let Some(t) = source
-                        .get_mut("serviceAccountToken")
-                        .and_then(Value::as_object_mut)
-                    {
+                    if let Some(t) = source.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
                         default_field(t, "expirationSeconds", json!(3600));
                     }
                 }
-                for (src, mode_key) in [
-                    ("configMap", "defaultMode"),
-                    ("secret", "defaultMode"),
-                    ("projected", "defaultMode"),
-                    ("downwardAPI", "defaultMode"),
-                ] {
+                for (src, mode_key) in [("configMap", "defaultMode"), ("secret", "defaultMode"), ("projected", "defaultMode"), ("downwardAPI", "defaultMode")] {
                     if let Some(s) = m.get_mut(src).and_then(Value::as_object_mut) {
                         default_field(s, mode_key, json!(420));
                     }
@@ -876,21 +701,13 @@ fn default_field_refs(items: &mut Value) {
 fn default_container(c: &mut Map<String, Value>) {
     if let Some(env) = c.get_mut("env") {
         for e in env.as_array_mut().into_iter().flatten() {
-            if let Some(f) = e
-                .pointer_mut("/valueFrom/fieldRef")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
                 default_field(f, "apiVersion", json!("v1"));
             }
         }
     }
     for hook in ["postStart", "preStop"] {
-        if let Some(h) = c
-            .get_mut("lifecycle")
-            .and_then(|l| l.get_mut(hook))
-            .and_then(|h| h.get_mut("httpGet"))
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(h) = c.get_mut("lifecycle").and_then(|l| l.get_mut(hook)).and_then(|h| h.get_mut("httpGet")).and_then(Value::as_object_mut) {
             default_field(h, "path", json!("/"));
             default_field(h, "scheme", json!("HTTP"));
         }
@@ -939,20 +756,12 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     match containers {
         None => errs.push(FieldError::required(format!("{path}.containers"), "")),
-        Some(cs) if cs.is_empty() => {
-            errs.push(FieldError::required(format!("{path}.containers"), ""))
-        }
+        Some(cs) if cs.is_empty() => errs.push(FieldError::required(format!("{path}.containers"), "")),
         _ => {}
     }
     let mut names = std::collections::HashSet::new();
     for key in ["initContainers", "containers"] {
-        for (i, c) in spec
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, c) in spec.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
             let p = format!("{path}.{key}[{i}]");
             match c.get("name").and_then(Value::as_str) {
                 None | Some("") => errs.push(FieldError::required(format!("{p}.name"), "")),
@@ -967,49 +776,25 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     }
                 }
             }
-            if c.get("image")
-                .and_then(Value::as_str)
-                .is_none_or(|s| s.trim().is_empty())
-            {
+            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
                 errs.push(FieldError::required(format!("{p}.image"), ""));
             }
-            for (j, port) in c
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let cp = port
-                    .get("containerPort")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+            for (j, port) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let cp = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&cp) {
-                    errs.push(FieldError::invalid(
-                        format!("{p}.ports[{j}].containerPort"),
-                        &json!(cp),
-                        "must be between 1 and 65535, inclusive",
-                    ));
+                    errs.push(FieldError::invalid(format!("{p}.ports[{j}].containerPort"), &json!(cp), "must be between 1 and 65535, inclusive"));
                 }
             }
             if let Some(pp) = c.get("imagePullPolicy").and_then(Value::as_str) {
                 if !["Always", "IfNotPresent", "Never"].contains(&pp) {
-                    errs.push(FieldError::not_supported(
-                        format!("{p}.imagePullPolicy"),
-                        &json!(pp),
-                        &["Always", "IfNotPresent", "Never"],
-                    ));
+                    errs.push(FieldError::not_supported(format!("{p}.imagePullPolicy"), &json!(pp), &["Always", "IfNotPresent", "Never"]));
                 }
             }
         }
     }
     if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !["Always", "OnFailure", "Never"].contains(&rp) {
-            errs.push(FieldError::not_supported(
-                format!("{path}.restartPolicy"),
-                &json!(rp),
-                &["Always", "OnFailure", "Never"],
-            ));
+            errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), &json!(rp), &["Always", "OnFailure", "Never"]));
         }
     }
     if let Some(vols) = spec.get("volumes").and_then(Value::as_array) {
@@ -1017,15 +802,9 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         for (i, v) in vols.iter().enumerate() {
             let n = v.get("name").and_then(Value::as_str).unwrap_or("");
             if n.is_empty() {
-                errs.push(FieldError::required(
-                    format!("{path}.volumes[{i}].name"),
-                    "",
-                ));
+                errs.push(FieldError::required(format!("{path}.volumes[{i}].name"), ""));
             } else if !seen.insert(n) {
-                errs.push(FieldError::duplicate(
-                    format!("{path}.volumes[{i}].name"),
-                    &json!(n),
-                ));
+                errs.push(FieldError::duplicate(format!("{path}.volumes[{i}].name"), &json!(n)));
             }
         }
     }
@@ -1036,27 +815,16 @@ fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>) {
     match selector {
         None | Some(Value::Null) => errs.push(FieldError::required("spec.selector", "")),
         Some(sel) => {
-            let empty = sel
-                .get("matchLabels")
-                .and_then(Value::as_object)
-                .is_none_or(|m| m.is_empty())
-                && sel
-                    .get("matchExpressions")
-                    .and_then(Value::as_array)
-                    .is_none_or(|a| a.is_empty());
+            let empty = sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
+                && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|a| a.is_empty());
             if empty {
-                errs.push(FieldError::invalid(
-                    "spec.selector",
-                    sel,
-                    "empty selector is invalid for deployment",
-                ));
+                errs.push(FieldError::invalid("spec.selector", sel, "empty selector is invalid for deployment"));
             }
             let labels = crate::meta::string_map(obj.pointer("/spec/template/metadata/labels"));
             if !selector_matches(sel, &labels) {
                 errs.push(FieldError::invalid(
                     "spec.template.metadata.labels",
-                    obj.pointer("/spec/template/metadata/labels")
-                        .unwrap_or(&json!({})),
+                    obj.pointer("/spec/template/metadata/labels").unwrap_or(&json!({})),
                     "`selector` does not match template `labels`",
                 ));
             }
@@ -1068,11 +836,7 @@ fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>) {
     }
     if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
         if r < 0 {
-            errs.push(FieldError::invalid(
-                "spec.replicas",
-                &json!(r),
-                "must be greater than or equal to 0",
-            ));
+            errs.push(FieldError::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
         }
     }
 }
@@ -1089,13 +853,7 @@ pub fn selector_matches(sel: &Value, labels: &std::collections::BTreeMap<String,
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
             let v = labels.get(key);
             let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
                 "In" => v.is_some_and(|v| values.contains(&v.as_str())),
@@ -1116,11 +874,7 @@ fn default_service(obj: &mut Value) {
     let spec = obj_mut(obj, &["spec"]);
     default_field(spec, "type", json!("ClusterIP"));
     default_field(spec, "sessionAffinity", json!("None"));
-    let ty = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP")
-        .to_string();
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
     if ty != "ExternalName" {
         default_field(spec, "internalTrafficPolicy", json!("Cluster"));
     }
@@ -1131,9 +885,7 @@ fn default_service(obj: &mut Value) {
         default_field(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
     if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
-        let cfg = spec
-            .entry("sessionAffinityConfig")
-            .or_insert_with(|| json!({}));
+        let cfg = spec.entry("sessionAffinityConfig").or_insert_with(|| json!({}));
         if let Some(cfg) = cfg.as_object_mut() {
             let ip = cfg.entry("clientIP").or_insert_with(|| json!({}));
             if let Some(ip) = ip.as_object_mut() {
@@ -1155,23 +907,12 @@ fn default_service(obj: &mut Value) {
 
 fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").cloned().unwrap_or(json!({}));
-    let ty = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP");
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
     if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
-        errs.push(FieldError::not_supported(
-            "spec.type",
-            &json!(ty),
-            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
-        ));
+        errs.push(FieldError::not_supported("spec.type", &json!(ty), &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
     }
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
-    let ports = spec
-        .get("ports")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
     if ports.is_empty() && ty != "ExternalName" && !headless {
         errs.push(FieldError::required("spec.ports", ""));
     }
@@ -1179,64 +920,36 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     for (i, p) in ports.iter().enumerate() {
         let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            errs.push(FieldError::invalid(
-                format!("spec.ports[{i}].port"),
-                &json!(port),
-                "must be between 1 and 65535, inclusive",
-            ));
+            errs.push(FieldError::invalid(format!("spec.ports[{i}].port"), &json!(port), "must be between 1 and 65535, inclusive"));
         }
         let name = p.get("name").and_then(Value::as_str).unwrap_or("");
         if ports.len() > 1 && name.is_empty() {
             errs.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
         }
         if !name.is_empty() && !names.insert(name.to_string()) {
-            errs.push(FieldError::duplicate(
-                format!("spec.ports[{i}].name"),
-                &json!(name),
-            ));
+            errs.push(FieldError::duplicate(format!("spec.ports[{i}].name"), &json!(name)));
         }
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
             if ty == "ClusterIP" && np != 0 {
-                errs.push(FieldError::forbidden(
-                    format!("spec.ports[{i}].nodePort"),
-                    "may not be used when `type` is 'ClusterIP'",
-                ));
+                errs.push(FieldError::forbidden(format!("spec.ports[{i}].nodePort"), "may not be used when `type` is 'ClusterIP'"));
             }
         }
     }
-    if ty == "ExternalName"
-        && spec
-            .get("externalName")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-    {
+    if ty == "ExternalName" && spec.get("externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
         errs.push(FieldError::required("spec.externalName", ""));
     }
     if let Some(old) = old {
-        let old_ip = old
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
         let new_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
         if !old_ip.is_empty() && old_ip != new_ip && ty != "ExternalName" {
-            errs.push(FieldError::invalid(
-                "spec.clusterIPs[0]",
-                &json!(new_ip),
-                "may not change once set",
-            ));
+            errs.push(FieldError::invalid("spec.clusterIPs[0]", &json!(new_ip), "may not change once set"));
         }
     }
 }
 
 fn validate_crd(obj: &Value, errs: &mut Vec<FieldError>) {
-    let group = obj
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let plural = obj
-        .pointer("/spec/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+    let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
     let name = crate::meta::name(obj);
     if group.is_empty() {
         errs.push(FieldError::required("spec.group", ""));
@@ -1244,50 +957,21 @@ fn validate_crd(obj: &Value, errs: &mut Vec<FieldError>) {
     if plural.is_empty() {
         errs.push(FieldError::required("spec.names.plural", ""));
     }
-    if obj
-        .pointer("/spec/names/kind")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if obj.pointer("/spec/names/kind").and_then(Value::as_str).is_none_or(str::is_empty) {
         errs.push(FieldError::required("spec.names.kind", ""));
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
-        errs.push(FieldError::invalid(
-            "metadata.name",
-            &json!(name),
-            "must be spec.names.plural+\".\"+spec.group",
-        ));
+        errs.push(FieldError::invalid("metadata.name", &json!(name), "must be spec.names.plural+\".\"+spec.group"));
     }
     match obj.pointer("/spec/scope").and_then(Value::as_str) {
         Some("Namespaced") | Some("Cluster") => {}
-        other => errs.push(FieldError::not_supported(
-            "spec.scope",
-            &json!(other.unwrap_or("")),
-            &["Cluster", "Namespaced"],
-        )),
+        other => errs.push(FieldError::not_supported("spec.scope", &json!(other.unwrap_or("")), &["Cluster", "Namespaced"])),
     }
-    let versions = obj
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let versions = obj.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
     if versions.is_empty() {
-        errs.push(FieldError::invalid(
-            "spec.versions",
-            &json!([]),
-            "must have exactly one version marked as storage version",
-        ));
-    } else if versions
-        .iter()
-        .filter(|v| v.get("storage") == Some(&json!(true)))
-        .count()
-        != 1
-    {
-        errs.push(FieldError::invalid(
-            "spec.versions",
-            &Value::Null,
-            "must have exactly one version marked as storage version",
-        ));
+        errs.push(FieldError::invalid("spec.versions", &json!([]), "must have exactly one version marked as storage version"));
+    } else if versions.iter().filter(|v| v.get("storage") == Some(&json!(true))).count() != 1 {
+        errs.push(FieldError::invalid("spec.versions", &Value::Null, "must have exactly one version marked as storage version"));
     }
 }
 
@@ -1297,10 +981,7 @@ pub fn validate_object_meta(obj: &Value, rule: NameRule, namespaced: bool) -> Ve
     let name = crate::meta::name(obj);
     let generate = get_str(obj, &["metadata", "generateName"]).unwrap_or("");
     if name.is_empty() && generate.is_empty() {
-        errs.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
+        errs.push(FieldError::required("metadata.name", "name or generateName is required"));
     } else if !name.is_empty() {
         if let Err(msgs) = crate::validation::validate_name(rule, name) {
             for m in msgs {
@@ -1328,19 +1009,11 @@ pub fn validate_object_meta(obj: &Value, rule: NameRule, namespaced: bool) -> Ve
                 Some(s) => {
                     if let Err(msgs) = validate_label_value(s) {
                         for m in msgs {
-                            errs.push(FieldError::invalid(
-                                format!("metadata.labels"),
-                                &json!(s),
-                                m,
-                            ));
+                            errs.push(FieldError::invalid(format!("metadata.labels"), &json!(s), m));
                         }
                     }
                 }
-                None => errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    v,
-                    "label values must be strings",
-                )),
+                None => errs.push(FieldError::invalid("metadata.labels", v, "label values must be strings")),
             }
         }
     }
@@ -1372,10 +1045,7 @@ mod tests {
     use crate::resources::builtin_resources;
 
     fn info(plural: &str) -> ResourceInfo {
-        builtin_resources()
-            .into_iter()
-            .find(|r| r.plural == plural)
-            .unwrap()
+        builtin_resources().into_iter().find(|r| r.plural == plural).unwrap()
     }
 
     #[test]
@@ -1383,10 +1053,7 @@ mod tests {
         let i = info("deployments");
         let mut d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "nginx", "image": "nginx:1.21.1", "ports": [{"containerPort": 80}]}]}}}});
         strategy(&i).default(&mut d);
-        assert_eq!(
-            d["spec"]["strategy"],
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
-        );
+        assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
         assert_eq!(d["spec"]["revisionHistoryLimit"], json!(10));
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["imagePullPolicy"], json!("IfNotPresent"));
@@ -1423,20 +1090,11 @@ mod tests {
             "volumes": [{"name": "scratch"}, {"name": "info", "downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}});
         strategy(&i).default(&mut p);
         let c = &p["spec"]["containers"][0];
-        assert_eq!(
-            c["env"][0]["valueFrom"]["fieldRef"],
-            json!({"fieldPath": "metadata.name", "apiVersion": "v1"})
-        );
+        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"], json!({"fieldPath": "metadata.name", "apiVersion": "v1"}));
         assert_eq!(c["resources"]["requests"], json!({"cpu": "1"}));
         assert_eq!(c["ports"][0]["hostPort"], json!(8080));
-        assert_eq!(
-            p["spec"]["volumes"][0],
-            json!({"name": "scratch", "emptyDir": {}})
-        );
-        assert_eq!(
-            p["spec"]["volumes"][1]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"],
-            json!("v1")
-        );
+        assert_eq!(p["spec"]["volumes"][0], json!({"name": "scratch", "emptyDir": {}}));
+        assert_eq!(p["spec"]["volumes"][1]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"], json!("v1"));
     }
 
     #[test]
@@ -1445,9 +1103,6 @@ mod tests {
         let mut lr = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "1Mi"}}]}});
         strategy(&i).default(&mut lr);
         assert_eq!(lr["spec"]["limits"][0]["default"], json!({"cpu": "2"}));
-        assert_eq!(
-            lr["spec"]["limits"][0]["defaultRequest"],
-            json!({"cpu": "2", "memory": "1Mi"})
-        );
+        assert_eq!(lr["spec"]["limits"][0]["defaultRequest"], json!({"cpu": "2", "memory": "1Mi"}));
     }
 }

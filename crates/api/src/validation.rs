@@ -19,10 +19,7 @@ fn max_len(s: &str, n: usize) -> Option<String> {
 }
 
 fn label_shape_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().all(|c| is_alnum_lower(c) || c == '-')
-        && s.starts_with(is_alnum_lower)
-        && s.ends_with(is_alnum_lower)
+    !s.is_empty() && s.chars().all(|c| is_alnum_lower(c) || c == '-') && s.starts_with(is_alnum_lower) && s.ends_with(is_alnum_lower)
 }
 
 pub fn validate_dns1123_label(s: &str) -> Result<(), Vec<String>> {
@@ -59,11 +56,7 @@ pub fn validate_dns1035_label(s: &str) -> Result<(), Vec<String>> {
 }
 
 fn qualified_part_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| is_alnum(c) || c == '-' || c == '_' || c == '.')
-        && s.starts_with(is_alnum)
-        && s.ends_with(is_alnum)
+    !s.is_empty() && s.chars().all(|c| is_alnum(c) || c == '-' || c == '_' || c == '.') && s.starts_with(is_alnum) && s.ends_with(is_alnum)
 }
 
 /// A label or annotation key: `[prefix/]name`.

@@ -23,15 +23,8 @@ impl Cidr {
         if prefix > 32 {
             return None;
         }
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        Some(Cidr {
-            base: u32::from(ip) & mask,
-            prefix,
-        })
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Some(Cidr { base: u32::from(ip) & mask, prefix })
     }
 
     pub fn size(&self) -> u64 {
@@ -63,37 +56,20 @@ pub struct Allocators {
 }
 
 fn protocol(p: &Value) -> String {
-    p.get("protocol")
-        .and_then(Value::as_str)
-        .unwrap_or("TCP")
-        .to_string()
+    p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string()
 }
 
 impl Allocators {
     pub fn new(service_cidr: Cidr) -> Self {
-        Allocators {
-            service_cidr,
-            node_ports: (30000, 32767),
-            ips: Mutex::new(HashSet::new()),
-            ports: Mutex::new(HashSet::new()),
-        }
+        Allocators { service_cidr, node_ports: (30000, 32767), ips: Mutex::new(HashSet::new()), ports: Mutex::new(HashSet::new()) }
     }
 
     /// Records what an existing (stored) Service holds.
     pub fn restore(&self, svc: &Value) {
-        if let Some(ip) = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-        {
+        if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
             self.ips.lock().unwrap().insert(ip);
         }
-        for p in svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
             if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
                 self.ports.lock().unwrap().insert((np as u16, protocol(p)));
             }
@@ -108,19 +84,10 @@ impl Allocators {
     /// Allocates what a new or updated Service needs, filling in clusterIP(s) and nodePorts.
     /// `old` is the previous version (on update). With `dry_run`, checks without holding.
     /// Returns what was newly taken, so a failed write can give it back.
-    pub fn allocate(
-        &self,
-        svc: &mut Value,
-        old: Option<&Value>,
-        dry_run: bool,
-    ) -> Result<Allocation, Vec<FieldError>> {
+    pub fn allocate(&self, svc: &mut Value, old: Option<&Value>, dry_run: bool) -> Result<Allocation, Vec<FieldError>> {
         let mut taken = Allocation::default();
         let mut errs = Vec::new();
-        let ty = svc
-            .pointer("/spec/type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP")
-            .to_string();
+        let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
         let spec = svc.get_mut("spec").and_then(Value::as_object_mut);
         let Some(spec) = spec else { return Ok(taken) };
         if ty == "ExternalName" {
@@ -129,22 +96,10 @@ impl Allocators {
             return Ok(taken);
         }
         // Cluster IP.
-        let old_ip = old
-            .and_then(|o| o.pointer("/spec/clusterIP"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let requested = spec
-            .get("clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(str::to_string);
+        let requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
         let requested = if requested.is_empty() {
-            spec.get("clusterIPs")
-                .and_then(Value::as_array)
-                .and_then(|a| a.first())
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
+            spec.get("clusterIPs").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("").to_string()
         } else {
             requested
         };
@@ -179,11 +134,7 @@ impl Allocators {
                     ip.to_string()
                 }
                 None => {
-                    errs.push(FieldError::invalid(
-                        "spec.clusterIPs",
-                        &json!([]),
-                        "failed to allocate IP: range is full",
-                    ));
+                    errs.push(FieldError::invalid("spec.clusterIPs", &json!([]), "failed to allocate IP: range is full"));
                     String::new()
                 }
             }
@@ -192,11 +143,7 @@ impl Allocators {
         } else {
             match requested.parse::<Ipv4Addr>() {
                 Err(_) => {
-                    errs.push(FieldError::invalid(
-                        "spec.clusterIPs[0]",
-                        &json!(requested),
-                        "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-                    ));
+                    errs.push(FieldError::invalid("spec.clusterIPs[0]", &json!(requested), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
                     String::new()
                 }
                 Ok(ip) if !self.service_cidr.contains(ip) => {
@@ -210,7 +157,11 @@ impl Allocators {
                 Ok(ip) => {
                     let mut ips = self.ips.lock().unwrap();
                     if ips.contains(&ip) {
-                        errs.push(FieldError::invalid("spec.clusterIPs", &json!([requested]), format!("failed to allocate IP {requested}: provided IP is already allocated")));
+                        errs.push(FieldError::invalid(
+                            "spec.clusterIPs",
+                            &json!([requested]),
+                            format!("failed to allocate IP {requested}: provided IP is already allocated"),
+                        ));
                     } else if !dry_run {
                         ips.insert(ip);
                         taken.ip = Some(ip);
@@ -230,14 +181,8 @@ impl Allocators {
             }
         }
         // Node ports.
-        let wants_node_ports = ty == "NodePort"
-            || (ty == "LoadBalancer"
-                && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)));
-        let old_ports: Vec<Value> = old
-            .and_then(|o| o.pointer("/spec/ports"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let wants_node_ports = ty == "NodePort" || (ty == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)));
+        let old_ports: Vec<Value> = old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for (i, p) in ports.iter_mut().enumerate() {
                 if !wants_node_ports {
@@ -279,20 +224,12 @@ impl Allocators {
                                 c
                             }
                             None => {
-                                errs.push(FieldError::invalid(
-                                    format!("spec.ports[{i}].nodePort"),
-                                    &json!(0),
-                                    "range is full",
-                                ));
+                                errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(0), "range is full"));
                                 0
                             }
                         }
                     }
-                } else if Some(requested) == old_same
-                    || old_ports.iter().any(|op| {
-                        op.get("nodePort").and_then(Value::as_u64) == Some(requested as u64)
-                    })
-                {
+                } else if Some(requested) == old_same || old_ports.iter().any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(requested as u64)) {
                     requested
                 } else if requested < self.node_ports.0 || requested > self.node_ports.1 {
                     errs.push(FieldError::invalid(
@@ -304,11 +241,7 @@ impl Allocators {
                 } else {
                     let mut ports = self.ports.lock().unwrap();
                     if ports.contains(&(requested, proto.clone())) {
-                        errs.push(FieldError::invalid(
-                            format!("spec.ports[{i}].nodePort"),
-                            &json!(requested),
-                            "provided port is already allocated",
-                        ));
+                        errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(requested), "provided port is already allocated"));
                     } else if !dry_run {
                         ports.insert((requested, proto.clone()));
                         taken.ports.push((requested, proto.clone()));
@@ -340,11 +273,7 @@ impl Allocators {
 
     /// Releases what `old` held and `new` (if any) no longer holds.
     pub fn release_unused(&self, old: &Value, new: Option<&Value>) {
-        let ip_of = |v: &Value| {
-            v.pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<Ipv4Addr>().ok())
-        };
+        let ip_of = |v: &Value| v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<Ipv4Addr>().ok());
         if let Some(ip) = ip_of(old) {
             if new.and_then(ip_of) != Some(ip) {
                 self.ips.lock().unwrap().remove(&ip);
@@ -355,11 +284,7 @@ impl Allocators {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|p| {
-                    p.get("nodePort")
-                        .and_then(Value::as_u64)
-                        .map(|n| (n as u16, protocol(p)))
-                })
+                .filter_map(|p| p.get("nodePort").and_then(Value::as_u64).map(|n| (n as u16, protocol(p))))
                 .collect()
         };
         let keep = new.map(ports_of).unwrap_or_default();
@@ -385,8 +310,7 @@ mod tests {
     #[test]
     fn allocates_and_rejects_taken() {
         let a = Allocators::new(Cidr::parse("10.96.0.0/12").unwrap());
-        let mut s1 =
-            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let mut s1 = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         a.allocate(&mut s1, None, false).unwrap();
         let ip = s1["spec"]["clusterIP"].as_str().unwrap().to_string();
         let np = s1["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
@@ -394,17 +318,9 @@ mod tests {
         let mut s2 = json!({"spec": {"type": "NodePort", "clusterIP": ip, "ports": [{"port": 80, "nodePort": np}]}});
         let errs = a.allocate(&mut s2, None, false).unwrap_err();
         assert_eq!(errs.len(), 2);
-        assert!(
-            errs[0]
-                .message()
-                .contains("provided IP is already allocated")
-        );
+        assert!(errs[0].message().contains("provided IP is already allocated"));
         let mut s3 = json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}});
-        assert!(
-            a.allocate(&mut s3, None, false).unwrap_err()[0]
-                .message()
-                .contains("not in the valid range")
-        );
+        assert!(a.allocate(&mut s3, None, false).unwrap_err()[0].message().contains("not in the valid range"));
         a.release_unused(&s1, None);
         let mut s4 = json!({"spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
         a.allocate(&mut s4, None, false).unwrap();

@@ -150,11 +150,7 @@ fn to_tree(paths: &BTreeSet<Path>) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for el in p {
-            cur = cur
-                .entry(el.clone())
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .unwrap();
+            cur = cur.entry(el.clone()).or_insert_with(|| json!({})).as_object_mut().unwrap();
         }
     }
     Value::Object(root)
@@ -193,10 +189,7 @@ fn resolve<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur.get(f)?;
         } else if let Some(k) = el.strip_prefix("k:") {
             let keys: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur
-                .as_array()?
-                .iter()
-                .find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
+            cur = cur.as_array()?.iter().find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
         } else if let Some(v) = el.strip_prefix("v:") {
             let val: Value = serde_json::from_str(v).ok()?;
             cur = cur.as_array()?.iter().find(|item| **item == val)?;
@@ -224,10 +217,7 @@ fn remove_path(obj: &mut Value, path: &[String]) {
             let Ok(keys) = serde_json::from_str::<Map<String, Value>>(k) else {
                 return;
             };
-            cur.as_array_mut().and_then(|a| {
-                a.iter_mut()
-                    .find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
-            })
+            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv))))
         } else {
             None
         };
@@ -241,10 +231,7 @@ fn remove_path(obj: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:") {
-        if let (Ok(keys), Some(a)) = (
-            serde_json::from_str::<Map<String, Value>>(k),
-            cur.as_array_mut(),
-        ) {
+        if let (Ok(keys), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
             a.retain(|item| !keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
         }
     } else if let Some(v) = last.strip_prefix("v:") {
@@ -261,10 +248,7 @@ pub fn fieldset_of(obj: &Value, old: Option<&Value>) -> Value {
         None => paths,
         Some(old) => paths
             .into_iter()
-            .filter(|p| {
-                resolve(old, p) != resolve(obj, p)
-                    || (p.last().map(String::as_str) == Some(".") && resolve(old, p).is_none())
-            })
+            .filter(|p| resolve(old, p) != resolve(obj, p) || (p.last().map(String::as_str) == Some(".") && resolve(old, p).is_none()))
             .collect(),
     };
     to_tree(&owned)
@@ -278,10 +262,7 @@ pub fn union(a: &mut Value, b: &Value) {
 
 pub fn subtract(a: &mut Value, b: &Value) {
     let remove = from_tree(b);
-    let s: BTreeSet<Path> = from_tree(a)
-        .into_iter()
-        .filter(|p| !remove.contains(p))
-        .collect();
+    let s: BTreeSet<Path> = from_tree(a).into_iter().filter(|p| !remove.contains(p)).collect();
     *a = to_tree(&s);
 }
 
@@ -315,10 +296,7 @@ pub struct Conflict {
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     let mut by_manager: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for c in conflicts {
-        by_manager
-            .entry((c.manager.clone(), c.api_version.clone()))
-            .or_default()
-            .push(c.path.clone());
+        by_manager.entry((c.manager.clone(), c.api_version.clone())).or_default().push(c.path.clone());
     }
     let n = conflicts.len();
     let mut parts = Vec::new();
@@ -327,10 +305,7 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
             parts.push(format!("conflict with \"{m}\" using {v}: {}", paths[0]));
         } else {
             let lines: Vec<String> = paths.iter().map(|p| format!("- {p}")).collect();
-            parts.push(format!(
-                "conflicts with \"{m}\" using {v}:\n{}",
-                lines.join("\n")
-            ));
+            parts.push(format!("conflicts with \"{m}\" using {v}:\n{}", lines.join("\n")));
         }
     }
     let noun = if n == 1 { "conflict" } else { "conflicts" };
@@ -363,10 +338,7 @@ fn merge_list(live: &[Value], cfg: &[Value], parent: &str, field: &str) -> Value
             let mut out: Vec<Value> = live.to_vec();
             for item in cfg {
                 let k = key_element(item, keys);
-                match out
-                    .iter()
-                    .position(|x| k.is_some() && key_element(x, keys) == k)
-                {
+                match out.iter().position(|x| k.is_some() && key_element(x, keys) == k) {
                     Some(i) => out[i] = merge(&out[i], item, field),
                     None => out.push(item.clone()),
                 }
@@ -388,25 +360,12 @@ fn merge_list(live: &[Value], cfg: &[Value], parent: &str, field: &str) -> Value
 
 /// Server-side apply of `config` by `manager` onto `live` (None: the object does not exist).
 /// Returns the new object with managedFields updated, or the conflicts.
-pub fn apply(
-    live: Option<&Value>,
-    config: &Value,
-    manager: &str,
-    force: bool,
-    api_version: &str,
-) -> Result<Value, Vec<Conflict>> {
+pub fn apply(live: Option<&Value>, config: &Value, manager: &str, force: bool, api_version: &str) -> Result<Value, Vec<Conflict>> {
     let empty = json!({});
     let live = live.unwrap_or(&empty);
-    let mut entries: Vec<Value> = live
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut entries: Vec<Value> = live.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
     let cfg_paths = path_set(config);
-    let is_mine = |e: &Value| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Apply")
-    };
+    let is_mine = |e: &Value| e.get("manager").and_then(Value::as_str) == Some(manager) && e.get("operation").and_then(Value::as_str) == Some("Apply");
     let mut conflicts = Vec::new();
     let mut others: BTreeSet<Path> = BTreeSet::new();
     for e in &entries {
@@ -420,16 +379,8 @@ pub fn apply(
             }
             if resolve(live, p) != resolve(config, p) {
                 conflicts.push(Conflict {
-                    manager: e
-                        .get("manager")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    api_version: e
-                        .get("apiVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    manager: e.get("manager").and_then(Value::as_str).unwrap_or("").to_string(),
+                    api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string(),
                     path: render_path(p),
                 });
             }
@@ -446,17 +397,9 @@ pub fn apply(
                 subtract(fs, &cfg_tree);
             }
         }
-        others = entries
-            .iter()
-            .filter(|e| !is_mine(e))
-            .flat_map(|e| from_tree(e.get("fieldsV1").unwrap_or(&empty)))
-            .collect();
+        others = entries.iter().filter(|e| !is_mine(e)).flat_map(|e| from_tree(e.get("fieldsV1").unwrap_or(&empty))).collect();
     }
-    let previous: BTreeSet<Path> = entries
-        .iter()
-        .filter(|e| is_mine(e))
-        .flat_map(|e| from_tree(e.get("fieldsV1").unwrap_or(&empty)))
-        .collect();
+    let previous: BTreeSet<Path> = entries.iter().filter(|e| is_mine(e)).flat_map(|e| from_tree(e.get("fieldsV1").unwrap_or(&empty))).collect();
     let mut cfg = config.clone();
     if let Some(md) = cfg.get_mut("metadata").and_then(Value::as_object_mut) {
         md.remove("managedFields");
@@ -466,21 +409,13 @@ pub fn apply(
     // Fields this manager applied before, dropped now, and owned by nobody else are removed.
     // A field the config still holds stays even when its path changed shape (a map applied as
     // empty, then with members: `f:data` becomes `f:data/f:b`).
-    let mut removed: Vec<&Path> = previous
-        .iter()
-        .filter(|p| !cfg_paths.contains(*p) && !others.contains(*p) && resolve(&cfg, p).is_none())
-        .collect();
+    let mut removed: Vec<&Path> = previous.iter().filter(|p| !cfg_paths.contains(*p) && !others.contains(*p) && resolve(&cfg, p).is_none()).collect();
     removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in removed {
         // A list item's "." goes only when none of its fields remain owned.
         remove_path(&mut merged, p);
     }
-    entries.retain(|e| {
-        !is_mine(e)
-            && e.get("fieldsV1")
-                .and_then(Value::as_object)
-                .is_some_and(|m| !m.is_empty())
-    });
+    entries.retain(|e| !is_mine(e) && e.get("fieldsV1").and_then(Value::as_object).is_some_and(|m| !m.is_empty()));
     entries.push(json!({
         "manager": manager,
         "operation": "Apply",
@@ -505,10 +440,7 @@ mod tests {
     #[test]
     fn fieldsets_use_keys() {
         let t = fieldset_of(&deploy(1, "x"), None);
-        assert!(
-            t.pointer("/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"c\"}/f:image")
-                .is_some()
-        );
+        assert!(t.pointer("/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"c\"}/f:image").is_some());
         assert!(t.pointer("/f:metadata/f:labels/.").is_some());
     }
 
@@ -518,20 +450,12 @@ mod tests {
         // Same values: no conflict, shared ownership.
         let b = apply(Some(&a), &deploy(1, "x"), "b", false, "apps/v1").unwrap();
         let err = apply(Some(&b), &deploy(3, "x"), "b", false, "apps/v1").unwrap_err();
-        assert_eq!(
-            conflict_message(&err),
-            "Apply failed with 1 conflict: conflict with \"a\" using apps/v1: .spec.replicas"
-        );
+        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"a\" using apps/v1: .spec.replicas");
         let forced = apply(Some(&b), &deploy(3, "x"), "b", true, "apps/v1").unwrap();
         assert_eq!(forced["spec"]["replicas"], json!(3));
         // Now "a" no longer owns replicas.
         // "a" owned only what "b" now applied and forced: it owns nothing and is dropped.
-        let managers: Vec<&str> = forced["metadata"]["managedFields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["manager"].as_str().unwrap())
-            .collect();
+        let managers: Vec<&str> = forced["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| e["manager"].as_str().unwrap()).collect();
         assert_eq!(managers, vec!["b"]);
     }
 
@@ -555,10 +479,6 @@ mod tests {
         let mut cfg = deploy(1, "x");
         cfg["metadata"].as_object_mut().unwrap().remove("labels");
         let out = apply(Some(&a), &cfg, "a", false, "apps/v1").unwrap();
-        assert!(
-            out["metadata"]
-                .get("labels")
-                .is_none_or(|l| l.as_object().unwrap().is_empty())
-        );
+        assert!(out["metadata"].get("labels").is_none_or(|l| l.as_object().unwrap().is_empty()));
     }
 }

@@ -23,20 +23,12 @@ impl UserInfo {
         let (cn, orgs) = r8s_pki::certificate_subject(der)?;
         let mut groups = orgs;
         groups.push("system:authenticated".into());
-        Some(UserInfo {
-            name: cn,
-            groups,
-            ..Default::default()
-        })
+        Some(UserInfo { name: cn, groups, ..Default::default() })
     }
 
     /// The identity of components running inside the server process.
     pub fn internal(component: &str) -> UserInfo {
-        UserInfo {
-            name: format!("system:{component}"),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-            ..Default::default()
-        }
+        UserInfo { name: format!("system:{component}"), groups: vec!["system:masters".into(), "system:authenticated".into()], ..Default::default() }
     }
 }
 
@@ -113,11 +105,7 @@ impl Chain {
                 AuthResult::Invalid(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(None)
-        } else {
-            Err(errors.join(", "))
-        }
+        if errors.is_empty() { Ok(None) } else { Err(errors.join(", ")) }
     }
 }
 
@@ -130,23 +118,14 @@ mod tests {
         let chain = Chain::default();
         let (mut parts, _) = http::Request::new(()).into_parts();
         assert_eq!(chain.authenticate(&parts).await, Ok(None));
-        parts
-            .extensions
-            .insert(InProcessIdentity(UserInfo::internal("scheduler")));
+        parts.extensions.insert(InProcessIdentity(UserInfo::internal("scheduler")));
         let u = chain.authenticate(&parts).await.unwrap().unwrap();
         assert_eq!(u.name, "system:scheduler");
-        parts
-            .extensions
-            .insert(PeerCertificate(b"not a certificate".to_vec()));
+        parts.extensions.insert(PeerCertificate(b"not a certificate".to_vec()));
         // The in-process identity comes first in the chain.
-        assert_eq!(
-            chain.authenticate(&parts).await.unwrap().unwrap().name,
-            "system:scheduler"
-        );
+        assert_eq!(chain.authenticate(&parts).await.unwrap().unwrap().name, "system:scheduler");
         let (mut parts, _) = http::Request::new(()).into_parts();
-        parts
-            .extensions
-            .insert(PeerCertificate(b"not a certificate".to_vec()));
+        parts.extensions.insert(PeerCertificate(b"not a certificate".to_vec()));
         assert!(chain.authenticate(&parts).await.is_err());
     }
 }

@@ -19,18 +19,13 @@ pub enum Decision {
 }
 
 pub trait Authorizer: Send + Sync {
-    fn authorize<'a>(&'a self, user: &'a UserInfo, req: &'a RequestInfo)
-    -> BoxFuture<'a, Decision>;
+    fn authorize<'a>(&'a self, user: &'a UserInfo, req: &'a RequestInfo) -> BoxFuture<'a, Decision>;
 }
 
 pub struct AlwaysAllow;
 
 impl Authorizer for AlwaysAllow {
-    fn authorize<'a>(
-        &'a self,
-        _user: &'a UserInfo,
-        _req: &'a RequestInfo,
-    ) -> BoxFuture<'a, Decision> {
+    fn authorize<'a>(&'a self, _user: &'a UserInfo, _req: &'a RequestInfo) -> BoxFuture<'a, Decision> {
         Box::pin(async { Decision::Allow })
     }
 }
@@ -38,38 +33,17 @@ impl Authorizer for AlwaysAllow {
 /// Upstream's 403 for a denied request (responsewriters.Forbidden).
 pub fn forbidden(user: &UserInfo, req: &RequestInfo, reason: &str) -> ApiError {
     let what = if !req.is_resource_request {
-        format!(
-            "User {:?} cannot {} path {:?}",
-            user.name, req.verb, req.path
-        )
+        format!("User {:?} cannot {} path {:?}", user.name, req.verb, req.path)
     } else {
-        let resource = if req.subresource.is_empty() {
-            req.resource.clone()
-        } else {
-            format!("{}/{}", req.resource, req.subresource)
-        };
+        let resource = if req.subresource.is_empty() { req.resource.clone() } else { format!("{}/{}", req.resource, req.subresource) };
         if req.namespace.is_empty() {
-            format!(
-                "User {:?} cannot {} resource {:?} in API group {:?} at the cluster scope",
-                user.name, req.verb, resource, req.api_group
-            )
+            format!("User {:?} cannot {} resource {:?} in API group {:?} at the cluster scope", user.name, req.verb, resource, req.api_group)
         } else {
-            format!(
-                "User {:?} cannot {} resource {:?} in API group {:?} in the namespace {:?}",
-                user.name, req.verb, resource, req.api_group, req.namespace
-            )
+            format!("User {:?} cannot {} resource {:?} in API group {:?} in the namespace {:?}", user.name, req.verb, resource, req.api_group, req.namespace)
         }
     };
-    let msg = if reason.is_empty() {
-        what
-    } else {
-        format!("{what}: {reason}")
-    };
-    let qualified = if req.api_group.is_empty() {
-        req.resource.clone()
-    } else {
-        format!("{}.{}", req.resource, req.api_group)
-    };
+    let msg = if reason.is_empty() { what } else { format!("{what}: {reason}") };
+    let qualified = if req.api_group.is_empty() { req.resource.clone() } else { format!("{}.{}", req.resource, req.api_group) };
     let full = match (qualified.is_empty(), req.name.is_empty()) {
         (true, _) => format!("forbidden: {msg}"),
         (false, true) => format!("{qualified} is forbidden: {msg}"),
@@ -92,36 +66,19 @@ mod tests {
 
     #[test]
     fn forbidden_messages_are_upstreams() {
-        let bob = UserInfo {
-            name: "bob".into(),
-            ..Default::default()
-        };
+        let bob = UserInfo { name: "bob".into(), ..Default::default() };
         let r = RequestInfo::new(&Method::GET, "/api/v1/namespaces/default/pods", None);
         let e = forbidden(&bob, &r, "");
         assert_eq!(e.code, 403);
-        assert_eq!(
-            e.message,
-            "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
-        );
-        let r = RequestInfo::new(
-            &Method::DELETE,
-            "/apis/apps/v1/namespaces/x/deployments/d",
-            None,
-        );
+        assert_eq!(e.message, "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
+        let r = RequestInfo::new(&Method::DELETE, "/apis/apps/v1/namespaces/x/deployments/d", None);
         assert_eq!(
             forbidden(&bob, &r, "").message,
             "deployments.apps \"d\" is forbidden: User \"bob\" cannot delete resource \"deployments\" in API group \"apps\" in the namespace \"x\""
         );
         let r = RequestInfo::new(&Method::GET, "/api/v1/nodes", None);
-        assert!(
-            forbidden(&bob, &r, "")
-                .message
-                .ends_with("at the cluster scope")
-        );
+        assert!(forbidden(&bob, &r, "").message.ends_with("at the cluster scope"));
         let r = RequestInfo::new(&Method::GET, "/metrics", None);
-        assert_eq!(
-            forbidden(&bob, &r, "").message,
-            "forbidden: User \"bob\" cannot get path \"/metrics\""
-        );
+        assert_eq!(forbidden(&bob, &r, "").message, "forbidden: User \"bob\" cannot get path \"/metrics\"");
     }
 }

@@ -31,15 +31,8 @@ pub struct CacheEntry {
 }
 
 impl CacheEntry {
-    pub fn matches(
-        &self,
-        ns: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-    ) -> bool {
-        ns.is_none_or(|n| n == self.namespace)
-            && labels.matches(&self.labels)
-            && fields.matches(&self.fields)
+    pub fn matches(&self, ns: Option<&str>, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+        ns.is_none_or(|n| n == self.namespace) && labels.matches(&self.labels) && fields.matches(&self.fields)
     }
 
     pub fn value(&self) -> Value {
@@ -76,17 +69,9 @@ pub struct CacheEvent {
 impl CacheEvent {
     /// What a watcher with these filters sees of this event (upstream's cacher semantics: an
     /// object that starts matching is ADDED, one that stops matching is DELETED).
-    pub fn for_watcher(
-        &self,
-        ns: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-    ) -> Option<EventKind> {
+    pub fn for_watcher(&self, ns: Option<&str>, labels: &LabelSelector, fields: &FieldSelector) -> Option<EventKind> {
         let now = self.obj.matches(ns, labels, fields);
-        let before = self
-            .prev
-            .as_ref()
-            .is_some_and(|p| p.matches(ns, labels, fields));
+        let before = self.prev.as_ref().is_some_and(|p| p.matches(ns, labels, fields));
         match self.kind {
             EventKind::Deleted => before.then_some(EventKind::Deleted),
             EventKind::Added => now.then_some(EventKind::Added),
@@ -150,36 +135,18 @@ pub fn entry_from_value(info: &ResourceInfo, key: &str, obj: &Value, rev: i64) -
 /// Turns a store event into a cache event (None if it cannot be decoded).
 pub fn cache_event(info: &ResourceInfo, ev: &Event) -> Option<CacheEvent> {
     let rev = ev.kv.mod_revision;
-    let prev = ev
-        .prev_kv
-        .as_ref()
-        .and_then(|p| entry_from_kv(info, &p.key, &p.value, p.mod_revision))
-        .map(Arc::new);
+    let prev = ev.prev_kv.as_ref().and_then(|p| entry_from_kv(info, &p.key, &p.value, p.mod_revision)).map(Arc::new);
     match ev.kind {
         EventType::Put => {
             let obj = Arc::new(entry_from_kv(info, &ev.kv.key, &ev.kv.value, rev)?);
-            let kind = if prev.is_some() {
-                EventKind::Modified
-            } else {
-                EventKind::Added
-            };
-            Some(CacheEvent {
-                kind,
-                rev,
-                obj,
-                prev,
-            })
+            let kind = if prev.is_some() { EventKind::Modified } else { EventKind::Added };
+            Some(CacheEvent { kind, rev, obj, prev })
         }
         EventType::Delete => {
             let p = ev.prev_kv.as_ref()?;
             // A deleted object is reported with the revision of the deletion.
             let obj = Arc::new(entry_from_kv(info, &p.key, &p.value, rev)?);
-            Some(CacheEvent {
-                kind: EventKind::Deleted,
-                rev,
-                obj,
-                prev,
-            })
+            Some(CacheEvent { kind: EventKind::Deleted, rev, obj, prev })
         }
     }
 }
@@ -189,16 +156,7 @@ impl WatchCache {
     pub fn start(info: ResourceInfo, store: Arc<dyn Store>) -> Arc<Self> {
         let (tx, _) = broadcast::channel(4096);
         let (rev_tx, _) = watch::channel(0);
-        let cache = Arc::new(WatchCache {
-            info,
-            state: RwLock::new(State {
-                items: BTreeMap::new(),
-                rev: 0,
-                history: VecDeque::new(),
-                tx,
-            }),
-            rev_tx,
-        });
+        let cache = Arc::new(WatchCache { info, state: RwLock::new(State { items: BTreeMap::new(), rev: 0, history: VecDeque::new(), tx }), rev_tx });
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
             loop {
@@ -241,12 +199,7 @@ impl WatchCache {
             let mut rx = store.watch(&prefix, rev + 1).await?;
             while let Some(batch) = rx.recv().await {
                 let batch = batch?;
-                let events: Vec<Arc<CacheEvent>> = batch
-                    .events
-                    .iter()
-                    .filter_map(|e| cache_event(&self.info, e))
-                    .map(Arc::new)
-                    .collect();
+                let events: Vec<Arc<CacheEvent>> = batch.events.iter().filter_map(|e| cache_event(&self.info, e)).map(Arc::new).collect();
                 {
                     let mut st = self.state.write().unwrap();
                     for ev in &events {
@@ -288,9 +241,7 @@ impl WatchCache {
     pub fn list(&self, prefix: &str, after: Option<&str>) -> (i64, Vec<Arc<CacheEntry>>) {
         let st = self.state.read().unwrap();
         let end = prefix_end(prefix);
-        let start = after
-            .map(|a| format!("{a}\0"))
-            .unwrap_or_else(|| prefix.to_string());
+        let start = after.map(|a| format!("{a}\0")).unwrap_or_else(|| prefix.to_string());
         let items = st.items.range(start..end).map(|(_, v)| v.clone()).collect();
         (st.rev, items)
     }
@@ -301,27 +252,14 @@ impl WatchCache {
 
     /// Subscribes from `from_rev` (exclusive). `None` = now, with the current items as initial
     /// state.
-    pub fn subscribe(
-        &self,
-        from_rev: Option<i64>,
-        prefix: &str,
-    ) -> Result<Subscription, SubscribeError> {
+    pub fn subscribe(&self, from_rev: Option<i64>, prefix: &str) -> Result<Subscription, SubscribeError> {
         let st = self.state.read().unwrap();
         let live = st.tx.subscribe();
         match from_rev {
             None => {
                 let end = prefix_end(prefix);
-                let initial = st
-                    .items
-                    .range(prefix.to_string()..end)
-                    .map(|(_, v)| v.clone())
-                    .collect();
-                Ok(Subscription {
-                    rev: st.rev,
-                    initial,
-                    replay: vec![],
-                    live,
-                })
+                let initial = st.items.range(prefix.to_string()..end).map(|(_, v)| v.clone()).collect();
+                Ok(Subscription { rev: st.rev, initial, replay: vec![], live })
             }
             Some(rev) => {
                 let oldest = st.history.front().map(|e| e.rev - 1).unwrap_or(st.rev);
@@ -329,12 +267,7 @@ impl WatchCache {
                     return Err(SubscribeError::TooOld);
                 }
                 let replay = st.history.iter().filter(|e| e.rev > rev).cloned().collect();
-                Ok(Subscription {
-                    rev: st.rev,
-                    initial: vec![],
-                    replay,
-                    live,
-                })
+                Ok(Subscription { rev: st.rev, initial: vec![], replay, live })
             }
         }
     }

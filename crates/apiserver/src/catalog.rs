@@ -43,17 +43,12 @@ impl Catalog {
     pub fn add(&self, info: ResourceRef) {
         if info.verbs.iter().any(|v| v == "watch") && info.storage_version == info.api_version() {
             let mut caches = self.caches.write().unwrap();
-            caches
-                .entry(info.storage_resource.clone())
-                .or_insert_with(|| WatchCache::start((*info).clone(), self.store.clone()));
+            caches.entry(info.storage_resource.clone()).or_insert_with(|| WatchCache::start((*info).clone(), self.store.clone()));
         }
         let mut res = self.resources.write().unwrap();
-        res.retain(|r| {
-            !(r.group == info.group && r.version == info.version && r.plural == info.plural)
-        });
+        res.retain(|r| !(r.group == info.group && r.version == info.version && r.plural == info.plural));
         res.push(info);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Removes every version of a custom resource (`plural.group`).
@@ -62,8 +57,7 @@ impl Catalog {
         res.retain(|r| !(r.custom && r.group == group && r.plural == plural));
         let storage = format!("{group}/{plural}");
         self.caches.write().unwrap().remove(&storage);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_schema(&self, info: &ResourceInfo, schema: Option<serde_json::Value>) {
@@ -80,27 +74,15 @@ impl Catalog {
     }
 
     pub fn set_columns(&self, info: &ResourceInfo, cols: Vec<serde_json::Value>) {
-        self.columns.write().unwrap().insert(
-            format!("{}/{}/{}", info.group, info.version, info.plural),
-            cols,
-        );
+        self.columns.write().unwrap().insert(format!("{}/{}/{}", info.group, info.version, info.plural), cols);
     }
 
     pub fn columns(&self, info: &ResourceInfo) -> Vec<serde_json::Value> {
-        self.columns
-            .read()
-            .unwrap()
-            .get(&format!("{}/{}/{}", info.group, info.version, info.plural))
-            .cloned()
-            .unwrap_or_default()
+        self.columns.read().unwrap().get(&format!("{}/{}/{}", info.group, info.version, info.plural)).cloned().unwrap_or_default()
     }
 
     pub fn schema(&self, info: &ResourceInfo) -> Option<serde_json::Value> {
-        self.schemas
-            .read()
-            .unwrap()
-            .get(&format!("{}/{}/{}", info.group, info.version, info.plural))
-            .cloned()
+        self.schemas.read().unwrap().get(&format!("{}/{}/{}", info.group, info.version, info.plural)).cloned()
     }
 
     pub fn generation(&self) -> u64 {
@@ -112,29 +94,15 @@ impl Catalog {
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceRef> {
-        self.resources
-            .read()
-            .unwrap()
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.plural == plural)
-            .cloned()
+        self.resources.read().unwrap().iter().find(|r| r.group == group && r.version == version && r.plural == plural).cloned()
     }
 
     pub fn find_kind(&self, group: &str, version: &str, kind: &str) -> Option<ResourceRef> {
-        self.resources
-            .read()
-            .unwrap()
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
-            .cloned()
+        self.resources.read().unwrap().iter().find(|r| r.group == group && r.version == version && r.kind == kind).cloned()
     }
 
     pub fn group_known(&self, group: &str, version: &str) -> bool {
-        self.resources
-            .read()
-            .unwrap()
-            .iter()
-            .any(|r| r.group == group && r.version == version)
+        self.resources.read().unwrap().iter().any(|r| r.group == group && r.version == version)
     }
 
     /// The entry of the version objects of `info` are stored in.
@@ -145,22 +113,13 @@ impl Catalog {
         };
         let res = self.resources.read().unwrap();
         res.iter()
-            .find(|r| {
-                r.group == g
-                    && r.version == v
-                    && r.kind == info.kind
-                    && r.storage_version == r.api_version()
-            })
+            .find(|r| r.group == g && r.version == v && r.kind == info.kind && r.storage_version == r.api_version())
             .cloned()
             .unwrap_or_else(|| Arc::new(info.clone()))
     }
 
     pub fn cache(&self, info: &ResourceInfo) -> Option<Arc<WatchCache>> {
-        self.caches
-            .read()
-            .unwrap()
-            .get(&info.storage_resource)
-            .cloned()
+        self.caches.read().unwrap().get(&info.storage_resource).cloned()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -159,17 +159,11 @@ mod tests {
 
     #[test]
     fn hpa_round_trip() {
-        let v1 = builtin_resources()
-            .into_iter()
-            .find(|r| r.plural == "horizontalpodautoscalers" && r.version == "v1")
-            .unwrap();
+        let v1 = builtin_resources().into_iter().find(|r| r.plural == "horizontalpodautoscalers" && r.version == "v1").unwrap();
         let obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"}, "spec": {"maxReplicas": 5, "targetCPUUtilizationPercentage": 50}});
         let stored = to_storage(&v1, obj);
         assert_eq!(stored["apiVersion"], json!("autoscaling/v2"));
-        assert_eq!(
-            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
-            json!(50)
-        );
+        assert_eq!(stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], json!(50));
         let back = from_storage(&v1, stored);
         assert_eq!(back["spec"]["targetCPUUtilizationPercentage"], json!(50));
         assert_eq!(back["apiVersion"], json!("autoscaling/v1"));
@@ -177,10 +171,7 @@ mod tests {
 
     #[test]
     fn event_round_trip() {
-        let ev = builtin_resources()
-            .into_iter()
-            .find(|r| r.group == "events.k8s.io")
-            .unwrap();
+        let ev = builtin_resources().into_iter().find(|r| r.group == "events.k8s.io").unwrap();
         let obj = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "regarding": {"kind": "Pod", "name": "p"}, "note": "hi", "reason": "R"});
         let stored = to_storage(&ev, obj);
         assert_eq!(stored["involvedObject"]["name"], json!("p"));

@@ -12,19 +12,11 @@ pub fn accept(crd: &mut Value) {
     let mut accepted = names.clone();
     if let Some(m) = accepted.as_object_mut() {
         if !m.contains_key("singular") {
-            let kind = m
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_lowercase();
+            let kind = m.get("kind").and_then(Value::as_str).unwrap_or("").to_lowercase();
             m.insert("singular".into(), json!(kind));
         }
         if !m.contains_key("listKind") {
-            let kind = m
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let kind = m.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
             m.insert("listKind".into(), json!(format!("{kind}List")));
         }
     }
@@ -49,79 +41,31 @@ pub fn accept(crd: &mut Value) {
         "storedVersions": storage,
     });
     if let Some(spec) = crd.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.entry("conversion")
-            .or_insert(json!({"strategy": "None"}));
+        spec.entry("conversion").or_insert(json!({"strategy": "None"}));
     }
 }
 
 /// The served resources a CRD defines, each with its schema.
 pub fn resources(crd: &Value) -> Vec<(ResourceInfo, Option<Value>)> {
-    let group = crd
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
     let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
-    let kind = names
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let plural = names
-        .get("plural")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let singular = names
-        .get("singular")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| kind.to_lowercase());
-    let short: Vec<String> = names
-        .get("shortNames")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    let categories: Vec<String> = names
-        .get("categories")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let kind = names.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let plural = names.get("plural").and_then(Value::as_str).unwrap_or("").to_string();
+    let singular = names.get("singular").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let short: Vec<String> = names.get("shortNames").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let categories: Vec<String> =
+        names.get("categories").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
     let namespaced = crd.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
-    let versions = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let storage = versions
-        .iter()
-        .find(|v| v.get("storage") == Some(&json!(true)))
-        .and_then(|v| v.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("v1")
-        .to_string();
-    let mut served: Vec<&Value> = versions
-        .iter()
-        .filter(|v| v.get("served") != Some(&json!(false)))
-        .collect();
-    served.sort_by_key(|v| {
-        std::cmp::Reverse(crate::discovery::version_priority(
-            v.get("name").and_then(Value::as_str).unwrap_or(""),
-        ))
-    });
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let storage =
+        versions.iter().find(|v| v.get("storage") == Some(&json!(true))).and_then(|v| v.get("name")).and_then(Value::as_str).unwrap_or("v1").to_string();
+    let mut served: Vec<&Value> = versions.iter().filter(|v| v.get("served") != Some(&json!(false))).collect();
+    served.sort_by_key(|v| std::cmp::Reverse(crate::discovery::version_priority(v.get("name").and_then(Value::as_str).unwrap_or(""))));
     served
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let version = v
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let version = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
             let mut subs = Vec::new();
             if v.pointer("/subresources/status").is_some() {
                 subs.push(Subresource::Status);
@@ -173,13 +117,7 @@ fn preserves_unknown(schema: &Value) -> bool {
 /// `spec.items[0].x`) for field validation. apiVersion, kind and metadata at the root are the
 /// API's, never pruned here.
 pub fn prune_reporting(obj: &mut Value, schema: &Value, pruned: &mut Vec<String>) {
-    fn walk(
-        obj: &mut Value,
-        schema: &Value,
-        path: &mut String,
-        root: bool,
-        pruned: &mut Vec<String>,
-    ) {
+    fn walk(obj: &mut Value, schema: &Value, path: &mut String, root: bool, pruned: &mut Vec<String>) {
         if preserves_unknown(schema) && schema.get("properties").is_none() {
             return;
         }
@@ -204,11 +142,7 @@ pub fn prune_reporting(obj: &mut Value, schema: &Value, pruned: &mut Vec<String>
                         walk(m.get_mut(&k).unwrap(), a, path, false, pruned);
                     } else if !(additional == Some(&json!(true)) || preserves_unknown(schema)) {
                         m.remove(&k);
-                        pruned.push(if path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{path}.{k}")
-                        });
+                        pruned.push(if path.is_empty() { k.clone() } else { format!("{path}.{k}") });
                     }
                     path.truncate(len);
                 }
@@ -274,10 +208,7 @@ fn type_name(v: &Value) -> &'static str {
 pub fn validate(obj: &Value, schema: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut root_schema = schema.clone();
-    if let Some(props) = root_schema
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(props) = root_schema.get_mut("properties").and_then(Value::as_object_mut) {
         props.remove("metadata");
         props.remove("apiVersion");
         props.remove("kind");
@@ -294,44 +225,25 @@ pub fn validate(obj: &Value, schema: &Value) -> Vec<FieldError> {
 
 fn walk(v: &Value, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let field = |p: &str, k: &str| {
-        if p.is_empty() {
-            k.to_string()
-        } else {
-            format!("{p}.{k}")
-        }
+        if p.is_empty() { k.to_string() } else { format!("{p}.{k}") }
     };
     if v.is_null() && s.get("nullable") == Some(&json!(true)) {
         return;
     }
     if let Some(t) = s.get("type").and_then(Value::as_str) {
         let actual = type_name(v);
-        let ok = actual == t
-            || (t == "number" && actual == "integer")
-            || s.get("x-kubernetes-int-or-string") == Some(&json!(true));
+        let ok = actual == t || (t == "number" && actual == "integer") || s.get("x-kubernetes-int-or-string") == Some(&json!(true));
         if !ok {
             errs.push(FieldError::not_supported_type(path, v, t));
             return;
         }
     }
-    if s.get("x-kubernetes-int-or-string") == Some(&json!(true))
-        && !matches!(v, Value::String(_) | Value::Number(_))
-    {
-        errs.push(FieldError::invalid(
-            path,
-            v,
-            "must be an integer or a string",
-        ));
+    if s.get("x-kubernetes-int-or-string") == Some(&json!(true)) && !matches!(v, Value::String(_) | Value::Number(_)) {
+        errs.push(FieldError::invalid(path, v, "must be an integer or a string"));
     }
     if let Some(en) = s.get("enum").and_then(Value::as_array) {
         if !en.contains(v) {
-            let allowed: Vec<String> = en
-                .iter()
-                .map(|e| {
-                    e.as_str()
-                        .map(|x| format!("{x:?}"))
-                        .unwrap_or_else(|| e.to_string())
-                })
-                .collect();
+            let allowed: Vec<String> = en.iter().map(|e| e.as_str().map(|x| format!("{x:?}")).unwrap_or_else(|| e.to_string())).collect();
             errs.push(FieldError {
                 kind: r8s_api::errors::FieldErrorKind::NotSupported,
                 field: path.to_string(),
@@ -343,20 +255,12 @@ fn walk(v: &Value, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(n) = v.as_f64() {
         if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
             if n < min {
-                errs.push(FieldError::invalid(
-                    path,
-                    v,
-                    format!("should be greater than or equal to {min}"),
-                ));
+                errs.push(FieldError::invalid(path, v, format!("should be greater than or equal to {min}")));
             }
         }
         if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
             if n > max {
-                errs.push(FieldError::invalid(
-                    path,
-                    v,
-                    format!("should be less than or equal to {max}"),
-                ));
+                errs.push(FieldError::invalid(path, v, format!("should be less than or equal to {max}")));
             }
         }
     }
@@ -368,23 +272,13 @@ fn walk(v: &Value, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
         if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
             if (st.chars().count() as u64) < min {
-                errs.push(FieldError::invalid(
-                    path,
-                    v,
-                    format!("should be at least {min} chars long"),
-                ));
+                errs.push(FieldError::invalid(path, v, format!("should be at least {min} chars long")));
             }
         }
     }
     match v {
         Value::Object(m) => {
-            for r in s
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
+            for r in s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
                 if !m.contains_key(r) {
                     errs.push(FieldError::required(field(path, r), ""));
                 }
@@ -424,12 +318,7 @@ impl FieldErrorExt for FieldError {
         }
     }
     fn too_long(path: &str, max: u64) -> FieldError {
-        FieldError {
-            kind: r8s_api::errors::FieldErrorKind::TooLong,
-            field: path.to_string(),
-            value: None,
-            detail: format!("may not be more than {max} bytes"),
-        }
+        FieldError { kind: r8s_api::errors::FieldErrorKind::TooLong, field: path.to_string(), value: None, detail: format!("may not be more than {max} bytes") }
     }
 }
 
@@ -439,10 +328,7 @@ pub fn custom_cells(columns: &[Value], obj: &Value) -> Vec<Value> {
     for c in columns {
         let path = c.get("jsonPath").and_then(Value::as_str).unwrap_or("");
         let ptr = path.trim_start_matches('.').replace('.', "/");
-        let v = obj
-            .pointer(&format!("/{ptr}"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let v = obj.pointer(&format!("/{ptr}")).cloned().unwrap_or(Value::Null);
         let cell = match (c.get("type").and_then(Value::as_str), &v) {
             (Some("date"), Value::String(s)) => json!(r8s_api::printers::since(Some(s))),
             (_, Value::Null) => json!("<none>"),
@@ -450,10 +336,7 @@ pub fn custom_cells(columns: &[Value], obj: &Value) -> Vec<Value> {
         };
         cells.push(cell);
     }
-    cells.push(json!(r8s_api::printers::since(
-        obj.pointer("/metadata/creationTimestamp")
-            .and_then(Value::as_str)
-    )));
+    cells.push(json!(r8s_api::printers::since(obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str))));
     cells
 }
 

@@ -36,12 +36,7 @@ const GROUP_ORDER: &[&str] = &[
 pub fn grouped(cat: &Catalog) -> Vec<(String, Vec<(String, Vec<ResourceRef>)>)> {
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<ResourceRef>>> = BTreeMap::new();
     for r in cat.all() {
-        groups
-            .entry(r.group.clone())
-            .or_default()
-            .entry(r.version.clone())
-            .or_default()
-            .push(r);
+        groups.entry(r.group.clone()).or_default().entry(r.version.clone()).or_default().push(r);
     }
     let mut out: Vec<(String, Vec<(String, Vec<ResourceRef>)>)> = groups
         .into_iter()
@@ -51,12 +46,7 @@ pub fn grouped(cat: &Catalog) -> Vec<(String, Vec<(String, Vec<ResourceRef>)>)> 
                 rs.sort_by(|a, b| a.plural.cmp(&b.plural));
             }
             // Preferred version first, then by Kubernetes version priority.
-            vs.sort_by_key(|(v, rs)| {
-                (
-                    !rs.iter().any(|r| r.preferred),
-                    std::cmp::Reverse(version_priority(v)),
-                )
-            });
+            vs.sort_by_key(|(v, rs)| (!rs.iter().any(|r| r.preferred), std::cmp::Reverse(version_priority(v))));
             (g, vs)
         })
         .collect();
@@ -72,9 +62,7 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
     let Some(rest) = v.strip_prefix('v') else {
         return (0, 0, 0);
     };
-    let num_end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
+    let num_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
     let major: u32 = rest[..num_end].parse().unwrap_or(0);
     let tail = &rest[num_end..];
     if tail.is_empty() {
@@ -97,40 +85,26 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 fn group_entry(g: &str, versions: &[(String, Vec<ResourceRef>)]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|(v, _)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> = versions.iter().map(|(v, _)| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
     json!({"name": g, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 pub fn api_group_list(cat: &Catalog) -> Value {
-    let groups: Vec<Value> = grouped(cat)
-        .iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, vs)| group_entry(g, vs))
-        .collect();
+    let groups: Vec<Value> = grouped(cat).iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_entry(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn api_group(cat: &Catalog, group: &str) -> Option<Value> {
-    grouped(cat)
-        .iter()
-        .find(|(g, _)| g == group)
-        .map(|(g, vs)| {
-            let mut e = group_entry(g, vs);
-            e["kind"] = json!("APIGroup");
-            e["apiVersion"] = json!("v1");
-            e
-        })
+    grouped(cat).iter().find(|(g, _)| g == group).map(|(g, vs)| {
+        let mut e = group_entry(g, vs);
+        e["kind"] = json!("APIGroup");
+        e["apiVersion"] = json!("v1");
+        e
+    })
 }
 
 pub fn resource_list(cat: &Catalog, group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<ResourceRef> = cat
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let resources: Vec<ResourceRef> = cat.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
     if resources.is_empty() {
         return None;
     }
@@ -173,14 +147,8 @@ pub fn resource_list(cat: &Catalog, group: &str, version: &str) -> Option<Value>
             out.push(se);
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
 }
 
 fn storage_hash(r: &ResourceRef) -> String {
@@ -226,7 +194,8 @@ pub fn aggregated(cat: &Catalog, core: bool, api_version: &str) -> Value {
                                 subs.iter()
                                     .map(|s| {
                                         let (kind, sg, sv, verbs) = s.discovery(&r.kind);
-                                        let (kg, kv, kk) = if kind.is_empty() { (r.group.as_str(), r.version.as_str(), r.kind.as_str()) } else { (sg, sv, kind) };
+                                        let (kg, kv, kk) =
+                                            if kind.is_empty() { (r.group.as_str(), r.version.as_str(), r.kind.as_str()) } else { (sg, sv, kind) };
                                         json!({"subresource": s.name(), "responseKind": {"group": kg, "version": kv, "kind": kk}, "verbs": verbs})
                                     })
                                     .collect(),
@@ -238,11 +207,7 @@ pub fn aggregated(cat: &Catalog, core: bool, api_version: &str) -> Value {
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();
-        let md = if g.is_empty() {
-            json!({"creationTimestamp": null})
-        } else {
-            json!({"name": g, "creationTimestamp": null})
-        };
+        let md = if g.is_empty() { json!({"creationTimestamp": null}) } else { json!({"name": g, "creationTimestamp": null}) };
         items.push(json!({"metadata": md, "versions": vs}));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})

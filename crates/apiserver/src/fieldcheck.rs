@@ -44,19 +44,10 @@ pub struct Findings {
 pub fn check(group: &str, version: &str, kind: &str, obj: &mut Value) -> Findings {
     let s = schemas();
     let mut findings = Findings::default();
-    let Some(root) = s
-        .roots
-        .get(&(group.to_string(), version.to_string(), kind.to_string()))
-    else {
+    let Some(root) = s.roots.get(&(group.to_string(), version.to_string(), kind.to_string())) else {
         return findings;
     };
-    let mut walk = Walk {
-        defs: &s.defs,
-        path: String::new(),
-        go_fields: Vec::new(),
-        go_struct: String::new(),
-        findings: &mut findings,
-    };
+    let mut walk = Walk { defs: &s.defs, path: String::new(), go_fields: Vec::new(), go_struct: String::new(), findings: &mut findings };
     walk.def(obj, root);
     findings
 }
@@ -73,9 +64,7 @@ struct Walk<'a> {
 
 /// The definition a property schema refers to (`$ref` or `allOf: [{$ref}]`).
 fn ref_name(schema: &Value) -> Option<&str> {
-    let r = schema
-        .get("$ref")
-        .or_else(|| schema.get("allOf")?.get(0)?.get("$ref"))?;
+    let r = schema.get("$ref").or_else(|| schema.get("allOf")?.get(0)?.get("$ref"))?;
     r.as_str()?.rsplit('/').next()
 }
 
@@ -103,21 +92,11 @@ fn go_type(defs: &Map<String, Value>, schema: &Value) -> String {
         };
     }
     match schema.get("type").and_then(Value::as_str) {
-        Some("integer") => schema
-            .get("format")
-            .and_then(Value::as_str)
-            .unwrap_or("int64")
-            .to_string(),
+        Some("integer") => schema.get("format").and_then(Value::as_str).unwrap_or("int64").to_string(),
         Some("number") => "float64".into(),
         Some("boolean") => "bool".into(),
         Some("string") => "string".into(),
-        Some("array") => format!(
-            "[]{}",
-            schema
-                .get("items")
-                .map(|i| go_type(defs, i))
-                .unwrap_or_else(|| "interface {}".into())
-        ),
+        Some("array") => format!("[]{}", schema.get("items").map(|i| go_type(defs, i)).unwrap_or_else(|| "interface {}".into())),
         Some("object") => match schema.get("additionalProperties") {
             Some(a) if a.is_object() => format!("map[string]{}", go_type(defs, a)),
             _ => "map[string]interface {}".into(),
@@ -156,11 +135,7 @@ impl Walk<'_> {
         self.findings.type_error = Some(if self.go_fields.is_empty() {
             format!("json: cannot unmarshal {what} into Go value of type {ty}")
         } else {
-            format!(
-                "json: cannot unmarshal {what} into Go struct field {}.{} of type {ty}",
-                self.go_struct,
-                self.go_fields.join(".")
-            )
+            format!("json: cannot unmarshal {what} into Go struct field {}.{} of type {ty}", self.go_struct, self.go_fields.join("."))
         });
     }
 
@@ -210,8 +185,7 @@ impl Walk<'_> {
                         }
                         self.path.truncate(len);
                     }
-                } else if let Some(a) = schema.get("additionalProperties").filter(|a| a.is_object())
-                {
+                } else if let Some(a) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                     for (k, item) in m.iter_mut() {
                         let len = self.path.len();
                         self.path.push_str(&format!("[{k}]"));
@@ -244,19 +218,13 @@ impl Walk<'_> {
         }
         match schema.get("type").and_then(Value::as_str) {
             // A free-form object (apiextensions JSON, RawExtension) holds any value.
-            Some("object") => {
-                v.is_object()
-                    || (schema.get("properties").is_none()
-                        && schema.get("additionalProperties").is_none())
-            }
+            Some("object") => v.is_object() || (schema.get("properties").is_none() && schema.get("additionalProperties").is_none()),
             Some("array") => v.is_array(),
             Some("string") => v.is_string(),
             Some("boolean") => v.is_boolean(),
             Some("number") => v.is_number(),
             Some("integer") => match v.as_i64() {
-                Some(n) if schema.get("format").and_then(Value::as_str) == Some("int32") => {
-                    i32::try_from(n).is_ok()
-                }
+                Some(n) if schema.get("format").and_then(Value::as_str) == Some("int32") => i32::try_from(n).is_ok(),
                 Some(_) => true,
                 None => false,
             },
@@ -272,39 +240,20 @@ mod tests {
 
     #[test]
     fn wrong_types_are_worded_like_go() {
-        let mut d =
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "three"}});
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "three"}});
         let f = check("apps", "v1", "Deployment", &mut d);
-        assert_eq!(
-            f.type_error.as_deref(),
-            Some(
-                "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
-            )
-        );
+        assert_eq!(f.type_error.as_deref(), Some("json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"));
         let mut cm = json!({"data": {"a": "1"}, "metadata": {"labels": {"x": true}}});
         let f = check("", "v1", "ConfigMap", &mut cm);
-        assert_eq!(
-            f.type_error.as_deref(),
-            Some(
-                "json: cannot unmarshal bool into Go struct field ObjectMeta.metadata.labels of type string"
-            )
-        );
+        assert_eq!(f.type_error.as_deref(), Some("json: cannot unmarshal bool into Go struct field ObjectMeta.metadata.labels of type string"));
         let mut p = json!({"spec": {"containers": {"name": "c"}}});
         let f = check("", "v1", "Pod", &mut p);
-        assert_eq!(
-            f.type_error.as_deref(),
-            Some(
-                "json: cannot unmarshal object into Go struct field PodSpec.spec.containers of type []v1.Container"
-            )
-        );
-        let mut p =
-            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 1.5}]}]}});
+        assert_eq!(f.type_error.as_deref(), Some("json: cannot unmarshal object into Go struct field PodSpec.spec.containers of type []v1.Container"));
+        let mut p = json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 1.5}]}]}});
         let f = check("", "v1", "Pod", &mut p);
         assert_eq!(
             f.type_error.as_deref(),
-            Some(
-                "json: cannot unmarshal number 1.5 into Go struct field ContainerPort.spec.containers.ports.containerPort of type int32"
-            )
+            Some("json: cannot unmarshal number 1.5 into Go struct field ContainerPort.spec.containers.ports.containerPort of type int32")
         );
     }
 
@@ -313,32 +262,14 @@ mod tests {
         let mut d = json!({"spec": {"bogusField": 1, "replicas": 2, "template": {"spec": {"containers": [{"name": "c", "imagee": "x"}]}}}, "extra": {}});
         let f = check("apps", "v1", "Deployment", &mut d);
         assert_eq!(f.type_error, None);
-        assert_eq!(
-            f.unknown,
-            vec![
-                "spec.bogusField",
-                "spec.template.spec.containers[0].imagee",
-                "extra"
-            ]
-        );
-        assert_eq!(
-            d,
-            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}}})
-        );
+        assert_eq!(f.unknown, vec!["spec.bogusField", "spec.template.spec.containers[0].imagee", "extra"]);
+        assert_eq!(d, json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}}}));
     }
 
     #[test]
     fn free_form_json_takes_anything() {
         let mut crd = json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"type": "object", "properties": {"size": {"type": "integer", "default": 3}}}}}]}});
-        assert_eq!(
-            check(
-                "apiextensions.k8s.io",
-                "v1",
-                "CustomResourceDefinition",
-                &mut crd
-            ),
-            Findings::default()
-        );
+        assert_eq!(check("apiextensions.k8s.io", "v1", "CustomResourceDefinition", &mut crd), Findings::default());
     }
 
     #[test]

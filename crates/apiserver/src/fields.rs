@@ -6,12 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::registry::WriteOptions;
 
 /// Records the write in metadata.managedFields. `old` is the previous object (None on create).
-pub fn record_operation(
-    obj: &mut Value,
-    old: Option<&Value>,
-    opts: &WriteOptions,
-    api_version: &str,
-) {
+pub fn record_operation(obj: &mut Value, old: Option<&Value>, opts: &WriteOptions, api_version: &str) {
     if opts.operation == "Apply" {
         return; // The apply engine maintains its own entries.
     }
@@ -23,11 +18,7 @@ pub fn record_operation(
         return;
     }
     let md = r8s_api::meta::metadata_mut(obj);
-    let mut entries: Vec<Value> = md
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut entries: Vec<Value> = md.get("managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
     let now = r8s_api::meta::now_rfc3339();
     // Fields this write changed move to this manager; other managers lose them.
     for e in entries.iter_mut() {
@@ -35,12 +26,7 @@ pub fn record_operation(
             crate::apply::subtract(fs, &owned);
         }
     }
-    entries.retain(|e| {
-        e.get("fieldsV1")
-            .and_then(Value::as_object)
-            .is_some_and(|m| !m.is_empty())
-            || e.get("operation") == Some(&json!("Apply"))
-    });
+    entries.retain(|e| e.get("fieldsV1").and_then(Value::as_object).is_some_and(|m| !m.is_empty()) || e.get("operation") == Some(&json!("Apply")));
     let existing = entries.iter_mut().find(|e| {
         e.get("manager").and_then(Value::as_str) == Some(manager.as_str())
             && e.get("operation") == Some(&json!("Update"))

@@ -17,13 +17,8 @@ use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
 use crate::pipeline::RequestContext;
-use crate::registry::{
-    DeleteOptions, FieldValidation, ListOptions, ListResult, Registry, WriteOptions, WriteOrigin,
-};
-use crate::request::{
-    BodyFormat, Output, ResourcePath, Route, body_format, decode_body, decode_object, negotiate,
-    parse_query, parse_route,
-};
+use crate::registry::{DeleteOptions, FieldValidation, ListOptions, ListResult, Registry, WriteOptions, WriteOrigin};
+use crate::request::{BodyFormat, Output, ResourcePath, Route, body_format, decode_body, decode_object, negotiate, parse_query, parse_route};
 use crate::status::{ApiError, ApiResult, success_status};
 use crate::{convert, table};
 
@@ -44,29 +39,14 @@ fn json_response(code: StatusCode, v: &Value, out: Output) -> Response {
     match out {
         Output::Yaml => {
             let body = serde_yaml::to_string(v).unwrap_or_default();
-            (
-                code,
-                [(http::header::CONTENT_TYPE, "application/yaml")],
-                body,
-            )
-                .into_response()
+            (code, [(http::header::CONTENT_TYPE, "application/yaml")], body).into_response()
         }
-        _ => (
-            code,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(v).unwrap_or_default(),
-        )
-            .into_response(),
+        _ => (code, [(http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response(),
     }
 }
 
 fn text(code: StatusCode, s: &'static str) -> Response {
-    (
-        code,
-        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        s,
-    )
-        .into_response()
+    (code, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
 }
 
 /// The health and version endpoints, open to anonymous requests.
@@ -77,10 +57,7 @@ pub fn public(state: &AppState, path: &str) -> Response {
     if state.ready.load(std::sync::atomic::Ordering::SeqCst) || path == "/livez" {
         text(StatusCode::OK, "ok")
     } else {
-        text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[-]poststarthook/r8s-bootstrap failed: not finished\nreadyz check failed",
-        )
+        text(StatusCode::INTERNAL_SERVER_ERROR, "[-]poststarthook/r8s-bootstrap failed: not finished\nreadyz check failed")
     }
 }
 
@@ -90,8 +67,7 @@ pub async fn read_body(body: Body) -> ApiResult<Bytes> {
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("failed to read request body: {e}")))?;
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("failed to read request body: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -114,11 +90,7 @@ pub async fn read_body(body: Body) -> ApiResult<Bytes> {
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Routes an authenticated, authorized request.
-pub async fn dispatch(
-    state: &Arc<AppState>,
-    ctx: &RequestContext,
-    body: Bytes,
-) -> ApiResult<Response> {
+pub async fn dispatch(state: &Arc<AppState>, ctx: &RequestContext, body: Bytes) -> ApiResult<Response> {
     let (method, path, headers) = (&ctx.parts.method, ctx.parts.uri.path(), &ctx.parts.headers);
     let query = &parse_query(ctx.parts.uri.query());
     if path == "/metrics" {
@@ -136,54 +108,28 @@ pub async fn dispatch(
     if *method != Method::GET && !matches!(route, Route::Resource(_)) {
         return Err(ApiError::method_not_allowed());
     }
-    let accept = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let aggregated = accept
-        .split(',')
-        .find(|e| e.contains("as=APIGroupDiscoveryList") && e.contains("g=apidiscovery.k8s.io"));
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let aggregated = accept.split(',').find(|e| e.contains("as=APIGroupDiscoveryList") && e.contains("g=apidiscovery.k8s.io"));
     match route {
         Route::CoreVersions | Route::Groups => {
             let core = route == Route::CoreVersions;
             if let Some(entry) = aggregated {
-                let v = if entry.contains("v=v2beta1") {
-                    "v2beta1"
-                } else {
-                    "v2"
-                };
-                let doc = crate::discovery::aggregated(
-                    &state.catalog,
-                    core,
-                    &format!("apidiscovery.k8s.io/{v}"),
-                );
-                let ct = format!(
-                    "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
-                );
-                return Ok((
-                    StatusCode::OK,
-                    [(http::header::CONTENT_TYPE, ct)],
-                    serde_json::to_vec(&doc).unwrap(),
-                )
-                    .into_response());
+                let v = if entry.contains("v=v2beta1") { "v2beta1" } else { "v2" };
+                let doc = crate::discovery::aggregated(&state.catalog, core, &format!("apidiscovery.k8s.io/{v}"));
+                let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+                return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, ct)], serde_json::to_vec(&doc).unwrap()).into_response());
             }
-            let doc = if core {
-                crate::discovery::api_versions(&state.server_address)
-            } else {
-                crate::discovery::api_group_list(&state.catalog)
-            };
+            let doc = if core { crate::discovery::api_versions(&state.server_address) } else { crate::discovery::api_group_list(&state.catalog) };
             Ok(json_response(StatusCode::OK, &doc, Output::Json))
         }
         Route::Group(g) => match crate::discovery::api_group(&state.catalog, &g) {
             Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
             None => Err(ApiError::no_route()),
         },
-        Route::ResourceList { group, version } => {
-            match crate::discovery::resource_list(&state.catalog, &group, &version) {
-                Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
-                None => Err(ApiError::no_route()),
-            }
-        }
+        Route::ResourceList { group, version } => match crate::discovery::resource_list(&state.catalog, &group, &version) {
+            Some(doc) => Ok(json_response(StatusCode::OK, &doc, Output::Json)),
+            None => Err(ApiError::no_route()),
+        },
         Route::Resource(rp) => resource(state, ctx, &rp, query, body).await,
     }
 }
@@ -193,40 +139,24 @@ fn metrics(state: &AppState) -> Response {
     for (k, v) in state.catalog.store().metrics().snapshot() {
         out.push_str(&format!("# TYPE {k} counter\n{k} {v}\n"));
     }
-    out.push_str(&format!(
-        "# TYPE r8s_store_revision gauge\nr8s_store_revision {}\n",
-        state.catalog.store().current_revision()
-    ));
-    (
-        StatusCode::OK,
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    out.push_str(&format!("# TYPE r8s_store_revision gauge\nr8s_store_revision {}\n", state.catalog.store().current_revision()));
+    (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// Boolean query parameters as Go's strconv.ParseBool reads them (clients send "True" too).
 pub fn query_bool(query: &Query, key: &str) -> bool {
-    query
-        .get(key)
-        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+    query.get(key).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
-    let label_selector =
-        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let field_selector =
-        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(e))?;
+    let label_selector = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let field_selector = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or("")).map_err(|e| ApiError::bad_request(e))?;
     let st = strategy(info);
     for r in &field_selector.requirements {
         if !st.supports_field(&r.field) {
             let msg = if info.custom {
-                format!(
-                    "\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
-                    r.field
-                )
+                format!("\"{}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"", r.field)
             } else {
                 format!("field label not supported: {}", r.field)
             };
@@ -234,10 +164,7 @@ fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
         }
     }
     let limit = match query.get("limit") {
-        Some(l) if !l.is_empty() => l
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
-            .max(0) as usize,
+        Some(l) if !l.is_empty() => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,
         _ => 0,
     };
     Ok(ListOptions {
@@ -258,9 +185,7 @@ pub fn write_options(ctx: &RequestContext, default_manager: bool) -> ApiResult<W
         None | Some("") => false,
         Some("All") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid dryRun value: {other}"
-            )));
+            return Err(ApiError::bad_request(format!("Invalid dryRun value: {other}")));
         }
     };
     let mut field_manager = query.get("fieldManager").cloned().filter(|s| !s.is_empty());
@@ -274,13 +199,10 @@ pub fn write_options(ctx: &RequestContext, default_manager: bool) -> ApiResult<W
     }
     if let Some(m) = &field_manager {
         if m.len() > 128 {
-            return Err(ApiError::bad_request(
-                "fieldManager: Too long: must have at most 128 bytes",
-            ));
+            return Err(ApiError::bad_request("fieldManager: Too long: must have at most 128 bytes"));
         }
     }
-    let field_validation = FieldValidation::parse(query.get("fieldValidation").map(String::as_str))
-        .map_err(ApiError::bad_request)?;
+    let field_validation = FieldValidation::parse(query.get("fieldValidation").map(String::as_str)).map_err(ApiError::bad_request)?;
     Ok(WriteOptions {
         dry_run,
         field_manager,
@@ -310,13 +232,7 @@ fn find_resource(state: &AppState, rp: &ResourcePath) -> ApiResult<Arc<ResourceI
     }
 }
 
-async fn resource(
-    state: &Arc<AppState>,
-    ctx: &RequestContext,
-    rp: &ResourcePath,
-    query: &Query,
-    body: Bytes,
-) -> ApiResult<Response> {
+async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath, query: &Query, body: Bytes) -> ApiResult<Response> {
     let (method, headers) = (&ctx.parts.method, &ctx.parts.headers);
     let info = find_resource(state, rp)?;
     let ns = rp.namespace.as_deref();
@@ -338,25 +254,14 @@ async fn resource(
     let verb_allowed = |v: &str| info.verbs.iter().any(|x| x == v);
     match (method.clone(), name, sub) {
         (Method::GET, None, _) => {
-            let watch = rp.watch_prefix
-                || query
-                    .get("watch")
-                    .is_some_and(|w| w.eq_ignore_ascii_case("true") || w == "1");
+            let watch = rp.watch_prefix || query.get("watch").is_some_and(|w| w.eq_ignore_ascii_case("true") || w == "1");
             let out = negotiate(headers)?;
             let opts = list_options(&info, query)?;
             if watch {
                 if !verb_allowed("watch") {
                     return Err(ApiError::method_not_allowed());
                 }
-                return crate::watch::serve(
-                    state.clone(),
-                    info,
-                    ns.map(str::to_string),
-                    opts,
-                    out,
-                    query,
-                )
-                .await;
+                return crate::watch::serve(state.clone(), info, ns.map(str::to_string), opts, out, query).await;
             }
             if !verb_allowed("list") {
                 return Err(ApiError::method_not_allowed());
@@ -371,11 +276,7 @@ async fn resource(
         }
         (Method::GET, Some(n), Some(Subresource::Scale)) => {
             let obj = reg.get(&info, ns, n).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &scale_of(&info, &obj),
-                negotiate(headers)?,
-            ))
+            Ok(json_response(StatusCode::OK, &scale_of(&info, &obj), negotiate(headers)?))
         }
         (Method::POST, None, None) => {
             if !verb_allowed("create") {
@@ -383,25 +284,14 @@ async fn resource(
             }
             let out = negotiate(headers)?;
             let fmt = body_format(headers)?;
-            if !matches!(
-                fmt,
-                BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf
-            ) {
-                return Err(ApiError::unsupported_media_type(
-                    headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or(""),
-                ));
+            if !matches!(fmt, BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf) {
+                return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
             }
             let mut obj = decode_object(&body, fmt)?;
             check_type(&info, &mut obj)?;
             let opts = write_options(ctx, true)?;
             let created = reg.create(&info, ns, obj, &opts).await?;
-            Ok(with_warnings(
-                render_object(state, &info, created, out, query, StatusCode::CREATED)?,
-                &opts,
-            ))
+            Ok(with_warnings(render_object(state, &info, created, out, query, StatusCode::CREATED)?, &opts))
         }
         (Method::POST, Some(n), Some(Subresource::Binding)) => {
             let b = decode_object(&body, body_format(headers)?)?;
@@ -422,19 +312,12 @@ async fn resource(
             let opts = write_options(ctx, true)?;
             if sub == Some(Subresource::Scale) {
                 let updated = update_scale(reg, &info, ns, n, &opts, |_| Ok(obj.clone())).await?;
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &scale_of(&info, &updated),
-                    out,
-                ));
+                return Ok(json_response(StatusCode::OK, &scale_of(&info, &updated), out));
             }
             if sub == Some(Subresource::Finalize) {
                 let updated = reg
                     .update_with(&info, ns, n, None, &opts, |mut cur| {
-                        cur["spec"]["finalizers"] = obj
-                            .pointer("/spec/finalizers")
-                            .cloned()
-                            .unwrap_or(json!([]));
+                        cur["spec"]["finalizers"] = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
                         Ok(cur)
                     })
                     .await?;
@@ -442,10 +325,7 @@ async fn resource(
             }
             check_type(&info, &mut obj)?;
             let updated = reg.update(&info, ns, n, obj, sub, &opts).await?;
-            Ok(with_warnings(
-                render_object(state, &info, updated, out, query, StatusCode::OK)?,
-                &opts,
-            ))
+            Ok(with_warnings(render_object(state, &info, updated, out, query, StatusCode::OK)?, &opts))
         }
         (Method::PATCH, Some(n), sub) => {
             if !verb_allowed("patch") {
@@ -459,10 +339,7 @@ async fn resource(
                 return Err(ApiError::method_not_allowed());
             }
             let out = negotiate(headers)?;
-            let opts = DeleteOptions {
-                user: Some(ctx.user.clone()),
-                ..delete_options(query, &body)?
-            };
+            let opts = DeleteOptions { user: Some(ctx.user.clone()), ..delete_options(query, &body)? };
             let deleted = reg.delete(&info, ns, n, &opts).await?;
             render_object(state, &info, deleted, out, query, StatusCode::OK)
         }
@@ -486,53 +363,26 @@ async fn resource(
 /// mismatch is an error.
 fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     let Some(m) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            truncate(&obj.to_string())
-        )));
+        return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
     };
-    for (field, wanted) in [
-        ("kind", info.kind.clone()),
-        ("apiVersion", info.api_version()),
-    ] {
-        if m.get(field)
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+    for (field, wanted) in [("kind", info.kind.clone()), ("apiVersion", info.api_version())] {
+        if m.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
             m.insert(field.into(), Value::String(wanted));
         }
     }
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     if av != info.api_version() {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({av}) does not match the expected API version ({})",
-            info.api_version()
-        )));
+        return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", info.api_version())));
     }
     if kind != info.kind {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({})",
-            info.kind
-        )));
+        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", info.kind)));
     }
     Ok(())
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() > 200 {
-        format!(
-            "{}...",
-            &s[..s
-                .char_indices()
-                .take_while(|(i, _)| *i < 200)
-                .last()
-                .map(|(i, _)| i)
-                .unwrap_or(0)]
-        )
-    } else {
-        s.to_string()
-    }
+    if s.len() > 200 { format!("{}...", &s[..s.char_indices().take_while(|(i, _)| *i < 200).last().map(|(i, _)| i).unwrap_or(0)]) } else { s.to_string() }
 }
 
 fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
@@ -540,30 +390,18 @@ fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
         let b = decode_body(body, true)?;
         opts.grace_period_seconds = b.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.propagation_policy = b
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        opts.propagation_policy = b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string);
         if b.get("orphanDependents") == Some(&json!(true)) {
             opts.propagation_policy = Some("Orphan".into());
         }
-        opts.precondition_uid = b
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        opts.precondition_rv = b
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        opts.precondition_uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
         if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
             opts.dry_run = d.iter().any(|x| x == "All");
         }
     }
     if let Some(g) = query.get("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(
-            g.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
-        );
+        opts.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
     }
     if let Some(p) = query.get("propagationPolicy") {
         opts.propagation_policy = Some(p.clone());
@@ -582,14 +420,7 @@ fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
 }
 
 /// Renders one object (already in `info`'s version).
-pub fn render_object(
-    state: &AppState,
-    info: &ResourceInfo,
-    obj: Value,
-    out: Output,
-    query: &Query,
-    code: StatusCode,
-) -> ApiResult<Response> {
+pub fn render_object(state: &AppState, info: &ResourceInfo, obj: Value, out: Output, query: &Query, code: StatusCode) -> ApiResult<Response> {
     match out {
         Output::Table => {
             let t = table::table(state, info, &[obj], None, query);
@@ -600,13 +431,7 @@ pub fn render_object(
     }
 }
 
-fn render_list(
-    state: &AppState,
-    info: &ResourceInfo,
-    res: ListResult,
-    out: Output,
-    query: &Query,
-) -> ApiResult<Response> {
+fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Output, query: &Query) -> ApiResult<Response> {
     let mut md = json!({"resourceVersion": res.rev.to_string()});
     if let Some(c) = &res.continue_token {
         md["continue"] = json!(c);
@@ -628,20 +453,10 @@ fn render_list(
                 body.extend_from_slice(item);
             }
             body.extend_from_slice(b"]}");
-            Ok((
-                StatusCode::OK,
-                [(http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response())
+            Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response())
         }
         _ => {
-            let items: Vec<Value> = res
-                .items
-                .iter()
-                .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
-                .map(|v| convert::from_storage(info, v))
-                .collect();
+            let items: Vec<Value> = res.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).map(|v| convert::from_storage(info, v)).collect();
             match out {
                 Output::Table => {
                     let t = table::table(state, info, &items, Some(md), query);
@@ -664,16 +479,11 @@ fn render_list(
 /// The autoscaling/v1 Scale of a scalable object.
 pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     let selector = match obj.pointer("/spec/selector") {
-        Some(Value::Object(m))
-            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
-        {
+        Some(Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
             r8s_api::printers::label_selector_string(Some(&Value::Object(m.clone())))
         }
         Some(Value::Object(m)) => {
-            let mut parts: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
+            let mut parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
             parts.sort();
             parts.join(",")
         }
@@ -681,13 +491,7 @@ pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     };
     let md = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut smd = json!({});
-    for k in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
         if let Some(v) = md.get(k) {
             smd[k] = v.clone();
         }
@@ -703,46 +507,24 @@ pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
 }
 
 /// Updates spec.replicas through the scale subresource: `f` maps the current Scale to the new.
-pub async fn update_scale<F>(
-    reg: &Registry,
-    info: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    opts: &WriteOptions,
-    mut f: F,
-) -> ApiResult<Value>
+pub async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, mut f: F) -> ApiResult<Value>
 where
     F: FnMut(Value) -> ApiResult<Value>,
 {
     reg.update_with(info, ns, name, None, opts, |mut cur| {
         let scale = scale_of(info, &cur);
         let new_scale = f(scale)?;
-        if let Some(rv) = new_scale
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            if !rv.is_empty()
-                && Some(rv)
-                    != cur
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-            {
+        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            if !rv.is_empty() && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
                 return Err(ApiError::stale(info, name));
             }
         }
-        let replicas = new_scale
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
         if replicas < 0 {
             return Err(ApiError::invalid(
                 info,
                 name,
-                &[r8s_api::errors::FieldError::invalid(
-                    "spec.replicas",
-                    &json!(replicas),
-                    "must be greater than or equal to 0",
-                )],
+                &[r8s_api::errors::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")],
             ));
         }
         cur["spec"]["replicas"] = json!(replicas);
@@ -751,25 +533,10 @@ where
     .await
 }
 
-async fn bind(
-    state: &AppState,
-    ctx: &RequestContext,
-    info: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    binding: &Value,
-) -> ApiResult<Response> {
-    let node = binding
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+async fn bind(state: &AppState, ctx: &RequestContext, info: &ResourceInfo, ns: Option<&str>, name: &str, binding: &Value) -> ApiResult<Response> {
+    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid(
-            info,
-            name,
-            &[r8s_api::errors::FieldError::required("target.name", "")],
-        ));
+        return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::required("target.name", "")]));
     }
     let opts = write_options(ctx, false)?;
     let now = r8s_api::meta::now_rfc3339();
@@ -792,34 +559,15 @@ async fn bind(
             Ok(pod)
         })
         .await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &success_status(json!({})),
-        Output::Json,
-    ))
+    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
 }
 
-async fn evict(
-    state: &AppState,
-    info: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    eviction: &Value,
-) -> ApiResult<Response> {
+async fn evict(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, eviction: &Value) -> ApiResult<Response> {
     let pod = state.registry.get(info, ns, name).await?;
     let labels = r8s_api::meta::labels(&pod);
-    let pdb_info = state
-        .catalog
-        .find("policy", "v1", "poddisruptionbudgets")
-        .expect("pdb resource");
-    let pdbs = state
-        .registry
-        .list(&pdb_info, ns, &ListOptions::default())
-        .await?;
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let pdb_info = state.catalog.find("policy", "v1", "poddisruptionbudgets").expect("pdb resource");
+    let pdbs = state.registry.list(&pdb_info, ns, &ListOptions::default()).await?;
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
     let terminal = phase == "Succeeded" || phase == "Failed";
     for b in &pdbs.items {
         let pdb: Value = serde_json::from_slice(b).map_err(ApiError::internal)?;
@@ -856,15 +604,8 @@ async fn evict(
     let mut opts = DeleteOptions::default();
     if let Some(d) = eviction.get("deleteOptions") {
         opts.grace_period_seconds = d.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.precondition_uid = d
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        opts.precondition_uid = d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
     }
     state.registry.delete(info, ns, name, &opts).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &success_status(json!({})),
-        Output::Json,
-    ))
+    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
 }

@@ -74,13 +74,7 @@ fn local_addresses() -> Vec<IpAddr> {
         let lines: Vec<&str> = trie.lines().collect();
         for w in lines.windows(2) {
             if w[1].contains("/32 host LOCAL") {
-                if let Some(ip) = w[0]
-                    .trim()
-                    .trim_start_matches("|-- ")
-                    .trim()
-                    .parse::<IpAddr>()
-                    .ok()
-                {
+                if let Some(ip) = w[0].trim().trim_start_matches("|-- ").trim().parse::<IpAddr>().ok() {
                     if !out.contains(&ip) {
                         out.push(ip);
                     }
@@ -136,21 +130,13 @@ pub fn build_state(
 /// Opens the store, creates or loads the PKI, writes the admin kubeconfig, binds and starts
 /// serving. Returns once the server is ready.
 pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
-    let service_cidr = alloc::Cidr::parse(&cfg.service_cidr).ok_or_else(|| {
-        anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr)
-    })?;
+    let service_cidr = alloc::Cidr::parse(&cfg.service_cidr).ok_or_else(|| anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr))?;
     let first_ip = service_cidr.nth(1);
     let mut names = r8s_pki::ServingNames::default();
-    names.dns_names = [
-        "localhost",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    names.dns_names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let h = h.trim().to_lowercase();
         if !h.is_empty() {
@@ -169,21 +155,12 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
         }
     }
     let pki_dir = cfg.data_dir.join("pki");
-    let pki = tokio::task::spawn_blocking(move || r8s_pki::ClusterPki::ensure(&pki_dir, &names))
-        .await??;
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
+    let pki = tokio::task::spawn_blocking(move || r8s_pki::ClusterPki::ensure(&pki_dir, &names)).await??;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
     let addr = listener.local_addr()?;
-    let client_host = if cfg.bind_address.is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        cfg.bind_address.to_string()
-    };
+    let client_host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
     let server_url = format!("https://{client_host}:{}", addr.port());
-    let kubeconfig_path = cfg
-        .kubeconfig_path
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join("admin.kubeconfig"));
+    let kubeconfig_path = cfg.kubeconfig_path.clone().unwrap_or_else(|| cfg.data_dir.join("admin.kubeconfig"));
     r8s_pki::kubeconfig::write(
         &kubeconfig_path,
         &r8s_pki::kubeconfig::KubeconfigSpec {
@@ -195,37 +172,20 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
             client_key_pem: &pki.admin.key_pem,
         },
     )?;
-    let state = build_state(
-        store,
-        service_cidr,
-        cfg.gc_enabled,
-        format!("{client_host}:{}", addr.port()),
-        Box::new(authz::AlwaysAllow),
-        admission::Chain::default(),
-    );
+    let state =
+        build_state(store, service_cidr, cfg.gc_enabled, format!("{client_host}:{}", addr.port()), Box::new(authz::AlwaysAllow), admission::Chain::default());
     let (registry, catalog) = (state.registry.clone(), state.catalog.clone());
-    let tls = server::tls_config(
-        &pki.ca.cert_pem,
-        &pki.apiserver.cert_pem,
-        &pki.apiserver.key_pem,
-    )?;
+    let tls = server::tls_config(&pki.ca.cert_pem, &pki.apiserver.cert_pem, &pki.apiserver.key_pem)?;
     tokio::spawn(server::serve(listener, tls, state.clone()));
     let advertise = if cfg.bind_address.is_unspecified() {
-        local_addresses()
-            .into_iter()
-            .find(|ip| !ip.is_loopback())
-            .unwrap_or(cfg.bind_address)
+        local_addresses().into_iter().find(|ip| !ip.is_loopback()).unwrap_or(cfg.bind_address)
     } else {
         cfg.bind_address
     };
     bootstrap::run(&registry, &catalog, addr.port(), advertise).await?;
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "API server ready");
-    Ok(RunningServer {
-        addr,
-        state,
-        kubeconfig_path,
-    })
+    Ok(RunningServer { addr, state, kubeconfig_path })
 }
 
 /// Compacts the store's history every `interval`, keeping at least `keep` revisions.

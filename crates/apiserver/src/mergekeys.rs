@@ -19,9 +19,7 @@ const CONTAINER_LISTS: &[&str] = &["containers", "initContainers", "ephemeralCon
 pub fn list_kind(parent: &str, field: &str) -> ListKind {
     match field {
         "containers" | "initContainers" | "ephemeralContainers" => ListKind::Map(&["name"]),
-        "ports" if CONTAINER_LISTS.contains(&parent) => {
-            ListKind::Map(&["containerPort", "protocol"])
-        }
+        "ports" if CONTAINER_LISTS.contains(&parent) => ListKind::Map(&["containerPort", "protocol"]),
         "ports" if parent == "spec" => ListKind::Map(&["port", "protocol"]),
         "env" => ListKind::Map(&["name"]),
         "volumeMounts" => ListKind::Map(&["mountPath"]),

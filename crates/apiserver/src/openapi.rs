@@ -23,11 +23,7 @@ pub struct OpenApi {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 fn hash_hex(bytes: &[u8]) -> String {
@@ -44,19 +40,10 @@ fn hash_hex(bytes: &[u8]) -> String {
 impl OpenApi {
     pub fn v2(&self, _headers: &HeaderMap) -> ApiResult<Response> {
         // Clients (kubectl) fetch v2 only as protobuf, which is not served; v3 is complete.
-        Err(ApiError::new(
-            406,
-            "NotAcceptable",
-            "only OpenAPI v3 is served: use /openapi/v3",
-        ))
+        Err(ApiError::new(406, "NotAcceptable", "only OpenAPI v3 is served: use /openapi/v3"))
     }
 
-    fn document(
-        &self,
-        cat: &Catalog,
-        group: &str,
-        version: &str,
-    ) -> Option<(String, std::sync::Arc<Vec<u8>>)> {
+    fn document(&self, cat: &Catalog, group: &str, version: &str) -> Option<(String, std::sync::Arc<Vec<u8>>)> {
         let key = gv_path(group, version);
         let generation = cat.generation();
         if let Some((g, h, d)) = self.cache.lock().unwrap().get(&key) {
@@ -64,21 +51,14 @@ impl OpenApi {
                 return Some((h.clone(), d.clone()));
             }
         }
-        let resources: Vec<ResourceRef> = cat
-            .all()
-            .into_iter()
-            .filter(|r| r.group == group && r.version == version)
-            .collect();
+        let resources: Vec<ResourceRef> = cat.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
         if resources.is_empty() {
             return None;
         }
         let doc = build_document(cat, group, version, &resources);
         let bytes = std::sync::Arc::new(serde_json::to_vec(&doc).unwrap());
         let hash = hash_hex(&bytes);
-        self.cache
-            .lock()
-            .unwrap()
-            .insert(key, (generation, hash.clone(), bytes.clone()));
+        self.cache.lock().unwrap().insert(key, (generation, hash.clone(), bytes.clone()));
         Some((hash, bytes))
     }
 
@@ -86,29 +66,17 @@ impl OpenApi {
         let rest = path.trim_start_matches("/openapi/v3").trim_matches('/');
         if rest.is_empty() {
             let mut paths = Map::new();
-            let mut gvs: Vec<(String, String)> = cat
-                .all()
-                .iter()
-                .map(|r| (r.group.clone(), r.version.clone()))
-                .collect();
+            let mut gvs: Vec<(String, String)> = cat.all().iter().map(|r| (r.group.clone(), r.version.clone())).collect();
             gvs.sort();
             gvs.dedup();
             for (g, v) in gvs {
                 if let Some((hash, _)) = self.document(cat, &g, &v) {
                     let p = gv_path(&g, &v);
-                    paths.insert(
-                        p.clone(),
-                        json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
-                    );
+                    paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
                 }
             }
             let body = serde_json::to_vec(&json!({"paths": paths})).unwrap();
-            return Ok((
-                StatusCode::OK,
-                [(http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response());
+            return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response());
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let (g, v) = match segs.as_slice() {
@@ -150,7 +118,9 @@ fn query_params(names: &[&str]) -> Vec<Value> {
                 _ => "string",
             };
             let desc = match *n {
-                "fieldValidation" => "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn - Strict",
+                "fieldValidation" => {
+                    "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn - Strict"
+                }
                 "fieldManager" => "fieldManager is a name associated with the actor or entity that is making these changes.",
                 "dryRun" => "When present, indicates that modifications should not be persisted. Valid values are: - All: all dry run stages will be processed",
                 "force" => "Force is going to \"force\" Apply requests. It means user will re-acquire conflicting fields owned by other people.",
@@ -169,24 +139,8 @@ fn content(schema: &Value) -> Value {
     json!({"application/json": {"schema": schema}, "application/yaml": {"schema": schema}})
 }
 
-fn op(
-    info: &ResourceInfo,
-    action: &str,
-    op_id: String,
-    desc: String,
-    params: Vec<Value>,
-    body: Option<Value>,
-    response: &Value,
-) -> Value {
-    let tag = if info.group.is_empty() {
-        format!("core_{}", info.version)
-    } else {
-        format!(
-            "{}_{}",
-            info.group.split('.').next().unwrap_or(""),
-            info.version
-        )
-    };
+fn op(info: &ResourceInfo, action: &str, op_id: String, desc: String, params: Vec<Value>, body: Option<Value>, response: &Value) -> Value {
+    let tag = if info.group.is_empty() { format!("core_{}", info.version) } else { format!("{}_{}", info.group.split('.').next().unwrap_or(""), info.version) };
     let mut responses = json!({"200": {"description": "OK", "content": content(response)}, "401": {"description": "Unauthorized"}});
     if matches!(action, "post" | "put" | "patch") {
         responses["201"] = json!({"description": "Created", "content": content(response)});
@@ -222,47 +176,17 @@ fn camel(s: &str) -> String {
         .collect()
 }
 
-fn paths_for(
-    info: &ResourceInfo,
-    kind_schema: &Value,
-    list_schema: &Value,
-) -> Vec<(String, Value)> {
-    let base = if info.group.is_empty() {
-        format!("/api/{}", info.version)
-    } else {
-        format!("/apis/{}/{}", info.group, info.version)
-    };
-    let gvc = format!(
-        "{}{}",
-        camel(if info.group.is_empty() {
-            "core"
-        } else {
-            &info.group
-        }),
-        camel(&info.version)
-    );
+fn paths_for(info: &ResourceInfo, kind_schema: &Value, list_schema: &Value) -> Vec<(String, Value)> {
+    let base = if info.group.is_empty() { format!("/api/{}", info.version) } else { format!("/apis/{}/{}", info.group, info.version) };
+    let gvc = format!("{}{}", camel(if info.group.is_empty() { "core" } else { &info.group }), camel(&info.version));
     let ns_word = if info.namespaced { "Namespaced" } else { "" };
-    let coll = if info.namespaced {
-        format!("{base}/namespaces/{{namespace}}/{}", info.plural)
-    } else {
-        format!("{base}/{}", info.plural)
-    };
+    let coll = if info.namespaced { format!("{base}/namespaces/{{namespace}}/{}", info.plural) } else { format!("{base}/{}", info.plural) };
     let item = format!("{coll}/{{name}}");
     let mut path_params = vec![];
     if info.namespaced {
-        path_params.push(param(
-            "namespace",
-            "path",
-            "object name and auth scope, such as for teams and projects",
-            "string",
-        ));
+        path_params.push(param("namespace", "path", "object name and auth scope, such as for teams and projects", "string"));
     }
-    let mut item_params = vec![param(
-        "name",
-        "path",
-        &format!("name of the {}", info.kind),
-        "string",
-    )];
+    let mut item_params = vec![param("name", "path", &format!("name of the {}", info.kind), "string")];
     item_params.extend(path_params.clone());
     let patch_body = json!({
         "content": {
@@ -289,15 +213,8 @@ fn paths_for(
     let k = &info.kind;
     let mut out = Vec::new();
     let mut coll_item = json!({"parameters": path_params});
-    coll_item["get"] = op(
-        info,
-        "list",
-        format!("list{gvc}{ns_word}{k}"),
-        format!("list or watch objects of kind {k}"),
-        query_params(&list_q),
-        None,
-        list_schema,
-    );
+    coll_item["get"] =
+        op(info, "list", format!("list{gvc}{ns_word}{k}"), format!("list or watch objects of kind {k}"), query_params(&list_q), None, list_schema);
     coll_item["post"] = op(
         info,
         "post",
@@ -328,15 +245,7 @@ fn paths_for(
     );
     out.push((coll, coll_item));
     let mut item_obj = json!({"parameters": item_params.clone()});
-    item_obj["get"] = op(
-        info,
-        "get",
-        format!("read{gvc}{ns_word}{k}"),
-        format!("read the specified {k}"),
-        vec![],
-        None,
-        kind_schema,
-    );
+    item_obj["get"] = op(info, "get", format!("read{gvc}{ns_word}{k}"), format!("read the specified {k}"), vec![], None, kind_schema);
     item_obj["put"] = op(
         info,
         "put",
@@ -367,15 +276,8 @@ fn paths_for(
     out.push((item.clone(), item_obj));
     if info.namespaced {
         let mut all = json!({"parameters": []});
-        all["get"] = op(
-            info,
-            "list",
-            format!("list{gvc}{k}ForAllNamespaces"),
-            format!("list or watch objects of kind {k}"),
-            query_params(&list_q),
-            None,
-            list_schema,
-        );
+        all["get"] =
+            op(info, "list", format!("list{gvc}{k}ForAllNamespaces"), format!("list or watch objects of kind {k}"), query_params(&list_q), None, list_schema);
         out.push((format!("{base}/{}", info.plural), all));
     }
     for sub in [Subresource::Status, Subresource::Scale] {
@@ -387,15 +289,7 @@ fn paths_for(
             _ => (kind_schema.clone(), "Status"),
         };
         let mut s = json!({"parameters": item_params.clone()});
-        s["get"] = op(
-            info,
-            "get",
-            format!("read{gvc}{ns_word}{k}{suffix}"),
-            format!("read {} of the specified {k}", sub.name()),
-            vec![],
-            None,
-            &schema,
-        );
+        s["get"] = op(info, "get", format!("read{gvc}{ns_word}{k}{suffix}"), format!("read {} of the specified {k}", sub.name()), vec![], None, &schema);
         s["put"] = op(
             info,
             "put",
@@ -495,11 +389,7 @@ fn decorate(defs: &mut Map<String, Value>) {
             match kind {
                 ListKind::Map(keys) => {
                     m.insert("x-kubernetes-patch-merge-key".into(), json!(keys[0]));
-                    let strategy = if field == "volumes" {
-                        "merge,retainKeys"
-                    } else {
-                        "merge"
-                    };
+                    let strategy = if field == "volumes" { "merge,retainKeys" } else { "merge" };
                     m.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
                     m.insert("x-kubernetes-list-type".into(), json!("map"));
                     m.insert("x-kubernetes-list-map-keys".into(), json!(keys));
@@ -529,23 +419,11 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
         }
         let def = if r.custom {
             generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
-            let name = format!(
-                "{}.{}.{}",
-                r.group.split('.').rev().collect::<Vec<_>>().join("."),
-                r.version,
-                r.kind
-            );
-            let mut schema = cat
-                .schema(r)
-                .unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+            let name = format!("{}.{}.{}", r.group.split('.').rev().collect::<Vec<_>>().join("."), r.version, r.kind);
+            let mut schema = cat.schema(r).unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
             if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-                props.insert(
-                    "metadata".into(),
-                    ref_schema("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
-                );
-                props
-                    .entry("apiVersion")
-                    .or_insert(json!({"type": "string"}));
+                props.insert("metadata".into(), ref_schema("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+                props.entry("apiVersion").or_insert(json!({"type": "string"}));
                 props.entry("kind").or_insert(json!({"type": "string"}));
             }
             custom_defs.push((name.clone(), schema));
@@ -565,12 +443,13 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
     for (n, s) in custom_defs {
         defs.insert(n, s);
     }
-    defs.insert("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(), json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}));
+    defs.insert(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(),
+        json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
+    );
     for (def, r) in &kind_schemas {
         if let Some(s) = defs.get_mut(def).and_then(Value::as_object_mut) {
-            let gvks = s
-                .entry("x-kubernetes-group-version-kind")
-                .or_insert(json!([]));
+            let gvks = s.entry("x-kubernetes-group-version-kind").or_insert(json!([]));
             if let Some(a) = gvks.as_array_mut() {
                 let e = json!({"group": r.group, "kind": r.kind, "version": r.version});
                 if !a.contains(&e) {
@@ -606,11 +485,7 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
         defs.extend(g.take_definitions(true));
     }
     decorate(&mut defs);
-    let title = if group.is_empty() {
-        "Kubernetes".to_string()
-    } else {
-        "Kubernetes".to_string()
-    };
+    let title = if group.is_empty() { "Kubernetes".to_string() } else { "Kubernetes".to_string() };
     json!({
         "openapi": "3.0.0",
         "info": {"title": title, "version": format!("{}", version)},

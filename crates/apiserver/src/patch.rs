@@ -96,8 +96,7 @@ fn smp_object(doc: &Value, patch: &Value, field: &str) -> Result<Option<Value>, 
     }
     for (k, v) in p {
         if let Some(list_field) = k.strip_prefix("$setElementOrder/") {
-            if let (Some(Value::Array(cur)), Some(order)) = (out.get_mut(list_field), v.as_array())
-            {
+            if let (Some(Value::Array(cur)), Some(order)) = (out.get_mut(list_field), v.as_array()) {
                 let key = smp_merge_key(field, list_field).unwrap_or("");
                 reorder(cur, order, key);
             }
@@ -107,11 +106,7 @@ fn smp_object(doc: &Value, patch: &Value, field: &str) -> Result<Option<Value>, 
 }
 
 fn same_item(a: &Value, b: &Value, key: &str) -> bool {
-    if key.is_empty() {
-        a == b
-    } else {
-        a.get(key).is_some() && a.get(key) == b.get(key)
-    }
+    if key.is_empty() { a == b } else { a.get(key).is_some() && a.get(key) == b.get(key) }
 }
 
 fn reorder(items: &mut Vec<Value>, order: &[Value], key: &str) {
@@ -139,13 +134,7 @@ fn smp_list(doc: &Value, patch: &[Value], parent: &str, field: &str) -> Result<V
     match smp_merge_key(parent, field) {
         None => {
             // Atomic list: replace (dropping directive items).
-            Ok(Value::Array(
-                patch
-                    .iter()
-                    .filter(|i| i.get("$patch").is_none())
-                    .cloned()
-                    .collect(),
-            ))
+            Ok(Value::Array(patch.iter().filter(|i| i.get("$patch").is_none()).cloned().collect()))
         }
         Some("") => {
             let mut out = cur;
@@ -157,17 +146,8 @@ fn smp_list(doc: &Value, patch: &[Value], parent: &str, field: &str) -> Result<V
             Ok(Value::Array(out))
         }
         Some(key) => {
-            if patch
-                .iter()
-                .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
-            {
-                return Ok(Value::Array(
-                    patch
-                        .iter()
-                        .filter(|i| i.get("$patch").is_none())
-                        .cloned()
-                        .collect(),
-                ));
+            if patch.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
+                return Ok(Value::Array(patch.iter().filter(|i| i.get("$patch").is_none()).cloned().collect()));
             }
             let mut out = cur;
             for item in patch {
@@ -176,9 +156,7 @@ fn smp_list(doc: &Value, patch: &[Value], parent: &str, field: &str) -> Result<V
                     continue;
                 }
                 if !item.is_object() {
-                    return Err(format!(
-                        "unable to find api field in struct for the merge key {key}"
-                    ));
+                    return Err(format!("unable to find api field in struct for the merge key {key}"));
                 }
                 match out.iter().position(|x| same_item(x, item, key)) {
                     Some(i) => {
@@ -227,12 +205,7 @@ mod tests {
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
         let p = json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}], "containers": [{"name": "c", "image": "c:1"}]}});
         let out = strategic_merge_patch(&pod(), &p).unwrap();
-        let names: Vec<&str> = out["spec"]["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, vec!["c", "a", "b"]);
     }
 
@@ -240,37 +213,19 @@ mod tests {
     fn nested_env_and_ports_merge_atomic_replace() {
         let p = json!({"spec": {"containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}], "ports": [{"containerPort": 81}]}], "tolerations": [{"key": "z"}]}, "metadata": {"finalizers": ["f2"]}});
         let out = strategic_merge_patch(&pod(), &p).unwrap();
-        assert_eq!(
-            out["spec"]["containers"][0]["env"]
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(
-            out["spec"]["containers"][0]["ports"]
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(out["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
+        assert_eq!(out["spec"]["containers"][0]["ports"].as_array().unwrap().len(), 2);
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "z"}]));
         assert_eq!(out["metadata"]["finalizers"], json!(["f1", "f2"]));
         let p = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["f1"]}});
-        assert_eq!(
-            strategic_merge_patch(&pod(), &p).unwrap()["metadata"]["finalizers"],
-            json!([])
-        );
+        assert_eq!(strategic_merge_patch(&pod(), &p).unwrap()["metadata"]["finalizers"], json!([]));
     }
 
     #[test]
     fn replace_and_null() {
         let p = json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "z", "image": "z"}], "tolerations": null}});
         let out = strategic_merge_patch(&pod(), &p).unwrap();
-        assert_eq!(
-            out["spec"]["containers"],
-            json!([{"name": "z", "image": "z"}])
-        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "z", "image": "z"}]));
         assert!(out["spec"].get("tolerations").is_none());
     }
 }

@@ -9,26 +9,16 @@ use http::StatusCode;
 use r8s_api::{ResourceInfo, Subresource};
 use serde_json::{Value, json};
 
-use crate::handlers::{
-    AppState, render_object, scale_of, update_scale, with_warnings, write_options,
-};
+use crate::handlers::{AppState, render_object, scale_of, update_scale, with_warnings, write_options};
 use crate::patch::{json_patch, merge_patch, strategic_merge_patch};
 use crate::pipeline::RequestContext;
 use crate::registry::{FieldValidation, WriteOptions, WriteOrigin};
 use crate::request::{BodyFormat, Output, body_format, decode_body};
 use crate::status::{ApiError, ApiResult};
 
-fn apply_patch(
-    fmt: BodyFormat,
-    info: &ResourceInfo,
-    name: &str,
-    current: &Value,
-    patch: &Value,
-) -> ApiResult<Value> {
+fn apply_patch(fmt: BodyFormat, info: &ResourceInfo, name: &str, current: &Value, patch: &Value) -> ApiResult<Value> {
     match fmt {
-        BodyFormat::JsonPatch => {
-            json_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", e))
-        }
+        BodyFormat::JsonPatch => json_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", e)),
         BodyFormat::MergePatch => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("merge patch must be an object"));
@@ -44,17 +34,9 @@ fn apply_patch(
                 ));
             }
             if !patch.is_object() {
-                return Err(ApiError::bad_request(
-                    "strategic merge patch must be an object",
-                ));
+                return Err(ApiError::bad_request("strategic merge patch must be an object"));
             }
-            strategic_merge_patch(current, patch).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("{} \"{name}\" is invalid: {e}", info.kind),
-                )
-            })
+            strategic_merge_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {e}", info.kind)))
         }
         _ => Err(ApiError::unsupported_media_type("")),
     }
@@ -77,12 +59,7 @@ pub async fn patch(
     let reg = &state.registry;
     match fmt {
         BodyFormat::Json | BodyFormat::Yaml | BodyFormat::Protobuf => {
-            return Err(ApiError::unsupported_media_type(
-                headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-            ));
+            return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
         }
         BodyFormat::ApplyPatch => {
             return server_side_apply(state, ctx, info, ns, name, sub, query, body, out).await;
@@ -90,33 +67,13 @@ pub async fn patch(
         _ => {}
     }
     let patch = decode_body(body, false)?;
-    let opts = WriteOptions {
-        origin: WriteOrigin::Patch,
-        ..write_options(ctx, true)?
-    };
+    let opts = WriteOptions { origin: WriteOrigin::Patch, ..write_options(ctx, true)? };
     if sub == Some(Subresource::Scale) {
-        let updated = update_scale(reg, info, ns, name, &opts, |scale| {
-            apply_patch(fmt, info, name, &scale, &patch)
-        })
-        .await?;
-        return Ok(crate::handlers::render_object(
-            state,
-            info,
-            scale_of(info, &updated),
-            Output::Json,
-            query,
-            StatusCode::OK,
-        )?);
+        let updated = update_scale(reg, info, ns, name, &opts, |scale| apply_patch(fmt, info, name, &scale, &patch)).await?;
+        return Ok(crate::handlers::render_object(state, info, scale_of(info, &updated), Output::Json, query, StatusCode::OK)?);
     }
-    let updated = reg
-        .update_with(info, ns, name, sub, &opts, |current| {
-            apply_patch(fmt, info, name, &current, &patch)
-        })
-        .await?;
-    Ok(with_warnings(
-        render_object(state, info, updated, out, query, StatusCode::OK)?,
-        &opts,
-    ))
+    let updated = reg.update_with(info, ns, name, sub, &opts, |current| apply_patch(fmt, info, name, &current, &patch)).await?;
+    Ok(with_warnings(render_object(state, info, updated, out, query, StatusCode::OK)?, &opts))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -133,11 +90,7 @@ async fn server_side_apply(
 ) -> ApiResult<Response> {
     let manager = query.get("fieldManager").cloned().unwrap_or_default();
     if manager.is_empty() {
-        return Err(ApiError::new(
-            422,
-            "Invalid",
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-        ));
+        return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
     }
     let force = crate::handlers::query_bool(query, "force");
     let mut config = decode_body(body, true)?;
@@ -146,41 +99,24 @@ async fn server_side_apply(
     }
     let cfg_name = r8s_api::meta::name(&config);
     if !cfg_name.is_empty() && cfg_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({cfg_name}) does not match the name on the URL ({name})"
-        )));
+        return Err(ApiError::bad_request(format!("the name of the object ({cfg_name}) does not match the name on the URL ({name})")));
     }
-    let av = config
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let av = config.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = config.get("kind").and_then(Value::as_str).unwrap_or("");
     if av != info.api_version() || kind != info.kind {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({av}) does not match the expected API version ({})",
-            info.api_version()
-        )));
+        return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", info.api_version())));
     }
-    let opts = WriteOptions {
-        field_manager: Some(manager.clone()),
-        operation: "Apply",
-        origin: WriteOrigin::Apply,
-        ..write_options(ctx, false)?
-    };
+    let opts = WriteOptions { field_manager: Some(manager.clone()), operation: "Apply", origin: WriteOrigin::Apply, ..write_options(ctx, false)? };
     check_apply_config(state, info, ns, name, &mut config, &opts)?;
     let api_version = info.api_version();
     for _ in 0..8 {
         match state.registry.get(info, ns, name).await {
             Err(e) if e.code == 404 && sub.is_none() => {
-                let mut obj = crate::apply::apply(None, &config, &manager, force, &api_version)
-                    .map_err(|c| conflict_error(info, name, &c))?;
+                let mut obj = crate::apply::apply(None, &config, &manager, force, &api_version).map_err(|c| conflict_error(info, name, &c))?;
                 r8s_api::meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
                 match state.registry.create(info, ns, obj, &opts).await {
                     Ok(created) => {
-                        return Ok(with_warnings(
-                            render_object(state, info, created, out, query, StatusCode::CREATED)?,
-                            &opts,
-                        ));
+                        return Ok(with_warnings(render_object(state, info, created, out, query, StatusCode::CREATED)?, &opts));
                     }
                     Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
                     Err(e) => return Err(e),
@@ -191,28 +127,18 @@ async fn server_side_apply(
                 let res = state
                     .registry
                     .update_with(info, ns, name, sub, &opts, |current| {
-                        let mut merged = crate::apply::apply(
-                            Some(&current),
-                            &config,
-                            &manager,
-                            force,
-                            &api_version,
-                        )
-                        .map_err(|c| conflict_error(info, name, &c))?;
+                        let mut merged =
+                            crate::apply::apply(Some(&current), &config, &manager, force, &api_version).map_err(|c| conflict_error(info, name, &c))?;
                         // Apply never carries a resourceVersion precondition of its own.
                         if let Some(rv) = current.pointer("/metadata/resourceVersion") {
-                            r8s_api::meta::metadata_mut(&mut merged)
-                                .insert("resourceVersion".into(), rv.clone());
+                            r8s_api::meta::metadata_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
                         }
                         Ok(merged)
                     })
                     .await;
                 match res {
                     Ok(updated) => {
-                        return Ok(with_warnings(
-                            render_object(state, info, updated, out, query, StatusCode::OK)?,
-                            &opts,
-                        ));
+                        return Ok(with_warnings(render_object(state, info, updated, out, query, StatusCode::OK)?, &opts));
                     }
                     Err(e) if e.code == 404 => continue,
                     Err(e) => return Err(e),
@@ -225,14 +151,7 @@ async fn server_side_apply(
 
 /// Unknown fields in an apply configuration: upstream's typed conversion of the patch object
 /// names them "field not declared in schema"; under Warn and Ignore they are dropped.
-fn check_apply_config(
-    state: &AppState,
-    info: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    config: &mut Value,
-    opts: &WriteOptions,
-) -> ApiResult<()> {
+fn check_apply_config(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, config: &mut Value, opts: &WriteOptions) -> ApiResult<()> {
     let mut unknown = Vec::new();
     if info.custom {
         if let Some(schema) = state.catalog.schema(info) {
@@ -243,49 +162,28 @@ fn check_apply_config(
         let gvk = format!("{}/{}, Kind={}", info.group, info.version, info.kind);
         let what = format!("{gvk} {}/{name}", ns.unwrap_or(""));
         if let Some(e) = f.type_error {
-            return Err(ApiError::bad_request(format!(
-                "failed to create typed patch object ({what}): {e}"
-            )));
+            return Err(ApiError::bad_request(format!("failed to create typed patch object ({what}): {e}")));
         }
         if opts.field_validation == FieldValidation::Strict && !f.unknown.is_empty() {
-            let errs: Vec<String> = f
-                .unknown
-                .iter()
-                .map(|p| format!(".{p}: field not declared in schema"))
-                .collect();
-            return Err(ApiError::bad_request(format!(
-                "failed to create typed patch object ({what}): {}",
-                errs.join(", ")
-            )));
+            let errs: Vec<String> = f.unknown.iter().map(|p| format!(".{p}: field not declared in schema")).collect();
+            return Err(ApiError::bad_request(format!("failed to create typed patch object ({what}): {}", errs.join(", "))));
         }
         unknown = f.unknown;
     }
     match opts.field_validation {
         FieldValidation::Strict if !unknown.is_empty() => {
-            let listed: Vec<String> = unknown
-                .iter()
-                .map(|p| format!("unknown field \"{p}\""))
-                .collect();
-            Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                listed.join(", ")
-            )))
+            let listed: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+            Err(ApiError::bad_request(format!("strict decoding error: {}", listed.join(", "))))
         }
         FieldValidation::Warn => {
-            unknown
-                .into_iter()
-                .for_each(|p| opts.warn(format!("unknown field \"{p}\"")));
+            unknown.into_iter().for_each(|p| opts.warn(format!("unknown field \"{p}\"")));
             Ok(())
         }
         _ => Ok(()),
     }
 }
 
-fn conflict_error(
-    info: &ResourceInfo,
-    name: &str,
-    conflicts: &[crate::apply::Conflict],
-) -> ApiError {
+fn conflict_error(info: &ResourceInfo, name: &str, conflicts: &[crate::apply::Conflict]) -> ApiError {
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version), "field": c.path}))

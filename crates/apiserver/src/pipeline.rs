@@ -37,10 +37,7 @@ pub struct RequestContext {
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+    headers.get(http::header::CONNECTION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
 }
 
 /// The API server's one entry point, for network and in-process requests alike.
@@ -72,12 +69,7 @@ pub async fn handle(state: Arc<AppState>, req: http::Request<Body>) -> Response 
             Err(e) => return e.into_response(),
         }
     };
-    let ctx = RequestContext {
-        info,
-        user,
-        parts,
-        raw_body: std::sync::Mutex::new(raw_body),
-    };
+    let ctx = RequestContext { info, user, parts, raw_body: std::sync::Mutex::new(raw_body) };
     match crate::handlers::dispatch(&state, &ctx, bytes).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -87,9 +79,7 @@ pub async fn handle(state: Arc<AppState>, req: http::Request<Body>) -> Response 
 /// Test and in-process helper: a request with an in-process identity.
 pub fn in_process_request(user: UserInfo, req: http::Request<Body>) -> http::Request<Body> {
     let (mut parts, body) = req.into_parts();
-    parts
-        .extensions
-        .insert(crate::authn::InProcessIdentity(user));
+    parts.extensions.insert(crate::authn::InProcessIdentity(user));
     http::Request::from_parts(parts, body)
 }
 
@@ -116,34 +106,15 @@ mod tests {
 
     async fn harness(authz: Box<dyn Authorizer>, admission: admission::Chain) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn r8s_store::Store> =
-            Arc::new(r8s_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let store: Arc<dyn r8s_store::Store> = Arc::new(r8s_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
         let cidr = crate::alloc::Cidr::parse("10.96.0.0/12").unwrap();
-        let state = crate::build_state(
-            store,
-            cidr,
-            false,
-            "127.0.0.1:6443".into(),
-            authz,
-            admission,
-        );
-        crate::bootstrap::run(
-            &state.registry,
-            &state.catalog,
-            6443,
-            "127.0.0.1".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+        let state = crate::build_state(store, cidr, false, "127.0.0.1:6443".into(), authz, admission);
+        crate::bootstrap::run(&state.registry, &state.catalog, 6443, "127.0.0.1".parse().unwrap()).await.unwrap();
         Harness { state, _dir: dir }
     }
 
     fn alice() -> UserInfo {
-        UserInfo {
-            name: "alice".into(),
-            groups: vec!["system:authenticated".into()],
-            ..Default::default()
-        }
+        UserInfo { name: "alice".into(), groups: vec!["system:authenticated".into()], ..Default::default() }
     }
 
     async fn send(h: &Harness, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -169,18 +140,8 @@ mod tests {
     struct DenyVerb(&'static str);
 
     impl Authorizer for DenyVerb {
-        fn authorize<'a>(
-            &'a self,
-            _user: &'a UserInfo,
-            req: &'a RequestInfo,
-        ) -> BoxFuture<'a, Decision> {
-            Box::pin(async move {
-                if req.verb == self.0 {
-                    Decision::Deny(String::new())
-                } else {
-                    Decision::Allow
-                }
-            })
+        fn authorize<'a>(&'a self, _user: &'a UserInfo, req: &'a RequestInfo) -> BoxFuture<'a, Decision> {
+            Box::pin(async move { if req.verb == self.0 { Decision::Deny(String::new()) } else { Decision::Allow } })
         }
     }
 
@@ -213,11 +174,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "StampUser"
         }
-        fn admit<'a>(
-            &'a self,
-            _reg: &'a Registry,
-            a: &'a mut Attributes,
-        ) -> BoxFuture<'a, ApiResult<()>> {
+        fn admit<'a>(&'a self, _reg: &'a Registry, a: &'a mut Attributes) -> BoxFuture<'a, ApiResult<()>> {
             Box::pin(async move {
                 let who = a.user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
                 let op = a.operation.as_str().to_lowercase();
@@ -236,19 +193,10 @@ mod tests {
         fn name(&self) -> &'static str {
             "RefuseBad"
         }
-        fn validate<'a>(
-            &'a self,
-            _reg: &'a Registry,
-            a: &'a Attributes,
-        ) -> BoxFuture<'a, ApiResult<()>> {
+        fn validate<'a>(&'a self, _reg: &'a Registry, a: &'a Attributes) -> BoxFuture<'a, ApiResult<()>> {
             Box::pin(async move {
-                if a.name.starts_with("bad-")
-                    || (a.operation == Operation::Delete && a.name == "guarded")
-                {
-                    return Err(crate::status::ApiError::forbidden(format!(
-                        "configmaps \"{}\" is forbidden: refused by RefuseBad",
-                        a.name
-                    )));
+                if a.name.starts_with("bad-") || (a.operation == Operation::Delete && a.name == "guarded") {
+                    return Err(crate::status::ApiError::forbidden(format!("configmaps \"{}\" is forbidden: refused by RefuseBad", a.name)));
                 }
                 Ok(())
             })
@@ -263,18 +211,9 @@ mod tests {
         let h = harness(Box::new(AlwaysAllow), chain).await;
         let (code, v) = send(&h, "POST", CMS, Some(cm("good"))).await;
         assert_eq!(code, 201, "{v}");
-        assert_eq!(
-            v["metadata"]["labels"],
-            json!({"stamped-by": "alice", "op": "create"})
-        );
+        assert_eq!(v["metadata"]["labels"], json!({"stamped-by": "alice", "op": "create"}));
         // Updates pass through the chain too.
-        let (code, v) = send(
-            &h,
-            "PATCH",
-            &format!("{CMS}/good"),
-            Some(json!({"data": {"a": "c"}})),
-        )
-        .await;
+        let (code, v) = send(&h, "PATCH", &format!("{CMS}/good"), Some(json!({"data": {"a": "c"}}))).await;
         assert_eq!(code, 415, "merge patch needs its content type: {v}");
         let (code, v) = send(&h, "PUT", &format!("{CMS}/good"), Some(cm("good"))).await;
         assert_eq!(code, 200, "{v}");
@@ -282,10 +221,7 @@ mod tests {
         // A refusal stores nothing.
         let (code, v) = send(&h, "POST", CMS, Some(cm("bad-one"))).await;
         assert_eq!(code, 403, "{v}");
-        assert_eq!(
-            v["message"],
-            "configmaps \"bad-one\" is forbidden: refused by RefuseBad"
-        );
+        assert_eq!(v["message"], "configmaps \"bad-one\" is forbidden: refused by RefuseBad");
         let (code, _) = send(&h, "GET", &format!("{CMS}/bad-one"), None).await;
         assert_eq!(code, 404);
         // Deletes are admitted too.
@@ -300,24 +236,10 @@ mod tests {
     #[tokio::test]
     async fn anonymous_requests_get_401_except_health() {
         let h = harness(Box::new(AlwaysAllow), admission::Chain::default()).await;
-        h.state
-            .ready
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        for (path, want) in [
-            ("/readyz", 200),
-            ("/version", 200),
-            (CMS, 401),
-            ("/api", 401),
-        ] {
-            let req = http::Request::builder()
-                .uri(path)
-                .body(Body::empty())
-                .unwrap();
-            assert_eq!(
-                handle(h.state.clone(), req).await.status().as_u16(),
-                want,
-                "{path}"
-            );
+        h.state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (path, want) in [("/readyz", 200), ("/version", 200), (CMS, 401), ("/api", 401)] {
+            let req = http::Request::builder().uri(path).body(Body::empty()).unwrap();
+            assert_eq!(handle(h.state.clone(), req).await.status().as_u16(), want, "{path}");
         }
     }
 }

@@ -40,12 +40,7 @@ static SCHEMA: LazyLock<HashMap<String, HashMap<u32, Field>>> = LazyLock::new(||
             Some(k) => (k.to_string(), true),
             None => (parts[2].to_string(), false),
         };
-        let f = Field {
-            json: parts[1].to_string(),
-            kind,
-            repeated,
-            msg: parts.get(3).map(|s| s.to_string()).unwrap_or_default(),
-        };
+        let f = Field { json: parts[1].to_string(), kind, repeated, msg: parts.get(3).map(|s| s.to_string()).unwrap_or_default() };
         if let Ok(tag) = parts[0].parse() {
             out.get_mut(&current).unwrap().insert(tag, f);
         }
@@ -80,18 +75,12 @@ impl<'a> Reader<'a> {
     }
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.varint()? as usize;
-        let b = self
-            .buf
-            .get(self.pos..self.pos + n)
-            .ok_or("truncated field")?;
+        let b = self.buf.get(self.pos..self.pos + n).ok_or("truncated field")?;
         self.pos += n;
         Ok(b)
     }
     fn fixed(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let b = self
-            .buf
-            .get(self.pos..self.pos + n)
-            .ok_or("truncated fixed field")?;
+        let b = self.buf.get(self.pos..self.pos + n).ok_or("truncated fixed field")?;
         self.pos += n;
         Ok(b)
     }
@@ -135,11 +124,7 @@ fn format_time(seconds: i64, nanos: i64, micro: bool) -> Option<Value> {
         return None; // Go's zero time: unset.
     }
     let t = chrono::DateTime::from_timestamp(seconds, nanos.max(0) as u32)?;
-    Some(json!(if micro {
-        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-    } else {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-    }))
+    Some(json!(if micro { t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string() } else { t.format("%Y-%m-%dT%H:%M:%SZ").to_string() }))
 }
 
 fn go_duration(ns: i64) -> String {
@@ -147,11 +132,7 @@ fn go_duration(ns: i64) -> String {
     let h = (secs / 3600.0).floor() as i64;
     let m = ((secs - h as f64 * 3600.0) / 60.0).floor() as i64;
     let s = secs - h as f64 * 3600.0 - m as f64 * 60.0;
-    let s_str = if s.fract() == 0.0 {
-        format!("{}s", s as i64)
-    } else {
-        format!("{s}s")
-    };
+    let s_str = if s.fract() == 0.0 { format!("{}s", s as i64) } else { format!("{s}s") };
     if h > 0 {
         format!("{h}h{m}m{s_str}")
     } else if m > 0 {
@@ -208,46 +189,31 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
         }
         "apimachinery.pkg.util.intstr.IntOrString" => {
             return Ok(match varint(1) {
-                1 => get(3)
-                    .and_then(string_of)
-                    .filter(|s| !s.is_empty())
-                    .map(Value::String),
+                1 => get(3).and_then(string_of).filter(|s| !s.is_empty()).map(Value::String),
                 _ => {
                     let v = varint(2) as i32;
                     (v != 0).then(|| json!(v))
                 }
             });
         }
-        "apimachinery.pkg.runtime.RawExtension"
-        | "apimachinery.pkg.apis.meta.v1.FieldsV1"
-        | "apiextensions_apiserver.pkg.apis.apiextensions.v1.JSON" => {
+        "apimachinery.pkg.runtime.RawExtension" | "apimachinery.pkg.apis.meta.v1.FieldsV1" | "apiextensions_apiserver.pkg.apis.apiextensions.v1.JSON" => {
             return Ok(match get(1) {
-                Some(Wire::Len(b)) if !b.is_empty() => Some(
-                    serde_json::from_slice(b).map_err(|e| format!("invalid embedded JSON: {e}"))?,
-                ),
+                Some(Wire::Len(b)) if !b.is_empty() => Some(serde_json::from_slice(b).map_err(|e| format!("invalid embedded JSON: {e}"))?),
                 _ => None,
             });
         }
         _ => {}
     }
-    let schema = SCHEMA
-        .get(name)
-        .ok_or_else(|| format!("unknown protobuf message {name}"))?;
+    let schema = SCHEMA.get(name).ok_or_else(|| format!("unknown protobuf message {name}"))?;
     let mut obj = Map::new();
     for (tag, w) in &raw {
         let Some(f) = schema.get(tag) else { continue };
         let value: Option<Value> = match (f.kind.as_str(), w) {
             ("string", Wire::Len(b)) => {
                 let s = String::from_utf8_lossy(b).into_owned();
-                if s.is_empty() && !f.repeated {
-                    None
-                } else {
-                    Some(Value::String(s))
-                }
+                if s.is_empty() && !f.repeated { None } else { Some(Value::String(s)) }
             }
-            ("bytes", Wire::Len(b)) => {
-                Some(json!(base64::engine::general_purpose::STANDARD.encode(b)))
-            }
+            ("bytes", Wire::Len(b)) => Some(json!(base64::engine::general_purpose::STANDARD.encode(b))),
             // Go's protobuf encoder writes non-pointer scalars even when zero, and Go's JSON
             // leaves them out (omitempty): drop those zeros so objects read back as upstream's.
             ("bool", Wire::Varint(0)) | ("int32", Wire::Varint(0)) | ("int64", Wire::Varint(0))
@@ -259,12 +225,8 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
             ("int32", Wire::Varint(v)) => Some(json!(*v as i64 as i32)),
             ("int64", Wire::Varint(v)) => Some(json!(*v as i64)),
             ("uint32" | "uint64", Wire::Varint(v)) => Some(json!(*v)),
-            ("double", Wire::Fixed64(b)) => {
-                Some(json!(f64::from_le_bytes((*b).try_into().unwrap())))
-            }
-            ("float", Wire::Fixed32(b)) => {
-                Some(json!(f32::from_le_bytes((*b).try_into().unwrap())))
-            }
+            ("double", Wire::Fixed64(b)) => Some(json!(f64::from_le_bytes((*b).try_into().unwrap()))),
+            ("float", Wire::Fixed32(b)) => Some(json!(f32::from_le_bytes((*b).try_into().unwrap()))),
             ("int32" | "int64" | "bool", Wire::Len(b)) => {
                 // Packed repeated scalars.
                 let mut r = Reader { buf: b, pos: 0 };
@@ -272,11 +234,7 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
                 while !r.done() {
                     let v = r.varint()?;
                     if let Some(a) = arr.as_array_mut() {
-                        a.push(if f.kind == "bool" {
-                            json!(v != 0)
-                        } else {
-                            json!(v as i64)
-                        });
+                        a.push(if f.kind == "bool" { json!(v != 0) } else { json!(v as i64) });
                     }
                 }
                 continue;
@@ -288,11 +246,7 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
             },
             (k, Wire::Len(b)) if k.starts_with("map:") => {
                 let entry = fields(b)?;
-                let key = entry
-                    .iter()
-                    .find(|(t, _)| *t == 1)
-                    .and_then(|(_, w)| string_of(w))
-                    .unwrap_or_default();
+                let key = entry.iter().find(|(t, _)| *t == 1).and_then(|(_, w)| string_of(w)).unwrap_or_default();
                 let vk = k.rsplit(':').next().unwrap_or("string");
                 let val = entry.iter().find(|(t, _)| *t == 2).map(|(_, w)| w);
                 let v = match (vk, val) {
@@ -348,9 +302,7 @@ fn message_name(api_version: &str, kind: &str) -> Option<String> {
 
 /// Decodes a `k8s\0`-prefixed protobuf body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let rest = body
-        .strip_prefix(MAGIC)
-        .ok_or("protobuf body does not start with the k8s magic number")?;
+    let rest = body.strip_prefix(MAGIC).ok_or("protobuf body does not start with the k8s magic number")?;
     let unknown = fields(rest)?;
     let mut api_version = String::new();
     let mut kind = String::new();
@@ -370,8 +322,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    let name = message_name(&api_version, &kind)
-        .ok_or_else(|| format!("no kind \"{kind}\" is registered for version \"{api_version}\""))?;
+    let name = message_name(&api_version, &kind).ok_or_else(|| format!("no kind \"{kind}\" is registered for version \"{api_version}\""))?;
     let mut obj = message(raw, &name)?.unwrap_or(json!({}));
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(api_version));
@@ -439,21 +390,14 @@ mod tests {
         let mut body = MAGIC.to_vec();
         body.extend(unknown);
         let v = decode(&body).unwrap();
-        assert_eq!(
-            v,
-            json!({"metadata": {"name": "c1"}, "data": {"k": "v"}, "apiVersion": "v1", "kind": "ConfigMap"})
-        );
+        assert_eq!(v, json!({"metadata": {"name": "c1"}, "data": {"k": "v"}, "apiVersion": "v1", "kind": "ConfigMap"}));
     }
 
     #[test]
     fn schema_knows_core_kinds() {
-        for (av, k) in [
-            ("apps/v1", "Deployment"),
-            ("v1", "Pod"),
-            ("batch/v1", "CronJob"),
-            ("policy/v1", "Eviction"),
-            ("autoscaling/v2", "HorizontalPodAutoscaler"),
-        ] {
+        for (av, k) in
+            [("apps/v1", "Deployment"), ("v1", "Pod"), ("batch/v1", "CronJob"), ("policy/v1", "Eviction"), ("autoscaling/v2", "HorizontalPodAutoscaler")]
+        {
             assert!(message_name(av, k).is_some(), "{av} {k}");
         }
     }

@@ -57,9 +57,7 @@ impl FieldValidation {
             "" | "Warn" => Ok(FieldValidation::Warn),
             "Ignore" => Ok(FieldValidation::Ignore),
             "Strict" => Ok(FieldValidation::Strict),
-            other => Err(format!(
-                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
-            )),
+            other => Err(format!("fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\"")),
         }
     }
 }
@@ -131,9 +129,7 @@ const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn random_suffix(n: usize) -> String {
     let r = uuid::Uuid::new_v4().as_u128();
-    (0..n)
-        .map(|i| NAME_CHARS[((r >> (i * 8)) % NAME_CHARS.len() as u128) as usize] as char)
-        .collect()
+    (0..n).map(|i| NAME_CHARS[((r >> (i * 8)) % NAME_CHARS.len() as u128) as usize] as char).collect()
 }
 
 fn strip_rv(obj: &mut Value) {
@@ -161,48 +157,29 @@ struct ContinueToken {
 }
 
 pub fn encode_continue(rev: i64, last_key_suffix: &str) -> String {
-    let t = ContinueToken {
-        v: "meta.k8s.io/v1".into(),
-        rv: rev,
-        start: format!("{last_key_suffix}\u{0}"),
-    };
+    let t = ContinueToken { v: "meta.k8s.io/v1".into(), rv: rev, start: format!("{last_key_suffix}\u{0}") };
     base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap())
 }
 
 fn decode_continue(tok: &str) -> ApiResult<(i64, String)> {
     let bad = || ApiError::bad_request("continue key is not valid: illegal base64 data");
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(tok)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok))
-        .map_err(|_| bad())?;
-    let t: ContinueToken = serde_json::from_slice(&raw)
-        .map_err(|_| ApiError::bad_request("continue key is not valid: invalid token"))?;
+    let raw =
+        base64::engine::general_purpose::URL_SAFE.decode(tok).or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok)).map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: invalid token"))?;
     if t.v != "meta.k8s.io/v1" {
-        return Err(ApiError::bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        ));
+        return Err(ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
     }
     let start = t.start.trim_end_matches('\u{0}').to_string();
     Ok((t.rv, start))
 }
 
 fn qualified_kind(info: &ResourceInfo) -> String {
-    if info.group.is_empty() {
-        info.kind.clone()
-    } else {
-        format!("{}.{}", info.kind, info.group)
-    }
+    if info.group.is_empty() { info.kind.clone() } else { format!("{}.{}", info.kind, info.group) }
 }
 
 impl Registry {
     pub fn new(catalog: Arc<Catalog>, alloc: Arc<Allocators>) -> Self {
-        Registry {
-            catalog,
-            alloc,
-            admission: crate::admission::Chain::default(),
-            crd_hook: std::sync::RwLock::new(None),
-            gc_enabled: false,
-        }
+        Registry { catalog, alloc, admission: crate::admission::Chain::default(), crd_hook: std::sync::RwLock::new(None), gc_enabled: false }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -218,12 +195,7 @@ impl Registry {
     }
 
     /// Reads the stored object (storage version) and its revision.
-    async fn read(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        name: &str,
-    ) -> ApiResult<Option<(Value, i64)>> {
+    async fn read(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Option<(Value, i64)>> {
         let key = self.key(info, ns, name);
         match self.store().get(&key).await? {
             Some(kv) => Ok(Some((decode(&kv.value, kv.mod_revision)?, kv.mod_revision))),
@@ -240,12 +212,7 @@ impl Registry {
 
     /// Lists objects (stored version JSON). Served from the watch cache except when paging at a
     /// revision the cache has moved past or when an exact old revision is asked for.
-    pub async fn list(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        opts: &ListOptions,
-    ) -> ApiResult<ListResult> {
+    pub async fn list(&self, info: &ResourceInfo, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
         let sinfo = self.storage(info);
         let prefix = match ns {
             Some(n) if sinfo.namespaced => sinfo.namespace_prefix(n),
@@ -270,9 +237,7 @@ impl Registry {
         let requested_rev: Option<i64> = if rv_param.is_empty() || rv_param == "0" {
             None
         } else {
-            Some(rv_param.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version: {rv_param}"))
-            })?)
+            Some(rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?)
         };
         // Decide the revision to read at and whether the cache can serve it.
         let mut from_cache = None;
@@ -290,31 +255,18 @@ impl Registry {
                 }
                 (None, Some(r)) => {
                     if !cache.wait_for(r, Duration::from_secs(3)).await {
-                        return Err(ApiError::timeout(format!(
-                            "Too large resource version: {r}, current: {}",
-                            cache.revision()
-                        )));
+                        return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", cache.revision())));
                     }
                     from_cache = Some(cache.clone());
                 }
                 (None, None) => {
-                    if rv_param == "0"
-                        || cache
-                            .wait_for(self.store().current_revision(), Duration::from_secs(3))
-                            .await
-                    {
+                    if rv_param == "0" || cache.wait_for(self.store().current_revision(), Duration::from_secs(3)).await {
                         from_cache = Some(cache.clone());
                     }
                 }
             }
         }
-        let matches = |e: &CacheEntry| {
-            e.matches(
-                if sinfo.namespaced { ns } else { None },
-                &opts.label_selector,
-                &opts.field_selector,
-            )
-        };
+        let matches = |e: &CacheEntry| e.matches(if sinfo.namespaced { ns } else { None }, &opts.label_selector, &opts.field_selector);
         let limit = opts.limit;
         let mut items = Vec::new();
         let mut last_key: Option<String> = None;
@@ -338,18 +290,11 @@ impl Registry {
             }
         } else {
             let at = token_rev.or(requested_rev);
-            let start = start_after
-                .map(|s| format!("{s}\0"))
-                .unwrap_or_else(|| prefix.clone());
-            let res = self
-                .store()
-                .range(&start, &prefix_end(&prefix), 0, at)
-                .await?;
+            let start = start_after.map(|s| format!("{s}\0")).unwrap_or_else(|| prefix.clone());
+            let res = self.store().range(&start, &prefix_end(&prefix), 0, at).await?;
             rev = res.revision;
             for kv in res.kvs {
-                let Some(e) =
-                    crate::cache::entry_from_kv(&sinfo, &kv.key, &kv.value, kv.mod_revision)
-                else {
+                let Some(e) = crate::cache::entry_from_kv(&sinfo, &kv.key, &kv.value, kv.mod_revision) else {
                     continue;
                 };
                 if !matches(&e) {
@@ -364,22 +309,9 @@ impl Registry {
                 items.push(e.bytes.clone());
             }
         }
-        let continue_token = if more {
-            last_key.map(|k| encode_continue(rev, k.strip_prefix(&base).unwrap_or(&k)))
-        } else {
-            None
-        };
+        let continue_token = if more { last_key.map(|k| encode_continue(rev, k.strip_prefix(&base).unwrap_or(&k))) } else { None };
         let has_selectors = !opts.label_selector.is_empty() || !opts.field_selector.is_empty();
-        Ok(ListResult {
-            rev,
-            items,
-            continue_token,
-            remaining: if more && !has_selectors {
-                Some(remaining)
-            } else {
-                None
-            },
-        })
+        Ok(ListResult { rev, items, continue_token, remaining: if more && !has_selectors { Some(remaining) } else { None } })
     }
 
     async fn check_namespace(&self, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<()> {
@@ -387,17 +319,11 @@ impl Registry {
         if !info.namespaced {
             return Ok(());
         }
-        let ns_info = self
-            .catalog
-            .find("", "v1", "namespaces")
-            .expect("namespaces resource");
+        let ns_info = self.catalog.find("", "v1", "namespaces").expect("namespaces resource");
         match self.read(&ns_info, None, ns).await? {
             None => Err(ApiError::namespace_not_found(ns)),
             Some((nsobj, _)) => {
-                if nsobj
-                    .pointer("/metadata/deletionTimestamp")
-                    .is_some_and(|v| !v.is_null())
-                {
+                if nsobj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
                     Err(ApiError::forbidden(format!("unable to create new content in namespace {ns} because it is being terminated"))
                         .with_details(json!({"name": info.plural, "kind": info.plural})))
                 } else {
@@ -408,64 +334,36 @@ impl Registry {
     }
 
     /// Creates an object. `obj` is in `info`'s version; the result too.
-    pub async fn create(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        mut obj: Value,
-        opts: &WriteOptions,
-    ) -> ApiResult<Value> {
+    pub async fn create(&self, info: &ResourceInfo, ns: Option<&str>, mut obj: Value, opts: &WriteOptions) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be an object",
-            ));
+            return Err(ApiError::bad_request("the body of the request must be an object"));
         }
         self.check_fields(info, &mut obj, opts)?;
         // Namespace from the URL; a differing one in the body is an error.
         {
             let md = meta::metadata_mut(&mut obj);
             if info.namespaced {
-                let body_ns = md
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                let body_ns = md.get("namespace").and_then(Value::as_str).map(str::to_string);
                 match (ns, body_ns.as_deref()) {
                     (Some(u), Some(b)) if !b.is_empty() && u != b => {
-                        return Err(ApiError::bad_request(
-                            "the namespace of the provided object does not match the namespace sent on the request",
-                        ));
+                        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
                     }
                     (Some(u), _) => {
                         md.insert("namespace".into(), json!(u));
                     }
                     (None, _) => {
-                        return Err(ApiError::bad_request(
-                            "the server could not find the requested resource",
-                        ));
+                        return Err(ApiError::bad_request("the server could not find the requested resource"));
                     }
                 }
             } else {
                 md.remove("namespace");
             }
-            if md
-                .get("resourceVersion")
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
-            {
-                return Err(ApiError::bad_request(
-                    "resourceVersion should not be set on objects to be created",
-                ));
+            if md.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
             }
-            let name_empty = md
-                .get("name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty);
+            let name_empty = md.get("name").and_then(Value::as_str).is_none_or(str::is_empty);
             if name_empty {
-                if let Some(g) = md
-                    .get("generateName")
-                    .and_then(Value::as_str)
-                    .filter(|g| !g.is_empty())
-                {
+                if let Some(g) = md.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
                     let base = if g.len() > 58 { &g[..58] } else { g };
                     let name = format!("{base}{}", random_suffix(5));
                     md.insert("name".into(), json!(name));
@@ -484,16 +382,7 @@ impl Registry {
         // Upstream's order: mutating admission (defaulting first), PrepareForCreate,
         // validation, validating admission, store.
         let name = meta::name(&obj).to_string();
-        let mut attrs = self.attributes(
-            Operation::Create,
-            &sinfo,
-            None,
-            ns,
-            &name,
-            Some(obj),
-            None,
-            opts,
-        );
+        let mut attrs = self.attributes(Operation::Create, &sinfo, None, ns, &name, Some(obj), None, opts);
         self.admission.admit(self, &mut attrs).await?;
         let mut obj = attrs.object.take().unwrap_or_default();
         st.prepare_create(&mut obj);
@@ -509,11 +398,7 @@ impl Registry {
         crate::fields::record_operation(&mut obj, None, opts, &info.api_version());
         // Service allocations.
         let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() {
-            Some(
-                self.alloc
-                    .allocate(&mut obj, None, opts.dry_run)
-                    .map_err(|e| ApiError::invalid(info, &name, &e))?,
-            )
+            Some(self.alloc.allocate(&mut obj, None, opts.dry_run).map_err(|e| ApiError::invalid(info, &name, &e))?)
         } else {
             None
         };
@@ -543,12 +428,7 @@ impl Registry {
 
     /// Type-checks the object a write would store and handles its unknown fields as the
     /// request's `fieldValidation` says (`obj` is in `info`'s version).
-    fn check_fields(
-        &self,
-        info: &ResourceInfo,
-        obj: &mut Value,
-        opts: &WriteOptions,
-    ) -> ApiResult<()> {
+    fn check_fields(&self, info: &ResourceInfo, obj: &mut Value, opts: &WriteOptions) -> ApiResult<()> {
         let before = (opts.origin == WriteOrigin::Patch).then(|| obj.clone());
         let (unknown, type_error) = if info.custom {
             let mut unknown = Vec::new();
@@ -560,19 +440,12 @@ impl Registry {
             let f = crate::fieldcheck::check(&info.group, &info.version, &info.kind, obj);
             (f.unknown, f.type_error)
         };
-        let cannot_handle = |e: &str| {
-            ApiError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: {e}",
-                info.kind, info.version, info.kind
-            ))
-        };
+        let cannot_handle = |e: &str| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", info.kind, info.version, info.kind));
         if let Some(e) = type_error {
             return Err(match opts.origin {
                 WriteOrigin::Body | WriteOrigin::Apply => cannot_handle(&e),
                 // Upstream reports the patched object under the field "patch".
-                WriteOrigin::Patch => {
-                    ApiError::invalid_patch(&before.map(|b| b.to_string()).unwrap_or_default(), &e)
-                }
+                WriteOrigin::Patch => ApiError::invalid_patch(&before.map(|b| b.to_string()).unwrap_or_default(), &e),
                 WriteOrigin::Internal => ApiError::internal(e),
             });
         }
@@ -583,18 +456,11 @@ impl Registry {
         if unknown.is_empty() {
             return Ok(());
         }
-        let listed: Vec<String> = unknown
-            .iter()
-            .map(|p| format!("unknown field \"{p}\""))
-            .collect();
+        let listed: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
         match opts.field_validation {
             FieldValidation::Strict => {
                 let msg = format!("strict decoding error: {}", listed.join(", "));
-                Err(if opts.origin == WriteOrigin::Body {
-                    cannot_handle(&msg)
-                } else {
-                    ApiError::bad_request(msg)
-                })
+                Err(if opts.origin == WriteOrigin::Body { cannot_handle(&msg) } else { ApiError::bad_request(msg) })
             }
             FieldValidation::Warn => {
                 listed.into_iter().for_each(|w| opts.warn(w));
@@ -694,17 +560,12 @@ impl Registry {
             if wanted.is_object() {
                 self.check_fields(info, &mut wanted, opts)?;
             }
-            if let Some(rv) = wanted
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-            {
+            if let Some(rv) = wanted.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
                 if !rv.is_empty() && rv != rev.to_string() {
                     return Err(ApiError::stale(info, name));
                 }
             }
-            let mut obj = self
-                .prepare_update(info, &sinfo, &current, wanted, sub, opts)
-                .await?;
+            let mut obj = self.prepare_update(info, &sinfo, &current, wanted, sub, opts).await?;
             let final_delete = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
                 && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
                 && !(sinfo.kind == "Pod" && sinfo.group.is_empty() && current.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
@@ -712,11 +573,7 @@ impl Registry {
                 // its spec finalizer ("kubernetes").
                 && !(sinfo.kind == "Namespace" && sinfo.group.is_empty() && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
             let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() && sub.is_none() {
-                Some(
-                    self.alloc
-                        .allocate(&mut obj, Some(&current), opts.dry_run)
-                        .map_err(|e| ApiError::invalid(info, name, &e))?,
-                )
+                Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).map_err(|e| ApiError::invalid(info, name, &e))?)
             } else {
                 None
             };
@@ -737,11 +594,7 @@ impl Registry {
                 return Ok(convert::from_storage(info, obj));
             }
             if final_delete {
-                return match self
-                    .store()
-                    .delete(&key, Precondition::ModRevision(rev))
-                    .await?
-                {
+                return match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
                     WriteOutcome::Done { kv, .. } => {
                         set_rv(&mut obj, kv.mod_revision);
                         self.on_deleted(&sinfo, &obj);
@@ -752,11 +605,7 @@ impl Registry {
             }
             strip_rv(&mut obj);
             let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
-            match self
-                .store()
-                .put(&key, bytes, Precondition::ModRevision(rev))
-                .await?
-            {
+            match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
                 WriteOutcome::Done { kv, .. } => {
                     set_rv(&mut obj, kv.mod_revision);
                     if sinfo.kind == "Service" && sinfo.group.is_empty() {
@@ -796,22 +645,16 @@ impl Registry {
     ) -> ApiResult<Value> {
         let name = meta::name(current).to_string();
         if !wanted.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be an object",
-            ));
+            return Err(ApiError::bad_request("the body of the request must be an object"));
         }
         let wanted_name = meta::name(&wanted);
         if !wanted_name.is_empty() && wanted_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({wanted_name}) does not match the name on the URL ({name})"
-            )));
+            return Err(ApiError::bad_request(format!("the name of the object ({wanted_name}) does not match the name on the URL ({name})")));
         }
         if sinfo.namespaced {
             let wns = meta::namespace(&wanted).unwrap_or("");
             if !wns.is_empty() && Some(wns) != meta::namespace(current) {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
             }
         }
         let mut obj = convert::to_storage(info, wanted);
@@ -825,10 +668,7 @@ impl Registry {
                 } else if let Some(m) = merged.as_object_mut() {
                     m.remove("status");
                 }
-                if let (Some(md), Some(new_md)) = (
-                    merged.get_mut("metadata").and_then(Value::as_object_mut),
-                    obj.get("metadata").and_then(Value::as_object),
-                ) {
+                if let (Some(md), Some(new_md)) = (merged.get_mut("metadata").and_then(Value::as_object_mut), obj.get("metadata").and_then(Value::as_object)) {
                     if let Some(rv) = new_md.get("resourceVersion") {
                         md.insert("resourceVersion".into(), rv.clone());
                     }
@@ -837,21 +677,9 @@ impl Registry {
             }
             _ => {
                 // Immutable and system-owned metadata comes from the stored object.
-                let cur_md = current
-                    .get("metadata")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
+                let cur_md = current.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
                 let md = meta::metadata_mut(&mut obj);
-                for k in [
-                    "uid",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                    "generation",
-                    "namespace",
-                    "name",
-                ] {
+                for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
                     match cur_md.get(k) {
                         Some(v) => {
                             md.insert(k.into(), v.clone());
@@ -868,11 +696,7 @@ impl Registry {
                 }
                 // A deleting object may only lose finalizers.
                 if cur_md.get("deletionTimestamp").is_some() {
-                    let old_f: Vec<Value> = cur_md
-                        .get("finalizers")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
+                    let old_f: Vec<Value> = cur_md.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
                     if let Some(new_f) = md.get("finalizers").and_then(Value::as_array) {
                         if new_f.iter().any(|f| !old_f.contains(f)) {
                             return Err(ApiError::invalid(
@@ -887,9 +711,7 @@ impl Registry {
                     }
                 }
                 // Binding sets spec.nodeName and the PodScheduled condition in one write.
-                if sub != Some(Subresource::Binding)
-                    && (info.has(Subresource::Status) || sinfo.has(Subresource::Status))
-                {
+                if sub != Some(Subresource::Binding) && (info.has(Subresource::Status) || sinfo.has(Subresource::Status)) {
                     match current.get("status") {
                         Some(s) => obj["status"] = s.clone(),
                         None => {
@@ -903,23 +725,11 @@ impl Registry {
                 if sinfo.custom {
                     self.custom_schema(sinfo, &mut obj)?;
                 }
-                let mut attrs = self.attributes(
-                    Operation::Update,
-                    sinfo,
-                    sub,
-                    meta::namespace(current),
-                    &name,
-                    Some(obj),
-                    Some(current.clone()),
-                    opts,
-                );
+                let mut attrs = self.attributes(Operation::Update, sinfo, sub, meta::namespace(current), &name, Some(obj), Some(current.clone()), opts);
                 self.admission.admit(self, &mut attrs).await?;
                 obj = attrs.object.take().unwrap_or_default();
                 if st.tracks_generation() && meta::spec_part(current) != meta::spec_part(&obj) {
-                    let g = current
-                        .pointer("/metadata/generation")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
+                    let g = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
                     meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
                 }
             }
@@ -929,16 +739,7 @@ impl Registry {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info, &name, &errs));
         }
-        let mut attrs = self.attributes(
-            Operation::Update,
-            sinfo,
-            sub,
-            meta::namespace(current),
-            &name,
-            Some(obj),
-            Some(current.clone()),
-            opts,
-        );
+        let mut attrs = self.attributes(Operation::Update, sinfo, sub, meta::namespace(current), &name, Some(obj), Some(current.clone()), opts);
         self.admission.validate(self, &attrs).await?;
         let mut obj = attrs.object.take().unwrap_or_default();
         crate::fields::record_operation(&mut obj, Some(current), opts, &info.api_version());
@@ -955,38 +756,19 @@ impl Registry {
         sub: Option<Subresource>,
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
-        let rv_missing = obj
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty);
-        if rv_missing
-            && sub.is_none()
-            && self.read(info, ns, name).await?.is_none()
-            && allow_create_on_update(info)
-        {
+        let rv_missing = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty);
+        if rv_missing && sub.is_none() && self.read(info, ns, name).await?.is_none() && allow_create_on_update(info) {
             return self.create(info, ns, obj, opts).await;
         }
-        self.update_with(info, ns, name, sub, opts, |_current| Ok(obj.clone()))
-            .await
+        self.update_with(info, ns, name, sub, opts, |_current| Ok(obj.clone())).await
     }
 
     /// DELETE with upstream's graceful deletion and finalizer semantics.
-    pub async fn delete(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        name: &str,
-        opts: &DeleteOptions,
-    ) -> ApiResult<Value> {
+    pub async fn delete(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Value> {
         let sinfo = self.storage(info);
-        if sinfo.group.is_empty()
-            && sinfo.kind == "Namespace"
-            && ["default", "kube-system", "kube-public"].contains(&name)
-        {
-            return Err(ApiError::forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            ))
-            .with_details(json!({"name": name, "kind": "namespaces"})));
+        if sinfo.group.is_empty() && sinfo.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"))
+                .with_details(json!({"name": name, "kind": "namespaces"})));
         }
         let key = sinfo.key(ns, name);
         let mut admitted = false;
@@ -995,21 +777,8 @@ impl Registry {
                 return Err(ApiError::not_found(info, name));
             };
             if !admitted {
-                let wo = WriteOptions {
-                    dry_run: opts.dry_run,
-                    user: opts.user.clone(),
-                    ..Default::default()
-                };
-                let mut attrs = self.attributes(
-                    Operation::Delete,
-                    &sinfo,
-                    None,
-                    ns,
-                    name,
-                    None,
-                    Some(current.clone()),
-                    &wo,
-                );
+                let wo = WriteOptions { dry_run: opts.dry_run, user: opts.user.clone(), ..Default::default() };
+                let mut attrs = self.attributes(Operation::Delete, &sinfo, None, ns, name, None, Some(current.clone()), &wo);
                 self.admission.admit(self, &mut attrs).await?;
                 self.admission.validate(self, &attrs).await?;
                 admitted = true;
@@ -1021,10 +790,7 @@ impl Registry {
                         name,
                         &format!(
                             "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            current
-                                .pointer("/metadata/uid")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
+                            current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
                         ),
                     ));
                 }
@@ -1034,29 +800,17 @@ impl Registry {
                     return Err(ApiError::conflict(
                         info,
                         name,
-                        &format!(
-                            "Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"
-                        ),
+                        &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"),
                     ));
                 }
             }
             let mut obj = current.clone();
-            let already_deleting = current
-                .pointer("/metadata/deletionTimestamp")
-                .is_some_and(|v| !v.is_null());
-            let mut finalizers: Vec<Value> = current
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let mut finalizers: Vec<Value> = current.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
             if self.gc_enabled && !already_deleting {
                 match opts.propagation_policy.as_deref() {
-                    Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
-                        finalizers.push(json!("foregroundDeletion"))
-                    }
-                    Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
-                        finalizers.push(json!("orphan"))
-                    }
+                    Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => finalizers.push(json!("foregroundDeletion")),
+                    Some("Orphan") if !finalizers.contains(&json!("orphan")) => finalizers.push(json!("orphan")),
                     _ => {}
                 }
             }
@@ -1065,29 +819,16 @@ impl Registry {
             let is_ns = sinfo.group.is_empty() && sinfo.kind == "Namespace";
             let mut grace = 0i64;
             if is_pod {
-                let bound = current
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| !s.is_empty());
-                let phase = current
-                    .pointer("/status/phase")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+                let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
                 let terminal = phase == "Succeeded" || phase == "Failed";
-                grace = opts.grace_period_seconds.unwrap_or_else(|| {
-                    current
-                        .pointer("/spec/terminationGracePeriodSeconds")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(30)
-                });
+                grace =
+                    opts.grace_period_seconds.unwrap_or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30));
                 if !bound || terminal {
                     grace = 0;
                 }
                 if already_deleting {
-                    let cur_grace = current
-                        .pointer("/metadata/deletionGracePeriodSeconds")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
+                    let cur_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
                     // A shorter grace period may replace a longer one.
                     if grace >= cur_grace && grace != 0 {
                         return Ok(convert::from_storage(info, current));
@@ -1100,10 +841,7 @@ impl Registry {
                 if !already_deleting || grace > 0 || (is_pod && grace == 0) {
                     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
                     if !already_deleting || is_pod {
-                        md.insert(
-                            "deletionTimestamp".into(),
-                            json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-                        );
+                        md.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
                         md.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
                 }
@@ -1124,11 +862,7 @@ impl Registry {
                     }
                     strip_rv(&mut obj);
                     let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
-                    match self
-                        .store()
-                        .put(&key, bytes, Precondition::ModRevision(rev))
-                        .await?
-                    {
+                    match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
                         WriteOutcome::Done { kv, .. } => {
                             set_rv(&mut obj, kv.mod_revision);
                             return Ok(convert::from_storage(info, obj));
@@ -1140,11 +874,7 @@ impl Registry {
             if opts.dry_run {
                 return Ok(convert::from_storage(info, current));
             }
-            match self
-                .store()
-                .delete(&key, Precondition::ModRevision(rev))
-                .await?
-            {
+            match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
                 WriteOutcome::Done { kv, .. } => {
                     let mut last = current.clone();
                     set_rv(&mut last, kv.mod_revision);
@@ -1165,13 +895,7 @@ impl Registry {
     }
 
     /// Deletes everything a LIST with these options returns.
-    pub async fn delete_collection(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        list: &ListOptions,
-        opts: &DeleteOptions,
-    ) -> ApiResult<Vec<Value>> {
+    pub async fn delete_collection(&self, info: &ResourceInfo, ns: Option<&str>, list: &ListOptions, opts: &DeleteOptions) -> ApiResult<Vec<Value>> {
         let res = self.list(info, ns, list).await?;
         let mut out = Vec::new();
         for b in res.items {
@@ -1192,18 +916,7 @@ impl Registry {
         if self.read(info, ns, meta::name(&obj)).await?.is_some() {
             return Ok(());
         }
-        match self
-            .create(
-                info,
-                ns,
-                obj,
-                &WriteOptions {
-                    operation: "Update",
-                    ..Default::default()
-                },
-            )
-            .await
-        {
+        match self.create(info, ns, obj, &WriteOptions { operation: "Update", ..Default::default() }).await {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
@@ -1217,13 +930,8 @@ impl Registry {
 
 fn allow_create_on_update(info: &ResourceInfo) -> bool {
     // Upstream allows create-on-update for these (e.g. `kubectl replace` of a missing lease).
-    matches!(
-        (info.group.as_str(), info.kind.as_str()),
-        ("", "Endpoints")
-            | ("coordination.k8s.io", "Lease")
-            | ("", "Event")
-            | ("events.k8s.io", "Event")
-    ) || info.group == "rbac.authorization.k8s.io"
+    matches!((info.group.as_str(), info.kind.as_str()), ("", "Endpoints") | ("coordination.k8s.io", "Lease") | ("", "Event") | ("events.k8s.io", "Event"))
+        || info.group == "rbac.authorization.k8s.io"
         || info.custom
         || matches!(info.kind.as_str(), "PriorityClass" | "LimitRange")
 }
@@ -1239,10 +947,7 @@ fn merge_string_data(obj: &mut Value) {
         let data = data.as_object_mut().unwrap();
         for (k, v) in sd {
             if let Some(s) = v.as_str() {
-                data.insert(
-                    k,
-                    json!(base64::engine::general_purpose::STANDARD.encode(s)),
-                );
+                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
             }
         }
     }
@@ -1253,11 +958,7 @@ fn job_selector(obj: &mut Value) {
     if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
         return;
     }
-    let uid = obj
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
     let name = meta::name(obj).to_string();
     obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
     let labels = meta::obj_mut(obj, &["spec", "template", "metadata", "labels"]);

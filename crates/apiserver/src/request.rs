@@ -41,18 +41,11 @@ pub enum Route {
 }
 
 fn decode_segment(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 pub fn parse_route(path: &str) -> Option<Route> {
-    let segs: Vec<String> = path
-        .trim_end_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(decode_segment)
-        .collect();
+    let segs: Vec<String> = path.trim_end_matches('/').split('/').filter(|s| !s.is_empty()).map(decode_segment).collect();
     let (group, version, rest) = match segs.first().map(String::as_str) {
         Some("api") => match segs.len() {
             1 => return Some(Route::CoreVersions),
@@ -74,19 +67,8 @@ pub fn parse_route(path: &str) -> Option<Route> {
         watch_prefix = true;
         rest.remove(0);
     }
-    let mut p = ResourcePath {
-        group,
-        version,
-        namespace: None,
-        plural: String::new(),
-        name: None,
-        subresource: None,
-        watch_prefix,
-    };
-    if rest[0] == "namespaces"
-        && rest.len() >= 3
-        && !(rest.len() == 3 && (rest[2] == "status" || rest[2] == "finalize"))
-    {
+    let mut p = ResourcePath { group, version, namespace: None, plural: String::new(), name: None, subresource: None, watch_prefix };
+    if rest[0] == "namespaces" && rest.len() >= 3 && !(rest.len() == 3 && (rest[2] == "status" || rest[2] == "finalize")) {
         p.namespace = Some(rest[1].clone());
         rest.drain(..2);
     }
@@ -104,9 +86,7 @@ pub fn parse_route(path: &str) -> Option<Route> {
 }
 
 pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 /// What the client wants back.
@@ -120,10 +100,7 @@ pub enum Output {
 
 /// Picks the response format from the Accept header (first acceptable entry wins).
 pub fn negotiate(headers: &HeaderMap) -> ApiResult<Output> {
-    let accept = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.trim().is_empty() {
         return Ok(Output::Json);
     }
@@ -164,10 +141,7 @@ pub enum BodyFormat {
 }
 
 pub fn body_format(headers: &HeaderMap) -> ApiResult<BodyFormat> {
-    let ct = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let mt = ct.split(';').next().unwrap_or("").trim();
     Ok(match mt {
         "application/json" | "" | "*/*" => BodyFormat::Json,
@@ -188,8 +162,7 @@ pub fn decode_object(body: &Bytes, fmt: BodyFormat) -> ApiResult<Value> {
             if body.len() > MAX_BODY {
                 return Err(ApiError::too_large(MAX_BODY));
             }
-            crate::protobuf::decode(body)
-                .map_err(|e| ApiError::bad_request(format!("failed to decode protobuf body: {e}")))
+            crate::protobuf::decode(body).map_err(|e| ApiError::bad_request(format!("failed to decode protobuf body: {e}")))
         }
         BodyFormat::Yaml => decode_body(body, true),
         _ => decode_body(body, false),
@@ -204,27 +177,19 @@ pub fn decode_body(body: &Bytes, yaml: bool) -> ApiResult<Value> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request("the body of the request was empty"));
     }
-    let trimmed = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map(|i| &body[i..])
-        .unwrap_or(&body[..]);
+    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&body[..]);
     let looks_json = trimmed.first().is_some_and(|c| *c == b'{' || *c == b'[');
     if !yaml || looks_json {
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => return Ok(v),
             Err(e) if !yaml => {
-                return Err(ApiError::bad_request(format!(
-                    "couldn't get version/kind; json parse error: {e}"
-                )));
+                return Err(ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")));
             }
             Err(_) => {}
         }
     }
-    let v: serde_yaml::Value = serde_yaml::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}")))?;
-    serde_json::to_value(v)
-        .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+    let v: serde_yaml::Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: yaml: {e}")))?;
+    serde_json::to_value(v).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -234,59 +199,29 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(parse_route("/api"), Some(Route::CoreVersions));
+        assert_eq!(parse_route("/apis/apps/v1"), Some(Route::ResourceList { group: "apps".into(), version: "v1".into() }));
+        let Some(Route::Resource(p)) = parse_route("/api/v1/namespaces/default/pods/web/status") else { panic!() };
         assert_eq!(
-            parse_route("/apis/apps/v1"),
-            Some(Route::ResourceList {
-                group: "apps".into(),
-                version: "v1".into()
-            })
-        );
-        let Some(Route::Resource(p)) = parse_route("/api/v1/namespaces/default/pods/web/status")
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (
-                p.namespace.as_deref(),
-                p.plural.as_str(),
-                p.name.as_deref(),
-                p.subresource.as_deref()
-            ),
+            (p.namespace.as_deref(), p.plural.as_str(), p.name.as_deref(), p.subresource.as_deref()),
             (Some("default"), "pods", Some("web"), Some("status"))
         );
-        let Some(Route::Resource(p)) = parse_route("/api/v1/namespaces/kube-system") else {
-            panic!()
-        };
-        assert_eq!(
-            (p.namespace, p.plural.as_str(), p.name.as_deref()),
-            (None, "namespaces", Some("kube-system"))
-        );
-        let Some(Route::Resource(p)) = parse_route("/api/v1/namespaces/x/finalize") else {
-            panic!()
-        };
-        assert_eq!(
-            (
-                p.plural.as_str(),
-                p.name.as_deref(),
-                p.subresource.as_deref()
-            ),
-            ("namespaces", Some("x"), Some("finalize"))
-        );
-        let Some(Route::Resource(p)) = parse_route("/apis/apps/v1/deployments") else {
-            panic!()
-        };
+        let Some(Route::Resource(p)) = parse_route("/api/v1/namespaces/kube-system") else { panic!() };
+        assert_eq!((p.namespace, p.plural.as_str(), p.name.as_deref()), (None, "namespaces", Some("kube-system")));
+        let Some(Route::Resource(p)) = parse_route("/api/v1/namespaces/x/finalize") else { panic!() };
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.subresource.as_deref()), ("namespaces", Some("x"), Some("finalize")));
+        let Some(Route::Resource(p)) = parse_route("/apis/apps/v1/deployments") else { panic!() };
         assert_eq!((p.namespace, p.name), (None, None));
     }
 
     #[test]
     fn accept_headers() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json".parse().unwrap());
-        assert_eq!(negotiate(&h).unwrap(), Output::Table);
         h.insert(
             http::header::ACCEPT,
-            "application/vnd.kubernetes.protobuf".parse().unwrap(),
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json".parse().unwrap(),
         );
+        assert_eq!(negotiate(&h).unwrap(), Output::Table);
+        h.insert(http::header::ACCEPT, "application/vnd.kubernetes.protobuf".parse().unwrap());
         assert!(negotiate(&h).is_err());
     }
 }

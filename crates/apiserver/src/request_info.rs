@@ -20,26 +20,15 @@ pub struct RequestInfo {
 }
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 impl RequestInfo {
     /// Reads the request line (method, path, query). Never fails: what is not a resource request
     /// is a non-resource one, with the lowercased method as its verb.
     pub fn new(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
-        let mut info = RequestInfo {
-            path: path.to_string(),
-            verb: method.as_str().to_lowercase(),
-            ..Default::default()
-        };
-        let parts: Vec<String> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(decode)
-            .collect();
+        let mut info = RequestInfo { path: path.to_string(), verb: method.as_str().to_lowercase(), ..Default::default() };
+        let parts: Vec<String> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).map(decode).collect();
         let rest: &[String] = match parts.first().map(String::as_str) {
             Some("api") if parts.len() >= 2 => {
                 info.api_version = parts[1].clone();
@@ -88,10 +77,7 @@ impl RequestInfo {
             Method::DELETE if no_name => "deletecollection",
             Method::DELETE => "delete",
             _ => {
-                return RequestInfo {
-                    verb: method.as_str().to_lowercase(),
-                    ..info
-                };
+                return RequestInfo { verb: method.as_str().to_lowercase(), ..info };
             }
         }
         .to_string();
@@ -111,88 +97,34 @@ mod tests {
     fn resource_requests() {
         let r = ri(Method::GET, "/api/v1/namespaces/default/pods", None);
         assert_eq!(
-            (
-                r.verb.as_str(),
-                r.api_group.as_str(),
-                r.api_version.as_str(),
-                r.namespace.as_str(),
-                r.resource.as_str(),
-                r.name.as_str()
-            ),
+            (r.verb.as_str(), r.api_group.as_str(), r.api_version.as_str(), r.namespace.as_str(), r.resource.as_str(), r.name.as_str()),
             ("list", "", "v1", "default", "pods", "")
         );
         assert!(r.is_resource_request);
-        let r = ri(
-            Method::GET,
-            "/api/v1/namespaces/default/pods",
-            Some("watch=true&resourceVersion=5"),
-        );
+        let r = ri(Method::GET, "/api/v1/namespaces/default/pods", Some("watch=true&resourceVersion=5"));
         assert_eq!(r.verb, "watch");
         let r = ri(Method::GET, "/api/v1/watch/namespaces/default/pods/p", None);
         assert_eq!((r.verb.as_str(), r.name.as_str()), ("watch", "p"));
-        let r = ri(
-            Method::POST,
-            "/api/v1/namespaces/default/pods/web-0/exec",
-            Some("command=sh"),
-        );
+        let r = ri(Method::POST, "/api/v1/namespaces/default/pods/web-0/exec", Some("command=sh"));
+        assert_eq!((r.verb.as_str(), r.name.as_str(), r.subresource.as_str()), ("create", "web-0", "exec"));
+        let r = ri(Method::PUT, "/apis/apps/v1/namespaces/ns1/deployments/d/status", None);
         assert_eq!(
-            (r.verb.as_str(), r.name.as_str(), r.subresource.as_str()),
-            ("create", "web-0", "exec")
-        );
-        let r = ri(
-            Method::PUT,
-            "/apis/apps/v1/namespaces/ns1/deployments/d/status",
-            None,
-        );
-        assert_eq!(
-            (
-                r.verb.as_str(),
-                r.api_group.as_str(),
-                r.namespace.as_str(),
-                r.resource.as_str(),
-                r.subresource.as_str()
-            ),
+            (r.verb.as_str(), r.api_group.as_str(), r.namespace.as_str(), r.resource.as_str(), r.subresource.as_str()),
             ("update", "apps", "ns1", "deployments", "status")
         );
         let r = ri(Method::PATCH, "/api/v1/nodes/n1", None);
-        assert_eq!(
-            (
-                r.verb.as_str(),
-                r.namespace.as_str(),
-                r.resource.as_str(),
-                r.name.as_str()
-            ),
-            ("patch", "", "nodes", "n1")
-        );
+        assert_eq!((r.verb.as_str(), r.namespace.as_str(), r.resource.as_str(), r.name.as_str()), ("patch", "", "nodes", "n1"));
         let r = ri(Method::DELETE, "/apis/batch/v1/namespaces/x/jobs", None);
         assert_eq!(r.verb, "deletecollection");
         let r = ri(Method::DELETE, "/api/v1/namespaces/x", None);
-        assert_eq!(
-            (
-                r.verb.as_str(),
-                r.resource.as_str(),
-                r.name.as_str(),
-                r.namespace.as_str()
-            ),
-            ("delete", "namespaces", "x", "x")
-        );
+        assert_eq!((r.verb.as_str(), r.resource.as_str(), r.name.as_str(), r.namespace.as_str()), ("delete", "namespaces", "x", "x"));
         let r = ri(Method::GET, "/api/v1/namespaces", None);
-        assert_eq!(
-            (r.verb.as_str(), r.resource.as_str()),
-            ("list", "namespaces")
-        );
+        assert_eq!((r.verb.as_str(), r.resource.as_str()), ("list", "namespaces"));
     }
 
     #[test]
     fn non_resource_requests() {
-        for p in [
-            "/healthz",
-            "/version",
-            "/api",
-            "/api/v1",
-            "/apis/apps/v1",
-            "/openapi/v3",
-        ] {
+        for p in ["/healthz", "/version", "/api", "/api/v1", "/apis/apps/v1", "/openapi/v3"] {
             let r = ri(Method::GET, p, None);
             assert!(!r.is_resource_request, "{p}");
             assert_eq!(r.verb, "get");

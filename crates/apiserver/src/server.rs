@@ -14,26 +14,15 @@ use crate::authn::PeerCertificate;
 use crate::handlers::AppState;
 use crate::pipeline::handle;
 
-pub fn tls_config(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(c?)?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()?;
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<_, _>>()?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())?
-        .ok_or_else(|| anyhow::anyhow!("no private key"))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).allow_unauthenticated().build()?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())?.ok_or_else(|| anyhow::anyhow!("no private key"))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -64,22 +53,11 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
     }
 }
 
-async fn serve_connection(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    _peer: SocketAddr,
-    state: Arc<AppState>,
-) -> anyhow::Result<()> {
-    let tls =
-        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await??;
+async fn serve_connection(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, _peer: SocketAddr, state: Arc<AppState>) -> anyhow::Result<()> {
+    let tls = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await??;
     // The verified client certificate goes with every request of the connection; who the
     // user is gets decided per request by the authenticator chain.
-    let peer = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| PeerCertificate(c.as_ref().to_vec()));
+    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| PeerCertificate(c.as_ref().to_vec()));
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
         let peer = peer.clone();
@@ -88,11 +66,7 @@ async fn serve_connection(
             if let Some(p) = peer {
                 parts.extensions.insert(p);
             }
-            let resp = handle(
-                state,
-                http::Request::from_parts(parts, axum::body::Body::new(body)),
-            )
-            .await;
+            let resp = handle(state, http::Request::from_parts(parts, axum::body::Body::new(body))).await;
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

@@ -18,12 +18,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -48,26 +43,15 @@ impl ApiError {
         if !info.group.is_empty() {
             d["group"] = json!(info.group);
         }
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{}\" not found", info.group_resource(), name),
-        )
-        .with_details(d)
+        Self::new(404, "NotFound", format!("{} \"{}\" not found", info.group_resource(), name)).with_details(d)
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
-            .with_details(json!({"name": ns, "kind": "namespaces"}))
+        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(json!({"name": ns, "kind": "namespaces"}))
     }
 
     pub fn no_route() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-        .with_details(json!({}))
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details(json!({}))
     }
 
     pub fn already_exists(info: &ResourceInfo, name: &str) -> Self {
@@ -75,12 +59,7 @@ impl ApiError {
         if !info.group.is_empty() {
             d["group"] = json!(info.group);
         }
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{}\" already exists", info.group_resource(), name),
-        )
-        .with_details(d)
+        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", info.group_resource(), name)).with_details(d)
     }
 
     pub fn conflict(info: &ResourceInfo, name: &str, why: &str) -> Self {
@@ -88,37 +67,16 @@ impl ApiError {
         if !info.group.is_empty() {
             d["group"] = json!(info.group);
         }
-        Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{}\": {}",
-                info.group_resource(),
-                name,
-                why
-            ),
-        )
-        .with_details(d)
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", info.group_resource(), name, why)).with_details(d)
     }
 
     pub fn stale(info: &ResourceInfo, name: &str) -> Self {
-        Self::conflict(
-            info,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
+        Self::conflict(info, name, "the object has been modified; please apply your changes to the latest version and try again")
     }
 
     pub fn invalid(info: &ResourceInfo, name: &str, errs: &[FieldError]) -> Self {
-        let qualified = if info.group.is_empty() {
-            info.kind.clone()
-        } else {
-            format!("{}.{}", info.kind, info.group)
-        };
-        let causes: Vec<Value> = errs
-            .iter()
-            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
-            .collect();
+        let qualified = if info.group.is_empty() { info.kind.clone() } else { format!("{}.{}", info.kind, info.group) };
+        let causes: Vec<Value> = errs.iter().map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field})).collect();
         let mut d = json!({"name": name, "kind": info.kind, "causes": causes});
         if !info.group.is_empty() {
             d["group"] = json!(info.group);
@@ -131,17 +89,11 @@ impl ApiError {
     pub fn invalid_patch(patched: &str, err: &str) -> Self {
         let e = FieldError::invalid("patch", &json!(patched), err);
         let causes = json!([{"reason": e.reason(), "message": e.body(), "field": e.field}]);
-        Self::new(422, "Invalid", invalid_message("", "", &[e]))
-            .with_details(json!({"causes": causes}))
+        Self::new(422, "Invalid", invalid_message("", "", &[e])).with_details(json!({"causes": causes}))
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
-        .with_details(json!({}))
+        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource").with_details(json!({}))
     }
 
     pub fn gone(msg: impl Into<String>) -> Self {
@@ -149,11 +101,7 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {limit}"),
-        )
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
     }
 
     pub fn unsupported_media_type(ct: &str) -> Self {
@@ -167,19 +115,11 @@ impl ApiError {
     }
 
     pub fn not_acceptable() -> Self {
-        Self::new(
-            406,
-            "NotAcceptable",
-            "only the following media types are accepted: application/json, application/yaml",
-        )
+        Self::new(406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml")
     }
 
     pub fn internal(msg: impl std::fmt::Display) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {msg}"),
-        )
+        Self::new(500, "InternalError", format!("Internal error occurred: {msg}"))
     }
 
     pub fn timeout(msg: impl Into<String>) -> Self {
@@ -213,12 +153,12 @@ impl ApiError {
 impl From<r8s_store::StoreError> for ApiError {
     fn from(e: r8s_store::StoreError) -> Self {
         match e {
-            r8s_store::StoreError::Compacted { compacted } => ApiError::gone(format!(
-                "The resourceVersion for the provided list is too old. Current compacted revision: {compacted}"
-            )),
-            r8s_store::StoreError::FutureRevision { current } => ApiError::timeout(format!(
-                "Too large resource version: requested revision is newer than the current revision {current}"
-            )),
+            r8s_store::StoreError::Compacted { compacted } => {
+                ApiError::gone(format!("The resourceVersion for the provided list is too old. Current compacted revision: {compacted}"))
+            }
+            r8s_store::StoreError::FutureRevision { current } => {
+                ApiError::timeout(format!("Too large resource version: requested revision is newer than the current revision {current}"))
+            }
             other => ApiError::internal(other),
         }
     }
@@ -228,12 +168,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
-        (
-            code,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response()
+        (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 

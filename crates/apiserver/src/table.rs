@@ -14,9 +14,7 @@ pub fn partial(obj: &Value) -> Value {
 }
 
 fn custom_columns(cols: &[Value]) -> Value {
-    let mut defs = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
-    ];
+    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
     for c in cols {
         defs.push(json!({
             "name": c.get("name").cloned().unwrap_or(json!("")),
@@ -26,29 +24,14 @@ fn custom_columns(cols: &[Value]) -> Value {
             "priority": c.get("priority").cloned().unwrap_or(json!(0)),
         }));
     }
-    defs.push(
-        json!({"name": "Age", "type": "date", "format": "", "description": "", "priority": 0}),
-    );
+    defs.push(json!({"name": "Age", "type": "date", "format": "", "description": "", "priority": 0}));
     Value::Array(defs)
 }
 
 /// A Table of `items` (objects in `info`'s version).
-pub fn table(
-    state: &AppState,
-    info: &ResourceInfo,
-    items: &[Value],
-    list_md: Option<Value>,
-    query: &HashMap<String, String>,
-) -> Value {
-    let include = query
-        .get("includeObject")
-        .map(String::as_str)
-        .unwrap_or("Metadata");
-    let custom_cols = if info.custom {
-        Some(state.catalog.columns(info))
-    } else {
-        None
-    };
+pub fn table(state: &AppState, info: &ResourceInfo, items: &[Value], list_md: Option<Value>, query: &HashMap<String, String>) -> Value {
+    let include = query.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+    let custom_cols = if info.custom { Some(state.catalog.columns(info)) } else { None };
     let defs = match &custom_cols {
         Some(c) => custom_columns(c),
         None => column_definitions(&columns(&info.group, &info.kind)),
@@ -68,8 +51,7 @@ pub fn table(
             json!({"cells": cs, "object": object})
         })
         .collect();
-    let md = list_md.unwrap_or_else(|| {
-        json!({"resourceVersion": items.first().and_then(|o| o.pointer("/metadata/resourceVersion")).cloned().unwrap_or(json!(""))})
-    });
+    let md =
+        list_md.unwrap_or_else(|| json!({"resourceVersion": items.first().and_then(|o| o.pointer("/metadata/resourceVersion")).cloned().unwrap_or(json!(""))}));
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": md, "columnDefinitions": defs, "rows": rows})
 }

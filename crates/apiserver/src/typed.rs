@@ -1,10 +1,7 @@
 //! The built-in kinds' Rust types (k8s-openapi): used to reject bodies whose fields have the
 //! wrong JSON types (400, as upstream's decoder does) and to generate OpenAPI schemas.
 
-use k8s_openapi::api::{
-    apps, autoscaling, batch, certificates, coordination, core, discovery, events, networking,
-    policy, rbac, scheduling, storage,
-};
+use k8s_openapi::api::{apps, autoscaling, batch, certificates, coordination, core, discovery, events, networking, policy, rbac, scheduling, storage};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use r8s_api::ResourceInfo;
 use serde_json::Value;
@@ -85,10 +82,9 @@ kinds! {
 /// fields are left to validation, which reports them as upstream does (422).
 pub fn check(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     match decode_check(&info.group, &info.version, &info.kind, obj) {
-        Some(Err(e)) if !e.starts_with("missing field") => Err(ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {e}",
-            info.kind, info.version, info.kind
-        ))),
+        Some(Err(e)) if !e.starts_with("missing field") => {
+            Err(ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", info.kind, info.version, info.kind)))
+        }
         _ => Ok(()),
     }
 }

@@ -54,16 +54,14 @@ impl Encoder {
         if initial_end {
             md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": md});
+        let obj = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": md});
         let mut buf = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap();
         buf.push(b'\n');
         Bytes::from(buf)
     }
 
     fn error(&self, e: &ApiError) -> Bytes {
-        let mut buf =
-            serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap();
+        let mut buf = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap();
         buf.push(b'\n');
         Bytes::from(buf)
     }
@@ -71,20 +69,8 @@ impl Encoder {
 
 fn stream_response(rx: mpsc::Receiver<Result<Bytes, Infallible>>, out: Output) -> Response {
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let ct = if out == Output::Table {
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-    } else {
-        "application/json"
-    };
-    (
-        StatusCode::OK,
-        [
-            (http::header::CONTENT_TYPE, ct),
-            (http::header::CACHE_CONTROL, "no-cache, private"),
-        ],
-        body,
-    )
-        .into_response()
+    let ct = if out == Output::Table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
+    (StatusCode::OK, [(http::header::CONTENT_TYPE, ct), (http::header::CACHE_CONTROL, "no-cache, private")], body).into_response()
 }
 
 pub async fn serve(
@@ -96,32 +82,17 @@ pub async fn serve(
     query: &HashMap<String, String>,
 ) -> ApiResult<Response> {
     let sinfo = state.catalog.storage_info(&info);
-    let cache = state
-        .catalog
-        .cache(&sinfo)
-        .ok_or_else(ApiError::method_not_allowed)?;
+    let cache = state.catalog.cache(&sinfo).ok_or_else(ApiError::method_not_allowed)?;
     let rv = opts.resource_version.clone().unwrap_or_default();
     let send_initial = crate::handlers::query_bool(query, "sendInitialEvents");
     let bookmarks = crate::handlers::query_bool(query, "allowWatchBookmarks");
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(1800));
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(1800));
     let from: Option<i64> = if rv.is_empty() || rv == "0" || send_initial {
         None
     } else {
-        Some(
-            rv.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
-        )
+        Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?)
     };
-    let enc = Arc::new(Encoder {
-        state: state.clone(),
-        info: info.clone(),
-        out,
-        query: query.clone(),
-    });
+    let enc = Arc::new(Encoder { state: state.clone(), info: info.clone(), out, query: query.clone() });
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let ns_filter = if sinfo.namespaced { ns.clone() } else { None };
     let prefix = match &ns_filter {
@@ -137,10 +108,7 @@ pub async fn serve(
             return Ok(stream_response(rx, out));
         }
         if r > cache.revision() && !cache.wait_for(r, Duration::from_secs(3)).await {
-            return Err(ApiError::timeout(format!(
-                "Too large resource version: {r}, current: {}",
-                cache.revision()
-            )));
+            return Err(ApiError::timeout(format!("Too large resource version: {r}, current: {}", cache.revision())));
         }
     }
     let labels = opts.label_selector.clone();
@@ -155,9 +123,7 @@ pub async fn serve(
                 tokio::pin!(deadline);
                 let mut last_rev = from.unwrap_or(sub.rev);
                 for e in &sub.initial {
-                    if e.matches(None, &opts.label_selector, &opts.field_selector)
-                        && tx.send(Ok(enc.event("ADDED", e))).await.is_err()
-                    {
+                    if e.matches(None, &opts.label_selector, &opts.field_selector) && tx.send(Ok(enc.event("ADDED", e))).await.is_err() {
                         return;
                     }
                 }

@@ -22,11 +22,7 @@ pub fn object_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectReference {
     let kind = K::kind(&()).to_string();
     // Node events carry the node's name as uid (kubelets have always done so, and
     // `kubectl describe node` looks them up that way).
-    let uid = if kind == "Node" {
-        Some(o.name_any())
-    } else {
-        o.uid()
-    };
+    let uid = if kind == "Node" { Some(o.name_any()) } else { o.uid() };
     ObjectReference {
         api_version: Some(K::api_version(&()).to_string()),
         kind: Some(kind),
@@ -40,12 +36,7 @@ pub fn object_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectReference {
 
 impl Recorder {
     pub fn new(client: Client, component: &str) -> Self {
-        Recorder {
-            client,
-            component: component.into(),
-            host: None,
-            seen: Default::default(),
-        }
+        Recorder { client, component: component.into(), host: None, seen: Default::default() }
     }
 
     pub fn with_host(mut self, host: &str) -> Self {
@@ -73,30 +64,15 @@ impl Recorder {
         });
     }
 
-    async fn write(
-        &self,
-        obj: ObjectReference,
-        type_: &str,
-        reason: &str,
-        message: String,
-    ) -> Result<(), kube::Error> {
+    async fn write(&self, obj: ObjectReference, type_: &str, reason: &str, message: String) -> Result<(), kube::Error> {
         let ns = obj.namespace.clone().unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let key = (
-            obj.uid.clone().unwrap_or_default(),
-            type_.to_string(),
-            reason.to_string(),
-            message.clone(),
-        );
+        let key = (obj.uid.clone().unwrap_or_default(), type_.to_string(), reason.to_string(), message.clone());
         let now = crate::now();
         let prior = self.seen.lock().unwrap().get(&key).cloned();
         if let Some((name, count)) = prior {
             let patch = json!({"count": count + 1, "lastTimestamp": now});
-            if api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .is_ok()
-            {
+            if api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
                 self.seen.lock().unwrap().insert(key, (name, count + 1));
                 return Ok(());
             }
@@ -104,11 +80,7 @@ impl Recorder {
         let stamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         let name = format!("{}.{:x}", obj.name.clone().unwrap_or_default(), stamp);
         let ev = Event {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
             involved_object: obj,
             reason: Some(reason.into()),
             message: Some(message),
@@ -116,10 +88,7 @@ impl Recorder {
             count: Some(1),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
-            source: Some(EventSource {
-                component: Some(self.component.clone()),
-                host: self.host.clone(),
-            }),
+            source: Some(EventSource { component: Some(self.component.clone()), host: self.host.clone() }),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
             ..Default::default()

@@ -20,14 +20,8 @@ pub type ObjKey = (String, String);
 
 pub type Handler<K> = Arc<dyn Fn(Option<&Arc<K>>, Option<&Arc<K>>) + Send + Sync>;
 
-pub trait Object:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
-{
-}
-impl<K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static>
-    Object for K
-{
-}
+pub trait Object: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static {}
+impl<K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static> Object for K {}
 
 pub fn key_of<K: Resource>(o: &K) -> ObjKey {
     (o.namespace().unwrap_or_default(), o.name_any())
@@ -41,11 +35,7 @@ pub struct Informer<K> {
 
 impl<K: Object> Informer<K> {
     fn new() -> Self {
-        Informer {
-            store: RwLock::new(BTreeMap::new()),
-            handlers: RwLock::new(Vec::new()),
-            synced: tokio::sync::watch::channel(false).0,
-        }
+        Informer { store: RwLock::new(BTreeMap::new()), handlers: RwLock::new(Vec::new()), synced: tokio::sync::watch::channel(false).0 }
     }
 
     /// Registers a handler called with (old, new) for every later change.
@@ -60,11 +50,7 @@ impl<K: Object> Informer<K> {
     }
 
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
-        self.store
-            .read()
-            .unwrap()
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        self.store.read().unwrap().get(&(ns.to_string(), name.to_string())).cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<K>> {
@@ -75,10 +61,7 @@ impl<K: Object> Informer<K> {
     pub fn list_ns(&self, ns: &str) -> Vec<Arc<K>> {
         let g = self.store.read().unwrap();
         let start = (ns.to_string(), String::new());
-        g.range(start..)
-            .take_while(|((n, _), _)| n == ns)
-            .map(|(_, v)| v.clone())
-            .collect()
+        g.range(start..).take_while(|((n, _), _)| n == ns).map(|(_, v)| v.clone()).collect()
     }
 
     pub fn keys(&self) -> Vec<ObjKey> {
@@ -102,14 +85,8 @@ impl<K: Object> Informer<K> {
 
     fn apply(&self, obj: K) {
         let obj = Arc::new(obj);
-        let old = self
-            .store
-            .write()
-            .unwrap()
-            .insert(key_of(obj.as_ref()), obj.clone());
-        if old.as_ref().is_some_and(|o| {
-            o.resource_version() == obj.resource_version() && obj.resource_version().is_some()
-        }) {
+        let old = self.store.write().unwrap().insert(key_of(obj.as_ref()), obj.clone());
+        if old.as_ref().is_some_and(|o| o.resource_version() == obj.resource_version() && obj.resource_version().is_some()) {
             return;
         }
         self.notify(old.as_ref(), Some(&obj));
@@ -123,9 +100,7 @@ impl<K: Object> Informer<K> {
     }
 
     async fn run(self: Arc<Self>, api: Api<K>) {
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relist: Option<HashSet<ObjKey>> = None;
         while let Some(ev) = stream.next().await {
             match ev {
@@ -165,10 +140,7 @@ pub struct Informers {
 
 impl Informers {
     pub fn new(client: Client) -> Self {
-        Informers {
-            client,
-            map: Default::default(),
-        }
+        Informers { client, map: Default::default() }
     }
 
     pub fn client(&self) -> &Client {

@@ -36,9 +36,7 @@ impl Config {
 
 /// This host's name.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
 
 /// A unique identity for a process that is one of several candidates on a host.
@@ -55,11 +53,7 @@ async fn try_acquire(api: &Api<Lease>, cfg: &Config) -> Result<bool, kube::Error
     let secs = cfg.lease_duration.as_secs() as i32;
     let Some(mut lease) = api.get_opt(&cfg.name).await? else {
         let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(cfg.name.clone()),
-                namespace: Some(cfg.namespace.clone()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(cfg.name.clone()), namespace: Some(cfg.namespace.clone()), ..Default::default() },
             spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
                 holder_identity: Some(cfg.identity.clone()),
                 lease_duration_seconds: Some(secs),
@@ -77,17 +71,8 @@ async fn try_acquire(api: &Api<Lease>, cfg: &Config) -> Result<bool, kube::Error
     };
     let spec = lease.spec.get_or_insert_with(Default::default);
     let ours = spec.holder_identity.as_deref() == Some(cfg.identity.as_str());
-    let expired = spec.renew_time.as_ref().is_none_or(|t| {
-        Timestamp::now().duration_since(t.0).as_secs()
-            >= spec.lease_duration_seconds.unwrap_or(secs) as i64
-    });
-    if !ours
-        && !expired
-        && spec
-            .holder_identity
-            .as_deref()
-            .is_some_and(|h| !h.is_empty())
-    {
+    let expired = spec.renew_time.as_ref().is_none_or(|t| Timestamp::now().duration_since(t.0).as_secs() >= spec.lease_duration_seconds.unwrap_or(secs) as i64);
+    if !ours && !expired && spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty()) {
         return Ok(false);
     }
     if !ours {
@@ -122,11 +107,7 @@ pub async fn run(client: Client, cfg: Config, on_lost: impl FnOnce() + Send + 's
     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
     let recorder = crate::events::Recorder::new(client, &cfg.name);
     if let Ok(lease) = api.get(&cfg.name).await {
-        recorder.normal(
-            &lease,
-            "LeaderElection",
-            format!("{} became leader", cfg.identity),
-        );
+        recorder.normal(&lease, "LeaderElection", format!("{} became leader", cfg.identity));
     }
     tokio::spawn(async move {
         let mut last_ok = std::time::Instant::now();

@@ -24,12 +24,8 @@ pub async fn client_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<ku
 
 /// Runs `n` workers that take keys from `queue` and reconcile them. `Ok(Some(d))` asks for
 /// another pass after `d`; an error retries the key with backoff.
-pub fn run_workers<T, F, Fut>(
-    name: &'static str,
-    queue: queue::WorkQueue<T>,
-    n: usize,
-    reconcile: F,
-) where
+pub fn run_workers<T, F, Fut>(name: &'static str, queue: queue::WorkQueue<T>, n: usize, reconcile: F)
+where
     T: std::hash::Hash + Eq + Clone + Send + Sync + std::fmt::Debug + 'static,
     F: Fn(T) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = anyhow::Result<Option<Duration>>> + Send + 'static,

@@ -25,12 +25,7 @@ pub struct WorkQueue<T> {
 
 impl<T> Clone for WorkQueue<T> {
     fn clone(&self) -> Self {
-        WorkQueue {
-            inner: self.inner.clone(),
-            notify: self.notify.clone(),
-            base_delay: self.base_delay,
-            max_delay: self.max_delay,
-        }
+        WorkQueue { inner: self.inner.clone(), notify: self.notify.clone(), base_delay: self.base_delay, max_delay: self.max_delay }
     }
 }
 
@@ -48,12 +43,7 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> WorkQueue<T> {
 
     pub fn with_backoff(base_delay: Duration, max_delay: Duration) -> Self {
         WorkQueue {
-            inner: Arc::new(Mutex::new(Inner {
-                queue: VecDeque::new(),
-                dirty: HashSet::new(),
-                processing: HashSet::new(),
-                failures: HashMap::new(),
-            })),
+            inner: Arc::new(Mutex::new(Inner { queue: VecDeque::new(), dirty: HashSet::new(), processing: HashSet::new(), failures: HashMap::new() })),
             notify: Arc::new(Notify::new()),
             base_delay,
             max_delay,
@@ -91,10 +81,7 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> WorkQueue<T> {
             *n += 1;
             *n
         };
-        let delay = self
-            .base_delay
-            .saturating_mul(1u32 << (n - 1).min(30))
-            .min(self.max_delay);
+        let delay = self.base_delay.saturating_mul(1u32 << (n - 1).min(30)).min(self.max_delay);
         self.add_after(key, delay);
     }
 
@@ -104,13 +91,7 @@ impl<T: Hash + Eq + Clone + Send + Sync + 'static> WorkQueue<T> {
     }
 
     pub fn failures(&self, key: &T) -> u32 {
-        self.inner
-            .lock()
-            .unwrap()
-            .failures
-            .get(key)
-            .copied()
-            .unwrap_or(0)
+        self.inner.lock().unwrap().failures.get(key).copied().unwrap_or(0)
     }
 
     /// Waits for the next key and marks it as being processed.
@@ -181,9 +162,7 @@ mod tests {
         q.add_rate_limited("x");
         q.add_rate_limited("x");
         assert_eq!(q.failures(&"x"), 2);
-        let k = tokio::time::timeout(Duration::from_secs(5), q.get())
-            .await
-            .unwrap();
+        let k = tokio::time::timeout(Duration::from_secs(5), q.get()).await.unwrap();
         assert_eq!(k, "x");
         q.forget(&"x");
         assert_eq!(q.failures(&"x"), 0);

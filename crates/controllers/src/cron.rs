@@ -20,11 +20,7 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str]) -> Result<(Vec<bool>, b
     let star = spec == "*" || spec == "?";
     for part in spec.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<u32>()
-                    .map_err(|_| format!("invalid step {s:?}"))?,
-            ),
+            Some((r, s)) => (r, s.parse::<u32>().map_err(|_| format!("invalid step {s:?}"))?),
             None => (part, 1),
         };
         if step == 0 {
@@ -71,9 +67,7 @@ impl Schedule {
         if f.len() != 5 {
             return Err(format!("expected exactly 5 fields, found {}: {s}", f.len()));
         }
-        let months = [
-            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-        ];
+        let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
         let days = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
         let (minutes, _) = field(f[0], 0, 59, &[])?;
         let (hours, _) = field(f[1], 0, 23, &[])?;
@@ -85,15 +79,7 @@ impl Schedule {
             dow[0] = true;
         }
         dow.truncate(7);
-        Ok(Schedule {
-            minutes,
-            hours,
-            dom,
-            months,
-            dow,
-            dom_star,
-            dow_star,
-        })
+        Ok(Schedule { minutes, hours, dom, months, dow, dom_star, dow_star })
     }
 
     fn matches(&self, t: &DateTime<Utc>) -> bool {
@@ -107,10 +93,7 @@ impl Schedule {
                 (false, false) => d || w,
             }
         };
-        self.minutes[t.minute() as usize]
-            && self.hours[t.hour() as usize]
-            && self.months[t.month() as usize]
-            && day_ok
+        self.minutes[t.minute() as usize] && self.hours[t.hour() as usize] && self.months[t.month() as usize] && day_ok
     }
 
     /// The first scheduled time strictly after `after` (minute precision), within ~5 years.
@@ -131,11 +114,7 @@ impl Schedule {
     }
 
     /// The latest scheduled time in (after, until], if any.
-    pub fn last_between(
-        &self,
-        after: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
+    pub fn last_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut last = None;
         let mut t = after;
         let mut n = 0;
@@ -148,9 +127,7 @@ impl Schedule {
             n += 1;
             if n > 100 {
                 // Too many missed runs: upstream gives up counting too; take the latest.
-                return self
-                    .last_between(until - Duration::minutes(61), until)
-                    .or(last);
+                return self.last_between(until - Duration::minutes(61), until).or(last);
             }
         }
         last
@@ -166,45 +143,18 @@ mod tests {
     fn parses_and_steps() {
         let s = Schedule::parse("*/15 9-17 * * mon-fri").unwrap();
         let t = Utc.with_ymd_and_hms(2026, 11, 27, 9, 7, 0).unwrap(); // a Friday
-        assert_eq!(
-            s.next_after(t).unwrap(),
-            Utc.with_ymd_and_hms(2026, 11, 27, 9, 15, 0).unwrap()
-        );
+        assert_eq!(s.next_after(t).unwrap(), Utc.with_ymd_and_hms(2026, 11, 27, 9, 15, 0).unwrap());
         let late = Utc.with_ymd_and_hms(2026, 11, 27, 17, 50, 0).unwrap();
-        assert_eq!(
-            s.next_after(late).unwrap(),
-            Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap()
-        );
+        assert_eq!(s.next_after(late).unwrap(), Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap());
         assert!(Schedule::parse("* * *").is_err());
         // 7 is Sunday, in ranges too (2026-11-28 is a Saturday).
         let sat_noon = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
         let sunday = Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap();
-        assert_eq!(
-            Schedule::parse("0 0 * * 7")
-                .unwrap()
-                .next_after(sat_noon)
-                .unwrap(),
-            sunday
-        );
-        assert_eq!(
-            Schedule::parse("0 0 * * 1-7")
-                .unwrap()
-                .next_after(sat_noon)
-                .unwrap(),
-            sunday
-        );
-        assert_eq!(
-            Schedule::parse("0 0 * * sun")
-                .unwrap()
-                .next_after(sat_noon)
-                .unwrap(),
-            sunday
-        );
+        assert_eq!(Schedule::parse("0 0 * * 7").unwrap().next_after(sat_noon).unwrap(), sunday);
+        assert_eq!(Schedule::parse("0 0 * * 1-7").unwrap().next_after(sat_noon).unwrap(), sunday);
+        assert_eq!(Schedule::parse("0 0 * * sun").unwrap().next_after(sat_noon).unwrap(), sunday);
         assert!(Schedule::parse("61 * * * *").is_err());
-        assert_eq!(
-            Schedule::parse("@hourly").unwrap(),
-            Schedule::parse("0 * * * *").unwrap()
-        );
+        assert_eq!(Schedule::parse("@hourly").unwrap(), Schedule::parse("0 * * * *").unwrap());
     }
 
     #[test]
@@ -212,10 +162,7 @@ mod tests {
         let s = Schedule::parse("* * * * *").unwrap();
         let a = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 30).unwrap();
         let b = Utc.with_ymd_and_hms(2026, 1, 1, 0, 3, 10).unwrap();
-        assert_eq!(
-            s.last_between(a, b).unwrap(),
-            Utc.with_ymd_and_hms(2026, 1, 1, 0, 3, 0).unwrap()
-        );
+        assert_eq!(s.last_between(a, b).unwrap(), Utc.with_ymd_and_hms(2026, 1, 1, 0, 3, 0).unwrap());
         assert!(s.last_between(a, a + Duration::seconds(20)).is_none());
     }
 }

@@ -42,14 +42,7 @@ impl Controller {
         util::queue_controller(&jobs, &c.queue, "CronJob");
         cjs.synced().await;
         jobs.synced().await;
-        util::run_over(
-            "cronjob",
-            &cjs,
-            &c.queue,
-            2,
-            c.clone(),
-            |c, key| async move { c.sync(key).await },
-        );
+        util::run_over("cronjob", &cjs, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     /// Real time -> schedule clock (60 s per `minute`), and back.
@@ -74,62 +67,26 @@ impl Controller {
         let client = self.informers.client().clone();
         let japi: Api<Job> = Api::namespaced(client.clone(), &ns);
         let uid = cj.uid().unwrap_or_default();
-        let mut mine: Vec<Arc<Job>> = self
-            .informers
-            .get::<Job>()
-            .list_ns(&ns)
-            .into_iter()
-            .filter(|j| util::controller_ref(j.as_ref()).is_some_and(|r| r.uid == uid))
-            .collect();
-        mine.sort_by_key(|j| {
-            j.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-        });
-        let active: Vec<&Arc<Job>> = mine
-            .iter()
-            .filter(|j| {
-                crate::job::finished(j).is_none() && j.metadata.deletion_timestamp.is_none()
-            })
-            .collect();
+        let mut mine: Vec<Arc<Job>> =
+            self.informers.get::<Job>().list_ns(&ns).into_iter().filter(|j| util::controller_ref(j.as_ref()).is_some_and(|r| r.uid == uid)).collect();
+        mine.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()));
+        let active: Vec<&Arc<Job>> = mine.iter().filter(|j| crate::job::finished(j).is_none() && j.metadata.deletion_timestamp.is_none()).collect();
         let mut status = serde_json::to_value(&cj.status)?;
         if status.is_null() {
             status = json!({});
         }
         // Finished jobs: record success and report them once.
-        let last_success = mine
-            .iter()
-            .filter(|j| crate::job::finished(j) == Some("Complete"))
-            .filter_map(|j| j.status.as_ref()?.completion_time.clone())
-            .max_by_key(|t| t.0);
+        let last_success =
+            mine.iter().filter(|j| crate::job::finished(j) == Some("Complete")).filter_map(|j| j.status.as_ref()?.completion_time.clone()).max_by_key(|t| t.0);
         if let Some(t) = &last_success {
             status["lastSuccessfulTime"] = json!(t);
         }
         // History limits.
-        for (kind, limit) in [
-            ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
-            ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
-        ] {
-            let done: Vec<&Arc<Job>> = mine
-                .iter()
-                .filter(|j| {
-                    crate::job::finished(j) == Some(kind) && j.metadata.deletion_timestamp.is_none()
-                })
-                .collect();
-            for j in done
-                .iter()
-                .take(done.len().saturating_sub(limit.max(0) as usize))
-            {
-                match japi
-                    .delete(&j.name_any(), &DeleteParams::background())
-                    .await
-                {
-                    Ok(_) => self.recorder.normal(
-                        cj.as_ref(),
-                        "SuccessfulDelete",
-                        format!("Deleted job {}", j.name_any()),
-                    ),
+        for (kind, limit) in [("Complete", spec.successful_jobs_history_limit.unwrap_or(3)), ("Failed", spec.failed_jobs_history_limit.unwrap_or(1))] {
+            let done: Vec<&Arc<Job>> = mine.iter().filter(|j| crate::job::finished(j) == Some(kind) && j.metadata.deletion_timestamp.is_none()).collect();
+            for j in done.iter().take(done.len().saturating_sub(limit.max(0) as usize)) {
+                match japi.delete(&j.name_any(), &DeleteParams::background()).await {
+                    Ok(_) => self.recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {}", j.name_any())),
                     Err(e) if r8s_client::is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -138,11 +95,7 @@ impl Controller {
         let schedule = match Schedule::parse(&spec.schedule) {
             Ok(s) => s,
             Err(e) => {
-                self.recorder.warning(
-                    cj.as_ref(),
-                    "UnparseableSchedule",
-                    format!("unparseable schedule: {:?} : {e}", spec.schedule),
-                );
+                self.recorder.warning(cj.as_ref(), "UnparseableSchedule", format!("unparseable schedule: {:?} : {e}", spec.schedule));
                 return Ok(None);
             }
         };
@@ -152,11 +105,7 @@ impl Controller {
             Some(tz) => match jiff::tz::TimeZone::get(tz) {
                 Ok(z) => Some(z),
                 Err(e) => {
-                    self.recorder.warning(
-                        cj.as_ref(),
-                        "UnknownTimeZone",
-                        format!("invalid timeZone: {tz:?}: {e}"),
-                    );
+                    self.recorder.warning(cj.as_ref(), "UnknownTimeZone", format!("invalid timeZone: {tz:?}: {e}"));
                     return Ok(None);
                 }
             },
@@ -170,24 +119,15 @@ impl Controller {
             .as_ref()
             .and_then(|s| s.last_schedule_time.as_ref())
             .map(|t| t.0.as_millisecond())
-            .or_else(|| {
-                cj.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_millisecond())
-            })
+            .or_else(|| cj.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()))
             .unwrap_or(now.timestamp_millis());
         let since_s = self.to_sched(Utc.timestamp_millis_opt(since_real).single().unwrap_or(now));
-        let mut active_refs: Vec<serde_json::Value> = active.iter().map(|j| json!({"apiVersion": "batch/v1", "kind": "Job", "name": j.name_any(), "namespace": ns, "uid": j.uid(), "resourceVersion": j.resource_version()})).collect();
+        let mut active_refs: Vec<serde_json::Value> =
+            active.iter().map(|j| json!({"apiVersion": "batch/v1", "kind": "Job", "name": j.name_any(), "namespace": ns, "uid": j.uid(), "resourceVersion": j.resource_version()})).collect();
         if spec.suspend != Some(true) {
-            if let Some(t) = schedule
-                .last_between(wall(since_s), wall(now_s))
-                .map(instant)
-            {
+            if let Some(t) = schedule.last_between(wall(since_s), wall(now_s)).map(instant) {
                 let real_t = self.to_real(t);
-                let too_late = spec
-                    .starting_deadline_seconds
-                    .is_some_and(|d| (now - real_t).num_seconds() > d);
+                let too_late = spec.starting_deadline_seconds.is_some_and(|d| (now - real_t).num_seconds() > d);
                 let job_name = format!("{name}-{}", t.timestamp() / 60);
                 let exists = mine.iter().any(|j| j.name_any() == job_name);
                 let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
@@ -197,24 +137,15 @@ impl Controller {
                     } else {
                         if policy == "Replace" {
                             for j in &active {
-                                let _ = japi
-                                    .delete(&j.name_any(), &DeleteParams::background())
-                                    .await;
-                                self.recorder.normal(
-                                    cj.as_ref(),
-                                    "SuccessfulDelete",
-                                    format!("Deleted job {}", j.name_any()),
-                                );
+                                let _ = japi.delete(&j.name_any(), &DeleteParams::background()).await;
+                                self.recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {}", j.name_any()));
                             }
                             active_refs.clear();
                         }
                         let tmpl = spec.job_template.clone();
                         let md = tmpl.metadata.clone().unwrap_or_default();
                         let mut annotations = md.annotations.unwrap_or_default();
-                        annotations.insert(
-                            "batch.kubernetes.io/cronjob-scheduled-timestamp".into(),
-                            real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        );
+                        annotations.insert("batch.kubernetes.io/cronjob-scheduled-timestamp".into(), real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                         let job = Job {
                             metadata: kube::api::ObjectMeta {
                                 name: Some(job_name.clone()),
@@ -229,63 +160,34 @@ impl Controller {
                         };
                         match japi.create(&PostParams::default(), &job).await {
                             Ok(created) => {
-                                self.recorder.normal(
-                                    cj.as_ref(),
-                                    "SuccessfulCreate",
-                                    format!("Created job {job_name}"),
-                                );
-                                active_refs.push(json!({"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "namespace": ns, "uid": created.uid(), "resourceVersion": created.resource_version()}));
+                                self.recorder.normal(cj.as_ref(), "SuccessfulCreate", format!("Created job {job_name}"));
+                                active_refs
+                                    .push(json!({"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "namespace": ns, "uid": created.uid(), "resourceVersion": created.resource_version()}));
                             }
                             Err(e) if r8s_client::is_conflict(&e) => {}
                             Err(e) => {
-                                self.recorder.warning(
-                                    cj.as_ref(),
-                                    "FailedCreate",
-                                    format!("Error creating job: {}", util::api_message(&e)),
-                                );
+                                self.recorder.warning(cj.as_ref(), "FailedCreate", format!("Error creating job: {}", util::api_message(&e)));
                                 return Err(e.into());
                             }
                         }
                     }
                 }
-                status["lastScheduleTime"] =
-                    json!(real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                status["lastScheduleTime"] = json!(real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             }
         }
-        status["active"] = if active_refs.is_empty() {
-            serde_json::Value::Null
-        } else {
-            json!(active_refs)
-        };
+        status["active"] = if active_refs.is_empty() { serde_json::Value::Null } else { json!(active_refs) };
         let cur = serde_json::to_value(&cj.status)?;
-        if ["active", "lastScheduleTime", "lastSuccessfulTime"]
-            .iter()
-            .any(|f| util::norm(cur.get(*f), false) != util::norm(status.get(*f), false))
-        {
+        if ["active", "lastScheduleTime", "lastSuccessfulTime"].iter().any(|f| util::norm(cur.get(*f), false) != util::norm(status.get(*f), false)) {
             let capi: Api<CronJob> = Api::namespaced(client, &ns);
-            match capi
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match capi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         // Wake up for the next scheduled time.
-        let next = schedule
-            .next_after(wall(now_s))
-            .map(|t| self.to_real(instant(t)));
-        Ok(next.map(|t| {
-            (t - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::from_millis(100))
-                + Duration::from_millis(50)
-        }))
+        let next = schedule.next_after(wall(now_s)).map(|t| self.to_real(instant(t)));
+        Ok(next.map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::from_millis(100)) + Duration::from_millis(50)))
     }
 }
 
@@ -297,18 +199,8 @@ fn to_wall(zone: Option<&jiff::tz::TimeZone>, t: DateTime<Utc>) -> DateTime<Utc>
         return t;
     };
     let civil = ts.to_zoned(z.clone()).datetime();
-    let naive = chrono::NaiveDate::from_ymd_opt(
-        civil.year() as i32,
-        civil.month() as u32,
-        civil.day() as u32,
-    )
-    .and_then(|d| {
-        d.and_hms_opt(
-            civil.hour() as u32,
-            civil.minute() as u32,
-            civil.second() as u32,
-        )
-    });
+    let naive = chrono::NaiveDate::from_ymd_opt(civil.year() as i32, civil.month() as u32, civil.day() as u32)
+        .and_then(|d| d.and_hms_opt(civil.hour() as u32, civil.minute() as u32, civil.second() as u32));
     naive.map(|n| Utc.from_utc_datetime(&n)).unwrap_or(t)
 }
 
@@ -317,21 +209,10 @@ fn to_wall(zone: Option<&jiff::tz::TimeZone>, t: DateTime<Utc>) -> DateTime<Utc>
 fn from_wall(zone: Option<&jiff::tz::TimeZone>, t: DateTime<Utc>) -> DateTime<Utc> {
     let Some(z) = zone else { return t };
     use chrono::{Datelike, Timelike};
-    let civil = jiff::civil::DateTime::new(
-        t.year() as i16,
-        t.month() as i8,
-        t.day() as i8,
-        t.hour() as i8,
-        t.minute() as i8,
-        t.second() as i8,
-        0,
-    );
+    let civil = jiff::civil::DateTime::new(t.year() as i16, t.month() as i8, t.day() as i8, t.hour() as i8, t.minute() as i8, t.second() as i8, 0);
     let Ok(civil) = civil else { return t };
     match z.to_ambiguous_zoned(civil).compatible() {
-        Ok(zoned) => Utc
-            .timestamp_millis_opt(zoned.timestamp().as_millisecond())
-            .single()
-            .unwrap_or(t),
+        Ok(zoned) => Utc.timestamp_millis_opt(zoned.timestamp().as_millisecond()).single().unwrap_or(t),
         Err(_) => t,
     }
 }
@@ -342,15 +223,10 @@ mod tests {
 
     #[test]
     fn wall_clock_round_trip_in_a_zone() {
-        let z = jiff::tz::TimeZone::get("Asia/Shanghai")
-            .expect("the system time zone database (tzdata)");
+        let z = jiff::tz::TimeZone::get("Asia/Shanghai").expect("the system time zone database (tzdata)");
         let t = Utc.with_ymd_and_hms(2026, 11, 29, 16, 30, 0).unwrap();
         let w = to_wall(Some(&z), t);
-        assert_eq!(
-            w,
-            Utc.with_ymd_and_hms(2026, 11, 30, 0, 30, 0).unwrap(),
-            "UTC+8"
-        );
+        assert_eq!(w, Utc.with_ymd_and_hms(2026, 11, 30, 0, 30, 0).unwrap(), "UTC+8");
         assert_eq!(from_wall(Some(&z), w), t);
         // "0 0 * * *" in Shanghai is 16:00 UTC.
         let sched = crate::cron::Schedule::parse("0 0 * * *").unwrap();

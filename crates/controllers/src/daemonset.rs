@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -34,14 +32,7 @@ pub fn target_node(p: &Pod) -> Option<String> {
     if let Some(n) = spec.node_name.clone().filter(|n| !n.is_empty()) {
         return Some(n);
     }
-    let terms = &spec
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()?
-        .node_selector_terms;
+    let terms = &spec.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms;
     terms
         .iter()
         .flat_map(|t| t.match_fields.iter().flatten())
@@ -62,12 +53,7 @@ fn scaled(v: &IntOrString, total: i32, round_up: bool) -> i32 {
 
 /// Tolerations every daemon pod gets (upstream's AddOrUpdateDaemonPodTolerations).
 fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
-    let t = |key: &str, effect: &str| Toleration {
-        key: Some(key.into()),
-        operator: Some("Exists".into()),
-        effect: Some(effect.into()),
-        ..Default::default()
-    };
+    let t = |key: &str, effect: &str| Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some(effect.into()), ..Default::default() };
     let mut v = vec![
         t("node.kubernetes.io/not-ready", "NoExecute"),
         t("node.kubernetes.io/unreachable", "NoExecute"),
@@ -93,21 +79,11 @@ fn should_run(ds: &DaemonSet, node: &Node) -> bool {
             return false;
         }
     }
-    if let Some(req) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
+    if let Some(req) =
+        spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
     {
         let name = node.name_any();
-        if !req
-            .node_selector_terms
-            .iter()
-            .any(|t| r8s_api::matching::term_matches(t, &name, labels))
-        {
+        if !req.node_selector_terms.iter().any(|t| r8s_api::matching::term_matches(t, &name, labels)) {
             return false;
         }
     }
@@ -139,11 +115,9 @@ impl Controller {
             let c2 = c.clone();
             pods.on_change(move |old, new| {
                 let p = new.or(old).unwrap();
-                if let Some(r) = util::controller_ref(p.as_ref()).filter(|r| r.kind == "DaemonSet")
-                {
+                if let Some(r) = util::controller_ref(p.as_ref()).filter(|r| r.kind == "DaemonSet") {
                     let key = (p.namespace().unwrap_or_default(), r.name.clone());
-                    c2.expectations
-                        .observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
+                    c2.expectations.observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
                     c2.queue.add(key);
                 }
             });
@@ -153,11 +127,7 @@ impl Controller {
             let c2 = c.clone();
             nodes.on_change(move |old, new| {
                 let relevant = match (old, new) {
-                    (Some(o), Some(n)) => {
-                        o.metadata.labels != n.metadata.labels
-                            || o.spec.as_ref().map(|s| &s.taints)
-                                != n.spec.as_ref().map(|s| &s.taints)
-                    }
+                    (Some(o), Some(n)) => o.metadata.labels != n.metadata.labels || o.spec.as_ref().map(|s| &s.taints) != n.spec.as_ref().map(|s| &s.taints),
                     _ => true,
                 };
                 if relevant {
@@ -170,14 +140,7 @@ impl Controller {
         dss.synced().await;
         pods.synced().await;
         nodes.synced().await;
-        util::run_over(
-            "daemonset",
-            &dss,
-            &c.queue,
-            2,
-            c.clone(),
-            |c, key| async move { c.sync(key).await },
-        );
+        util::run_over("daemonset", &dss, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, key: ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -191,16 +154,10 @@ impl Controller {
         let spec = ds.spec.clone().unwrap_or_default();
         let template = serde_json::to_value(&spec.template)?;
         let sel_labels = spec.selector.match_labels.clone().unwrap_or_default();
-        let hash =
-            crate::history::ensure(&self.informers, ds.as_ref(), &sel_labels, &template).await?;
+        let hash = crate::history::ensure(&self.informers, ds.as_ref(), &sel_labels, &template).await?;
         let uid = ds.uid().unwrap_or_default();
-        let pods: Vec<Arc<Pod>> = self
-            .informers
-            .get::<Pod>()
-            .list_ns(&ns)
-            .into_iter()
-            .filter(|p| util::controller_ref(p.as_ref()).is_some_and(|r| r.uid == uid))
-            .collect();
+        let pods: Vec<Arc<Pod>> =
+            self.informers.get::<Pod>().list_ns(&ns).into_iter().filter(|p| util::controller_ref(p.as_ref()).is_some_and(|r| r.uid == uid)).collect();
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
         for p in &pods {
             if p.metadata.deletion_timestamp.is_some() {
@@ -213,28 +170,13 @@ impl Controller {
         let nodes = self.informers.get::<Node>().list();
         let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &ns);
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let (mut desired, mut current, mut misscheduled, mut ready, mut available, mut updated) =
-            (0, 0, 0, 0, 0, 0);
+        let (mut desired, mut current, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0, 0);
         let mut create_on: Vec<String> = Vec::new();
         let mut delete: Vec<Arc<Pod>> = Vec::new();
         let mut old_pods: Vec<(Arc<Pod>, bool)> = Vec::new();
-        let rolling = spec
-            .update_strategy
-            .as_ref()
-            .and_then(|s| s.type_.as_deref())
-            .unwrap_or("RollingUpdate")
-            == "RollingUpdate";
-        let ru = spec
-            .update_strategy
-            .as_ref()
-            .and_then(|s| s.rolling_update.as_ref());
-        let max_surge = if rolling {
-            ru.and_then(|r| r.max_surge.as_ref())
-                .map(|v| scaled(v, nodes.len() as i32, true))
-                .unwrap_or(0)
-        } else {
-            0
-        };
+        let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
+        let ru = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+        let max_surge = if rolling { ru.and_then(|r| r.max_surge.as_ref()).map(|v| scaled(v, nodes.len() as i32, true)).unwrap_or(0) } else { 0 };
         // Nodes where a new pod could start beside an available old one (maxSurge).
         let mut surge_candidates: Vec<String> = Vec::new();
         let mut surging = 0;
@@ -260,15 +202,9 @@ impl Controller {
                 continue;
             }
             current += 1;
-            here.sort_by_key(|p| {
-                p.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-            });
+            here.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()));
             let is_new = |p: &Arc<Pod>| p.labels().get("controller-revision-hash") == Some(&hash);
-            let (new, old): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
-                here.into_iter().partition(|p| is_new(p));
+            let (new, old): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) = here.into_iter().partition(|p| is_new(p));
             // One pod per node: the newest template's if there is one.
             let p = new.first().or(old.first()).unwrap().clone();
             for extra in new.iter().skip(1) {
@@ -301,10 +237,7 @@ impl Controller {
                 }
             }
         }
-        for nn in surge_candidates
-            .into_iter()
-            .take((max_surge - surging).max(0) as usize)
-        {
+        for nn in surge_candidates.into_iter().take((max_surge - surging).max(0) as usize) {
             create_on.push(nn);
         }
         // Pods for nodes that no longer exist.
@@ -315,15 +248,8 @@ impl Controller {
         // (with a surge, only unavailable old pods are replaced this way).
         if rolling && !old_pods.is_empty() {
             let default_unavailable = if max_surge > 0 { 0 } else { 1 };
-            let max_unavailable = ru
-                .and_then(|r| r.max_unavailable.as_ref())
-                .map(|v| scaled(v, desired, false))
-                .unwrap_or(default_unavailable);
-            let max_unavailable = if max_surge > 0 {
-                max_unavailable
-            } else {
-                max_unavailable.max(1)
-            };
+            let max_unavailable = ru.and_then(|r| r.max_unavailable.as_ref()).map(|v| scaled(v, desired, false)).unwrap_or(default_unavailable);
+            let max_unavailable = if max_surge > 0 { max_unavailable } else { max_unavailable.max(1) };
             let unavailable = desired - available;
             let mut budget = max_unavailable - unavailable;
             // Unavailable old pods first: replacing them costs nothing.
@@ -338,33 +264,20 @@ impl Controller {
             }
         }
         if self.expectations.satisfied(&key) {
-            self.expectations
-                .expect(&key, create_on.len() as i64, delete.len() as i64);
+            self.expectations.expect(&key, create_on.len() as i64, delete.len() as i64);
             for node in &create_on {
                 let pod = self.daemon_pod(&ds, &hash, node);
                 match api.create(&PostParams::default(), &pod).await {
-                    Ok(p) => self.recorder.normal(
-                        ds.as_ref(),
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    ),
+                    Ok(p) => self.recorder.normal(ds.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
                     Err(e) => {
                         self.expectations.lower(&key, 1, 0);
-                        self.recorder.warning(
-                            ds.as_ref(),
-                            "FailedCreate",
-                            format!("Error creating: {}", util::api_message(&e)),
-                        );
+                        self.recorder.warning(ds.as_ref(), "FailedCreate", format!("Error creating: {}", util::api_message(&e)));
                     }
                 }
             }
             for p in &delete {
                 match api.delete(&p.name_any(), &DeleteParams::default()).await {
-                    Ok(_) => self.recorder.normal(
-                        ds.as_ref(),
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", p.name_any()),
-                    ),
+                    Ok(_) => self.recorder.normal(ds.as_ref(), "SuccessfulDelete", format!("Deleted pod: {}", p.name_any())),
                     Err(_) => self.expectations.lower(&key, 0, 1),
                 }
             }
@@ -380,29 +293,16 @@ impl Controller {
             "numberUnavailable": if desired - available <= 0 { Value::Null } else { json!(desired - available) },
         });
         let cur = serde_json::to_value(&ds.status)?;
-        let changed = status.as_object().unwrap().iter().any(|(k, v)| {
-            util::norm(cur.get(k), !v.is_null()) != util::norm(Some(v), !v.is_null())
-        });
+        let changed = status.as_object().unwrap().iter().any(|(k, v)| util::norm(cur.get(k), !v.is_null()) != util::norm(Some(v), !v.is_null()));
         if changed {
             let dsapi: Api<DaemonSet> = Api::namespaced(self.informers.client().clone(), &ns);
-            match dsapi
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match dsapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(if ready > available {
-            Some(Duration::from_secs(min_ready.max(1) as u64))
-        } else {
-            None
-        })
+        Ok(if ready > available { Some(Duration::from_secs(min_ready.max(1) as u64)) } else { None })
     }
 
     fn daemon_pod(&self, ds: &DaemonSet, hash: &str, node: &str) -> Pod {
@@ -410,22 +310,13 @@ impl Controller {
         let md = spec.template.metadata.clone().unwrap_or_default();
         let mut labels = md.labels.unwrap_or_default();
         labels.insert("controller-revision-hash".into(), hash.into());
-        labels.insert(
-            "pod-template-generation".into(),
-            ds.metadata.generation.unwrap_or(1).to_string(),
-        );
+        labels.insert("pod-template-generation".into(), ds.metadata.generation.unwrap_or(1).to_string());
         let mut pspec = spec.template.spec.clone().unwrap_or_default();
         // Pin to the node through affinity; the scheduler does the binding.
-        let pin = NodeSelectorRequirement {
-            key: "metadata.name".into(),
-            operator: "In".into(),
-            values: Some(vec![node.into()]),
-        };
+        let pin = NodeSelectorRequirement { key: "metadata.name".into(), operator: "In".into(), values: Some(vec![node.into()]) };
         let affinity = pspec.affinity.get_or_insert_with(Default::default);
         let na = affinity.node_affinity.get_or_insert_with(Default::default);
-        let req = na
-            .required_during_scheduling_ignored_during_execution
-            .get_or_insert_with(Default::default);
+        let req = na.required_during_scheduling_ignored_during_execution.get_or_insert_with(Default::default);
         if req.node_selector_terms.is_empty() {
             req.node_selector_terms.push(NodeSelectorTerm::default());
         }

@@ -30,19 +30,13 @@ pub struct Controller {
 fn scaled(v: &IntOrString, total: i32) -> i32 {
     match v {
         IntOrString::Int(i) => *i,
-        IntOrString::String(s) => {
-            ((s.trim_end_matches('%').parse::<f64>().unwrap_or(0.0) * total as f64) / 100.0).ceil()
-                as i32
-        }
+        IntOrString::String(s) => ((s.trim_end_matches('%').parse::<f64>().unwrap_or(0.0) * total as f64) / 100.0).ceil() as i32,
     }
 }
 
 impl Controller {
     pub async fn start(informers: Informers) {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            queue: WorkQueue::new(),
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new() });
         let pdbs = informers.get::<PodDisruptionBudget>();
         let pods = informers.get::<Pod>();
         informers.get::<ReplicaSet>();
@@ -61,14 +55,7 @@ impl Controller {
         }
         pdbs.synced().await;
         pods.synced().await;
-        util::run_over(
-            "disruption",
-            &pdbs,
-            &c.queue,
-            2,
-            c.clone(),
-            |c, key| async move { c.sync(key).await },
-        );
+        util::run_over("disruption", &pdbs, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     /// Pods the budget protects are expected to number what their controllers ask for.
@@ -85,28 +72,10 @@ impl Controller {
             }
             let ns = p.namespace().unwrap_or_default();
             total += match r.kind.as_str() {
-                "ReplicaSet" => self
-                    .informers
-                    .get::<ReplicaSet>()
-                    .get(&ns, &r.name)
-                    .and_then(|o| o.spec.as_ref()?.replicas)
-                    .unwrap_or(0),
-                "StatefulSet" => self
-                    .informers
-                    .get::<StatefulSet>()
-                    .get(&ns, &r.name)
-                    .and_then(|o| o.spec.as_ref()?.replicas)
-                    .unwrap_or(0),
-                "ReplicationController" => self
-                    .informers
-                    .get::<ReplicationController>()
-                    .get(&ns, &r.name)
-                    .and_then(|o| o.spec.as_ref()?.replicas)
-                    .unwrap_or(0),
-                _ => pods
-                    .iter()
-                    .filter(|q| util::controller_ref(q.as_ref()).is_some_and(|x| x.uid == r.uid))
-                    .count() as i32,
+                "ReplicaSet" => self.informers.get::<ReplicaSet>().get(&ns, &r.name).and_then(|o| o.spec.as_ref()?.replicas).unwrap_or(0),
+                "StatefulSet" => self.informers.get::<StatefulSet>().get(&ns, &r.name).and_then(|o| o.spec.as_ref()?.replicas).unwrap_or(0),
+                "ReplicationController" => self.informers.get::<ReplicationController>().get(&ns, &r.name).and_then(|o| o.spec.as_ref()?.replicas).unwrap_or(0),
+                _ => pods.iter().filter(|q| util::controller_ref(q.as_ref()).is_some_and(|x| x.uid == r.uid)).count() as i32,
             };
         }
         total
@@ -118,35 +87,20 @@ impl Controller {
         };
         let spec = pdb.spec.clone().unwrap_or_default();
         let selector = spec.selector.clone().unwrap_or_default();
-        let pods: Vec<Arc<Pod>> = self
-            .informers
-            .get::<Pod>()
-            .list_ns(&ns)
-            .into_iter()
-            .filter(|p| util::is_active(p) && util::selector_matches(&selector, p.labels()))
-            .collect();
+        let pods: Vec<Arc<Pod>> =
+            self.informers.get::<Pod>().list_ns(&ns).into_iter().filter(|p| util::is_active(p) && util::selector_matches(&selector, p.labels())).collect();
         let now = Timestamp::now();
         // Evictions admitted but not yet visible as deletions.
         let mut disrupted: BTreeMap<String, Value> = BTreeMap::new();
         let mut requeue = None;
-        for (pod, at) in pdb
-            .status
-            .as_ref()
-            .and_then(|s| s.disrupted_pods.clone())
-            .unwrap_or_default()
-        {
+        for (pod, at) in pdb.status.as_ref().and_then(|s| s.disrupted_pods.clone()).unwrap_or_default() {
             let age = now.duration_since(at.0).as_secs();
             if age < DISRUPTED_TTL_SECONDS && pods.iter().any(|p| p.name_any() == pod) {
                 disrupted.insert(pod, json!(at));
-                requeue = Some(Duration::from_secs(
-                    (DISRUPTED_TTL_SECONDS - age).max(1) as u64
-                ));
+                requeue = Some(Duration::from_secs((DISRUPTED_TTL_SECONDS - age).max(1) as u64));
             }
         }
-        let healthy = pods
-            .iter()
-            .filter(|p| util::is_ready(p) && !disrupted.contains_key(&p.name_any()))
-            .count() as i32;
+        let healthy = pods.iter().filter(|p| util::is_ready(p) && !disrupted.contains_key(&p.name_any())).count() as i32;
         let (expected, desired) = match (&spec.min_available, &spec.max_unavailable) {
             (Some(IntOrString::Int(n)), _) => (pods.len() as i32, *n),
             (Some(pct), _) => {
@@ -161,16 +115,8 @@ impl Controller {
         };
         let allowed = (healthy - desired).max(0);
         let now_t = r8s_client::now();
-        let prev_cond = pdb
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "DisruptionAllowed").cloned());
-        let (cstatus, reason) = if allowed > 0 {
-            ("True", "SufficientPods")
-        } else {
-            ("False", "InsufficientPods")
-        };
+        let prev_cond = pdb.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "DisruptionAllowed").cloned());
+        let (cstatus, reason) = if allowed > 0 { ("True", "SufficientPods") } else { ("False", "InsufficientPods") };
         let transition = match &prev_cond {
             Some(c) if c.status == cstatus => json!(c.last_transition_time),
             _ => json!(now_t),
@@ -185,28 +131,13 @@ impl Controller {
             "conditions": [{"type": "DisruptionAllowed", "status": cstatus, "reason": reason, "message": "", "observedGeneration": pdb.metadata.generation, "lastTransitionTime": transition}],
         });
         let cur = serde_json::to_value(&pdb.status)?;
-        let changed = [
-            "observedGeneration",
-            "disruptionsAllowed",
-            "currentHealthy",
-            "desiredHealthy",
-            "expectedPods",
-            "disruptedPods",
-        ]
-        .iter()
-        .any(|f| util::norm(cur.get(*f), true) != util::norm(status.get(*f), true))
+        let changed = ["observedGeneration", "disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods", "disruptedPods"]
+            .iter()
+            .any(|f| util::norm(cur.get(*f), true) != util::norm(status.get(*f), true))
             || prev_cond.as_ref().map(|c| c.status.as_str()) != Some(cstatus);
         if changed {
-            let api: Api<PodDisruptionBudget> =
-                Api::namespaced(self.informers.client().clone(), &ns);
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            let api: Api<PodDisruptionBudget> = Api::namespaced(self.informers.client().clone(), &ns);
+            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),

@@ -30,12 +30,7 @@ pub struct Controller {
 }
 
 fn selects(svc: &Service, p: &Pod) -> bool {
-    let Some(sel) = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) else {
         return false;
     };
     sel.iter().all(|(k, v)| p.labels().get(k) == Some(v))
@@ -52,10 +47,7 @@ fn target_port(p: &Pod, tp: Option<&IntOrString>, port: i32, protocol: &str) -> 
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .find(|cp| {
-                cp.name.as_deref() == Some(name.as_str())
-                    && cp.protocol.as_deref().unwrap_or("TCP") == protocol
-            })
+            .find(|cp| cp.name.as_deref() == Some(name.as_str()) && cp.protocol.as_deref().unwrap_or("TCP") == protocol)
             .map(|cp| cp.container_port),
     }
 }
@@ -68,10 +60,7 @@ struct Member {
 
 impl Controller {
     pub async fn start(informers: Informers) {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            queue: WorkQueue::new(),
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new() });
         let svcs = informers.get::<Service>();
         let pods = informers.get::<Pod>();
         let eps = informers.get::<Endpoints>();
@@ -83,9 +72,7 @@ impl Controller {
                 let p = new.or(old).unwrap();
                 let ns = p.namespace().unwrap_or_default();
                 for svc in c2.informers.get::<Service>().list_ns(&ns) {
-                    if old.is_some_and(|o| selects(&svc, o))
-                        || new.is_some_and(|n| selects(&svc, n))
-                    {
+                    if old.is_some_and(|o| selects(&svc, o)) || new.is_some_and(|n| selects(&svc, n)) {
                         c2.queue.add(key_of(svc.as_ref()));
                     }
                 }
@@ -95,14 +82,7 @@ impl Controller {
         pods.synced().await;
         eps.synced().await;
         slices.synced().await;
-        util::run_over(
-            "endpoints",
-            &svcs,
-            &c.queue,
-            4,
-            c.clone(),
-            |c, key| async move { c.sync(key).await },
-        );
+        util::run_over("endpoints", &svcs, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -114,17 +94,11 @@ impl Controller {
             .get::<EndpointSlice>()
             .list_ns(&ns)
             .into_iter()
-            .filter(|s| {
-                s.labels().get(SERVICE_NAME) == Some(&name)
-                    && s.labels().get(MANAGED_BY).map(String::as_str) == Some(MANAGER)
-            })
+            .filter(|s| s.labels().get(SERVICE_NAME) == Some(&name) && s.labels().get(MANAGED_BY).map(String::as_str) == Some(MANAGER))
             .collect();
         let svc = self.informers.get::<Service>().get(&ns, &name);
         let selector_less = svc.as_ref().is_none_or(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|sp| sp.selector.as_ref())
-                .is_none_or(|m| m.is_empty())
+            s.spec.as_ref().and_then(|sp| sp.selector.as_ref()).is_none_or(|m| m.is_empty())
                 || s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("ExternalName")
         });
         if selector_less {
@@ -133,9 +107,7 @@ impl Controller {
                 let _ = ep_api.delete(&name, &DeleteParams::default()).await;
             }
             for s in &mine {
-                let _ = slice_api
-                    .delete(&s.name_any(), &DeleteParams::default())
-                    .await;
+                let _ = slice_api.delete(&s.name_any(), &DeleteParams::default()).await;
             }
             return Ok(None);
         }
@@ -148,47 +120,30 @@ impl Controller {
             .list_ns(&ns)
             .into_iter()
             .filter(|p| selects(&svc, p) && !matches!(util::phase(p), "Succeeded" | "Failed"))
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.pod_ip.as_ref())
-                    .is_some_and(|ip| !ip.is_empty())
-            })
+            .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some_and(|ip| !ip.is_empty()))
             .map(|p| {
                 let terminating = p.metadata.deletion_timestamp.is_some();
                 let ready = publish_all || (util::is_ready(&p) && !terminating);
-                Member {
-                    pod: p,
-                    ready,
-                    terminating,
-                }
+                Member { pod: p, ready, terminating }
             })
             .collect();
         // Group pods by the ports they resolve to.
         let svc_ports = spec.ports.clone().unwrap_or_default();
-        let mut groups: BTreeMap<Vec<(String, i32, String, Option<String>)>, Vec<&Member>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<Vec<(String, i32, String, Option<String>)>, Vec<&Member>> = BTreeMap::new();
         for m in &members {
             let ports: Vec<(String, i32, String, Option<String>)> = svc_ports
                 .iter()
                 .filter_map(|sp| {
                     let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
-                    target_port(&m.pod, sp.target_port.as_ref(), sp.port, &proto).map(|tp| {
-                        (
-                            sp.name.clone().unwrap_or_default(),
-                            tp,
-                            proto,
-                            sp.app_protocol.clone(),
-                        )
-                    })
+                    target_port(&m.pod, sp.target_port.as_ref(), sp.port, &proto)
+                        .map(|tp| (sp.name.clone().unwrap_or_default(), tp, proto, sp.app_protocol.clone()))
                 })
                 .collect();
             if !ports.is_empty() || svc_ports.is_empty() {
                 groups.entry(ports).or_default().push(m);
             }
         }
-        self.write_endpoints(&svc, &ep_api, &groups, publish_all)
-            .await?;
+        self.write_endpoints(&svc, &ep_api, &groups, publish_all).await?;
         self.write_slices(&svc, &slice_api, &mine, &groups).await?;
         Ok(None)
     }
@@ -220,16 +175,8 @@ impl Controller {
         let subsets: Vec<Value> = groups
             .iter()
             .map(|(ports, ms)| {
-                let mut ready: Vec<Value> = ms
-                    .iter()
-                    .filter(|m| m.ready && (!m.terminating || publish_all))
-                    .map(|m| Self::address(m, &name))
-                    .collect();
-                let mut not_ready: Vec<Value> = ms
-                    .iter()
-                    .filter(|m| !m.ready && !m.terminating)
-                    .map(|m| Self::address(m, &name))
-                    .collect();
+                let mut ready: Vec<Value> = ms.iter().filter(|m| m.ready && (!m.terminating || publish_all)).map(|m| Self::address(m, &name)).collect();
+                let mut not_ready: Vec<Value> = ms.iter().filter(|m| !m.ready && !m.terminating).map(|m| Self::address(m, &name)).collect();
                 ready.sort_by(|a, b| a["ip"].as_str().cmp(&b["ip"].as_str()));
                 not_ready.sort_by(|a, b| a["ip"].as_str().cmp(&b["ip"].as_str()));
                 let ports: Vec<Value> = ports
@@ -259,19 +206,9 @@ impl Controller {
             })
             .filter(|s| s.get("addresses").is_some() || s.get("notReadyAddresses").is_some())
             .collect();
-        let current = self
-            .informers
-            .get::<Endpoints>()
-            .get(&svc.namespace().unwrap_or_default(), &name);
-        let cur_subsets = current
-            .as_ref()
-            .map(|e| serde_json::to_value(&e.subsets).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-        let want_subsets = if subsets.is_empty() {
-            Value::Null
-        } else {
-            json!(subsets)
-        };
+        let current = self.informers.get::<Endpoints>().get(&svc.namespace().unwrap_or_default(), &name);
+        let cur_subsets = current.as_ref().map(|e| serde_json::to_value(&e.subsets).unwrap_or(Value::Null)).unwrap_or(Value::Null);
+        let want_subsets = if subsets.is_empty() { Value::Null } else { json!(subsets) };
         let labels = svc.labels().clone();
         if current.is_some()
             && util::without_zeros(&cur_subsets) == util::without_zeros(&want_subsets)
@@ -330,7 +267,12 @@ impl Controller {
                             "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()),
                             "targetRef": {"kind": "Pod", "namespace": p.namespace(), "name": p.name_any(), "uid": p.uid()},
                         });
-                        if let Some(h) = p.spec.as_ref().and_then(|s| s.hostname.clone()).filter(|_| p.spec.as_ref().and_then(|s| s.subdomain.as_deref()) == Some(name.as_str())) {
+                        if let Some(h) = p
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.hostname.clone())
+                            .filter(|_| p.spec.as_ref().and_then(|s| s.subdomain.as_deref()) == Some(name.as_str()))
+                        {
                             e["hostname"] = json!(h);
                         }
                         e
@@ -357,10 +299,8 @@ impl Controller {
             match reuse {
                 Some(cur) => {
                     used.insert(cur.name_any());
-                    let same = util::without_zeros(&serde_json::to_value(&cur.endpoints)?)
-                        == util::without_zeros(&w["endpoints"])
-                        && util::without_zeros(&serde_json::to_value(&cur.ports)?)
-                            == util::without_zeros(&w["ports"])
+                    let same = util::without_zeros(&serde_json::to_value(&cur.endpoints)?) == util::without_zeros(&w["endpoints"])
+                        && util::without_zeros(&serde_json::to_value(&cur.ports)?) == util::without_zeros(&w["ports"])
                         && cur.labels() == &labels;
                     if same {
                         continue;
@@ -368,8 +308,7 @@ impl Controller {
                     obj["metadata"]["name"] = json!(cur.name_any());
                     obj["metadata"]["resourceVersion"] = json!(cur.resource_version());
                     let s: EndpointSlice = serde_json::from_value(obj)?;
-                    api.replace(&cur.name_any(), &PostParams::default(), &s)
-                        .await?;
+                    api.replace(&cur.name_any(), &PostParams::default(), &s).await?;
                 }
                 None => {
                     obj["metadata"]["generateName"] = json!(format!("{name}-"));

@@ -15,10 +15,7 @@ pub struct Expectations {
 
 impl Expectations {
     pub fn expect(&self, key: &(String, String), adds: i64, dels: i64) {
-        self.map
-            .lock()
-            .unwrap()
-            .insert(key.clone(), (adds, dels, Instant::now()));
+        self.map.lock().unwrap().insert(key.clone(), (adds, dels, Instant::now()));
     }
 
     pub fn observed_add(&self, key: &(String, String)) {
@@ -36,12 +33,7 @@ impl Expectations {
     /// Counts what a pod change means for its owner's expectations: a new pod is an observed
     /// create; a pod that starts deleting (or vanishes without having been seen deleting) is
     /// an observed delete.
-    pub fn observe<K: kube::Resource>(
-        &self,
-        key: &(String, String),
-        old: Option<&K>,
-        new: Option<&K>,
-    ) {
+    pub fn observe<K: kube::Resource>(&self, key: &(String, String), old: Option<&K>, new: Option<&K>) {
         if old.is_none() {
             self.observed_add(key);
         }

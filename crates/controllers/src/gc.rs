@@ -41,10 +41,7 @@ struct Graph {
 }
 
 fn group_of(api_version: &str) -> String {
-    api_version
-        .split_once('/')
-        .map(|(g, _)| g.to_string())
-        .unwrap_or_default()
+    api_version.split_once('/').map(|(g, _)| g.to_string()).unwrap_or_default()
 }
 
 pub struct Collector {
@@ -55,11 +52,7 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(informers: Informers) -> Arc<Self> {
-        Arc::new(Collector {
-            informers,
-            graph: Default::default(),
-            queue: WorkQueue::new(),
-        })
+        Arc::new(Collector { informers, graph: Default::default(), queue: WorkQueue::new() })
     }
 
     /// Adds a kind to the graph.
@@ -79,11 +72,7 @@ impl Collector {
         for o in inf.list() {
             self.observe(&res, None, Some(o.meta()));
         }
-        self.graph
-            .lock()
-            .unwrap()
-            .known_kinds
-            .insert((res.group.clone(), res.kind.clone()), res.clone());
+        self.graph.lock().unwrap().known_kinds.insert((res.group.clone(), res.kind.clone()), res.clone());
     }
 
     /// Adds the custom resources of every CRD, now and as CRDs are created.
@@ -102,13 +91,7 @@ impl Collector {
     }
 
     fn track_crd(self: &Arc<Self>, crd: &CustomResourceDefinition) {
-        let Some(version) = crd
-            .spec
-            .versions
-            .iter()
-            .find(|v| v.storage)
-            .or_else(|| crd.spec.versions.first())
-        else {
+        let Some(version) = crd.spec.versions.iter().find(|v| v.storage).or_else(|| crd.spec.versions.first()) else {
             return;
         };
         if crd.metadata.deletion_timestamp.is_some() {
@@ -141,19 +124,13 @@ impl Collector {
         let api: Api<DynamicObject> = Api::all_with(self.informers.client().clone(), &res);
         let mut seen: HashMap<String, kube::api::ObjectMeta> = HashMap::new();
         let mut relist: Option<HashMap<String, kube::api::ObjectMeta>> = None;
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
                 Ok(watcher::Event::InitApply(o)) => {
                     let md = o.metadata;
-                    self.observe(
-                        &res,
-                        seen.get(&md.uid.clone().unwrap_or_default()),
-                        Some(&md),
-                    );
+                    self.observe(&res, seen.get(&md.uid.clone().unwrap_or_default()), Some(&md));
                     if let Some(r) = relist.as_mut() {
                         r.insert(md.uid.clone().unwrap_or_default(), md);
                     }
@@ -167,11 +144,7 @@ impl Collector {
                         }
                         seen = now;
                     }
-                    self.graph
-                        .lock()
-                        .unwrap()
-                        .known_kinds
-                        .insert((res.group.clone(), res.kind.clone()), res.clone());
+                    self.graph.lock().unwrap().known_kinds.insert((res.group.clone(), res.kind.clone()), res.clone());
                 }
                 Ok(watcher::Event::Apply(o)) => {
                     let md = o.metadata;
@@ -191,12 +164,7 @@ impl Collector {
         }
     }
 
-    fn observe(
-        &self,
-        res: &ApiResource,
-        old: Option<&kube::api::ObjectMeta>,
-        new: Option<&kube::api::ObjectMeta>,
-    ) {
+    fn observe(&self, res: &ApiResource, old: Option<&kube::api::ObjectMeta>, new: Option<&kube::api::ObjectMeta>) {
         let mut g = self.graph.lock().unwrap();
         let o = new.or(old).unwrap();
         let uid = o.uid.clone().unwrap_or_default();
@@ -219,20 +187,12 @@ impl Collector {
                     finalizers: n.finalizers.clone().unwrap_or_default(),
                 };
                 for r in &node.owners {
-                    g.dependents
-                        .entry(r.uid.clone())
-                        .or_default()
-                        .insert(uid.clone());
+                    g.dependents.entry(r.uid.clone()).or_default().insert(uid.clone());
                 }
                 if !node.owners.is_empty() {
                     wake.push(uid.clone());
                 }
-                if node.deleting
-                    && node
-                        .finalizers
-                        .iter()
-                        .any(|f| f == "foregroundDeletion" || f == "orphan")
-                {
+                if node.deleting && node.finalizers.iter().any(|f| f == "foregroundDeletion" || f == "orphan") {
                     wake.push(uid.clone());
                 }
                 g.nodes.insert(uid.clone(), node);
@@ -261,15 +221,7 @@ impl Collector {
     /// Looks at every object with owners again (once all kinds are known, an owner that
     /// vanished while nobody watched is recognised as absent).
     pub fn resync(&self) {
-        let uids: Vec<String> = self
-            .graph
-            .lock()
-            .unwrap()
-            .nodes
-            .iter()
-            .filter(|(_, n)| !n.owners.is_empty())
-            .map(|(u, _)| u.clone())
-            .collect();
+        let uids: Vec<String> = self.graph.lock().unwrap().nodes.iter().filter(|(_, n)| !n.owners.is_empty()).map(|(u, _)| u.clone()).collect();
         for u in uids {
             self.queue.add(u);
         }
@@ -296,46 +248,25 @@ impl Collector {
             let Some(node) = g.nodes.get(&uid).cloned() else {
                 return Ok(None);
             };
-            let deps: Vec<Node> = g
-                .dependents
-                .get(&uid)
-                .into_iter()
-                .flatten()
-                .filter_map(|d| g.nodes.get(d).cloned())
-                .collect();
+            let deps: Vec<Node> = g.dependents.get(&uid).into_iter().flatten().filter_map(|d| g.nodes.get(d).cloned()).collect();
             // For each owner: Some(deleting-in-foreground) if present, None if absent.
-            let owner_states: Vec<(OwnerReference, Option<bool>, Option<(ApiResource, bool)>)> =
-                node.owners
-                    .iter()
-                    .map(|r| {
-                        let k = (group_of(&r.api_version), r.kind.clone());
-                        let known = g.known_kinds.get(&k).cloned().map(|res| {
-                            (
-                                res,
-                                g.cluster_scoped.contains(&k) || is_cluster_scoped(&k.0, &k.1),
-                            )
-                        });
-                        let state = g.nodes.get(&r.uid).map(|o| {
-                            o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion")
-                        });
-                        (r.clone(), state, known)
-                    })
-                    .collect();
+            let owner_states: Vec<(OwnerReference, Option<bool>, Option<(ApiResource, bool)>)> = node
+                .owners
+                .iter()
+                .map(|r| {
+                    let k = (group_of(&r.api_version), r.kind.clone());
+                    let known = g.known_kinds.get(&k).cloned().map(|res| (res, g.cluster_scoped.contains(&k) || is_cluster_scoped(&k.0, &k.1)));
+                    let state = g.nodes.get(&r.uid).map(|o| o.deleting && o.finalizers.iter().any(|f| f == "foregroundDeletion"));
+                    (r.clone(), state, known)
+                })
+                .collect();
             (node, deps, owner_states)
         };
         // This object is being deleted with a GC finalizer.
         if node.deleting {
             if node.finalizers.iter().any(|f| f == "orphan") {
                 for d in &deps {
-                    match self
-                        .api(d)
-                        .patch(
-                            &d.name,
-                            &PatchParams::default(),
-                            &Patch::Merge(&remove_owner_patch(d, &uid)),
-                        )
-                        .await
-                    {
+                    match self.api(d).patch(&d.name, &PatchParams::default(), &Patch::Merge(&remove_owner_patch(d, &uid))).await {
                         Ok(_) => {}
                         Err(e) if r8s_client::is_not_found(&e) => {}
                         Err(e) => return Err(e.into()),
@@ -348,10 +279,7 @@ impl Collector {
                 let mut waiting = false;
                 for d in &deps {
                     if !d.deleting {
-                        let dp = DeleteParams {
-                            propagation_policy: Some(PropagationPolicy::Foreground),
-                            ..Default::default()
-                        };
+                        let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
                         match self.api(d).delete(&d.name, &dp).await {
                             Ok(_) => {}
                             Err(e) if r8s_client::is_not_found(&e) => continue,
@@ -359,10 +287,7 @@ impl Collector {
                         }
                     }
                     // Only dependents that block owner deletion hold the owner.
-                    if d.owners
-                        .iter()
-                        .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
-                    {
+                    if d.owners.iter().any(|r| r.uid == uid && r.block_owner_deletion == Some(true)) {
                         waiting = true;
                     }
                 }
@@ -383,9 +308,7 @@ impl Collector {
                     // Confirm with the API: the cache may not show a just-created owner yet.
                     let (res, cluster) = known.clone().unwrap();
                     let api: Api<DynamicObject> = match &node.namespace {
-                        Some(ns) if !cluster => {
-                            Api::namespaced_with(self.informers.client().clone(), ns, &res)
-                        }
+                        Some(ns) if !cluster => Api::namespaced_with(self.informers.client().clone(), ns, &res),
                         _ => Api::all_with(self.informers.client().clone(), &res),
                     };
                     match api.get_opt(&r.name).await? {
@@ -400,17 +323,10 @@ impl Collector {
         }
         if absent.len() == node.owners.len() {
             if !node.deleting {
-                let policy = if foreground_owner {
-                    PropagationPolicy::Foreground
-                } else {
-                    PropagationPolicy::Background
-                };
+                let policy = if foreground_owner { PropagationPolicy::Foreground } else { PropagationPolicy::Background };
                 let dp = DeleteParams {
                     propagation_policy: Some(policy),
-                    preconditions: Some(kube::api::Preconditions {
-                        uid: Some(uid.clone()),
-                        resource_version: None,
-                    }),
+                    preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }),
                     ..Default::default()
                 };
                 match self.api(&node).delete(&node.name, &dp).await {
@@ -423,30 +339,16 @@ impl Collector {
             // Some owners remain: drop the references to those that are gone.
             let gone: Vec<String> = absent.iter().map(|a| a.uid.clone()).collect();
             let mut patch = remove_owner_patch(&node, "");
-            if let Some(list) = patch
-                .pointer_mut("/metadata/ownerReferences")
-                .and_then(serde_json::Value::as_array_mut)
-            {
-                list.retain(|r| {
-                    !gone.iter().any(|g| {
-                        r.get("uid").and_then(serde_json::Value::as_str) == Some(g.as_str())
-                    })
-                });
+            if let Some(list) = patch.pointer_mut("/metadata/ownerReferences").and_then(serde_json::Value::as_array_mut) {
+                list.retain(|r| !gone.iter().any(|g| r.get("uid").and_then(serde_json::Value::as_str) == Some(g.as_str())));
             }
-            match self
-                .api(&node)
-                .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            match self.api(&node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         } else if foreground_owner && !node.deleting {
-            let dp = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Foreground),
-                ..Default::default()
-            };
+            let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
             match self.api(&node).delete(&node.name, &dp).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
@@ -458,16 +360,8 @@ impl Collector {
 
     async fn remove_finalizer(&self, node: &Node, f: &str) -> anyhow::Result<()> {
         let rest: Vec<&String> = node.finalizers.iter().filter(|x| x.as_str() != f).collect();
-        let patch = if rest.is_empty() {
-            json!({"metadata": {"finalizers": null}})
-        } else {
-            json!({"metadata": {"finalizers": rest}})
-        };
-        match self
-            .api(node)
-            .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let patch = if rest.is_empty() { json!({"metadata": {"finalizers": null}}) } else { json!({"metadata": {"finalizers": rest}}) };
+        match self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
             Err(e) if r8s_client::is_not_found(&e) => Ok(()),
             Err(e) => Err(e.into()),
@@ -483,9 +377,5 @@ fn is_cluster_scoped(group: &str, kind: &str) -> bool {
 fn remove_owner_patch(d: &Node, owner_uid: &str) -> serde_json::Value {
     let owners: Vec<&OwnerReference> = d.owners.iter().filter(|r| r.uid != owner_uid).collect();
     // null removes the field: an object without owners has no ownerReferences at all.
-    if owners.is_empty() {
-        json!({"metadata": {"ownerReferences": null}})
-    } else {
-        json!({"metadata": {"ownerReferences": owners}})
-    }
+    if owners.is_empty() { json!({"metadata": {"ownerReferences": null}}) } else { json!({"metadata": {"ownerReferences": owners}}) }
 }

@@ -29,22 +29,13 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(
     let h = hash(template);
     let name = format!("{}-{}", owner.name_any(), h);
     let uid = owner.uid().unwrap_or_default();
-    let mine: Vec<Arc<ControllerRevision>> = informers
-        .get::<ControllerRevision>()
-        .list_ns(&ns)
-        .into_iter()
-        .filter(|cr| util::controller_ref(cr.as_ref()).is_some_and(|r| r.uid == uid))
-        .collect();
+    let mine: Vec<Arc<ControllerRevision>> =
+        informers.get::<ControllerRevision>().list_ns(&ns).into_iter().filter(|cr| util::controller_ref(cr.as_ref()).is_some_and(|r| r.uid == uid)).collect();
     let max = mine.iter().map(|cr| cr.revision).max().unwrap_or(0);
     let api: Api<ControllerRevision> = Api::namespaced(informers.client().clone(), &ns);
     if let Some(cur) = mine.iter().find(|cr| cr.name_any() == name) {
         if cur.revision < max {
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"revision": max + 1})),
-            )
-            .await?;
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"revision": max + 1}))).await?;
         }
         return Ok(h);
     }
@@ -60,9 +51,7 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(
         },
         // What `kubectl rollout undo` applies as a strategic merge patch: the directive sits
         // inside the template, so the rest of the spec (selector, strategy) is untouched.
-        data: Some(RawExtension(
-            json!({"spec": {"template": with_replace_directive(template)}}),
-        )),
+        data: Some(RawExtension(json!({"spec": {"template": with_replace_directive(template)}}))),
         revision: max + 1,
     };
     match api.create(&PostParams::default(), &cr).await {

@@ -57,51 +57,23 @@ impl Controller {
         }
         hpas.synced().await;
         pods.synced().await;
-        util::run_over(
-            "horizontal-pod-autoscaler",
-            &hpas,
-            &c.queue,
-            2,
-            c.clone(),
-            |c, key| async move { c.sync(key).await },
-        );
+        util::run_over("horizontal-pod-autoscaler", &hpas, &c.queue, 2, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, key: ObjKey) -> anyhow::Result<Option<Duration>> {
         let (ns, name) = key.clone();
-        let Some(hpa) = self
-            .informers
-            .get::<HorizontalPodAutoscaler>()
-            .get(&ns, &name)
-        else {
+        let Some(hpa) = self.informers.get::<HorizontalPodAutoscaler>().get(&ns, &name) else {
             self.history.lock().unwrap().remove(&key);
             return Ok(None);
         };
         let spec = hpa.spec.clone().unwrap_or_default();
         let target = &spec.scale_target_ref;
-        let (group, version) = match target
-            .api_version
-            .as_deref()
-            .unwrap_or("apps/v1")
-            .split_once('/')
-        {
+        let (group, version) = match target.api_version.as_deref().unwrap_or("apps/v1").split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (
-                String::new(),
-                target.api_version.clone().unwrap_or_default(),
-            ),
+            None => (String::new(), target.api_version.clone().unwrap_or_default()),
         };
-        let Some(plural) =
-            r8s_api::resources::builtin_by_kind(&group, &target.kind).map(|r| r.plural.clone())
-        else {
-            self.recorder.warning(
-                hpa.as_ref(),
-                "FailedGetScale",
-                format!(
-                    "no scalable resource of kind {} in group {group:?}",
-                    target.kind
-                ),
-            );
+        let Some(plural) = r8s_api::resources::builtin_by_kind(&group, &target.kind).map(|r| r.plural.clone()) else {
+            self.recorder.warning(hpa.as_ref(), "FailedGetScale", format!("no scalable resource of kind {} in group {group:?}", target.kind));
             return Ok(Some(self.period));
         };
         let res = ApiResource {
@@ -116,41 +88,24 @@ impl Controller {
         let scale: Value = match api.get_subresource("scale", &target.name).await {
             Ok(s) => serde_json::to_value(s)?,
             Err(e) => {
-                self.recorder
-                    .warning(hpa.as_ref(), "FailedGetScale", util::api_message(&e));
+                self.recorder.warning(hpa.as_ref(), "FailedGetScale", util::api_message(&e));
                 return Ok(Some(self.period));
             }
         };
-        let current = scale
-            .pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(0) as i32;
+        let current = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0) as i32;
         // The scale subresource's selector string (set-based selectors included).
-        let selector = r8s_api::selectors::LabelSelector::parse(
-            scale
-                .pointer("/status/selector")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        )
-        .unwrap_or_default();
+        let selector = r8s_api::selectors::LabelSelector::parse(scale.pointer("/status/selector").and_then(Value::as_str).unwrap_or("")).unwrap_or_default();
         let pods: Vec<Arc<Pod>> = self
             .informers
             .get::<Pod>()
             .list_ns(&ns)
             .into_iter()
-            .filter(|p| {
-                !selector.is_empty()
-                    && selector.matches(p.labels())
-                    && util::is_active(p)
-                    && util::is_ready(p)
-            })
+            .filter(|p| !selector.is_empty() && selector.matches(p.labels()) && util::is_active(p) && util::is_ready(p))
             .collect();
         // CPU utilization over the ready pods that report usage.
         let target_util = spec.metrics.iter().flatten().find_map(|m| {
             let r = m.resource.as_ref()?;
-            (r.name == "cpu")
-                .then(|| r.target.average_utilization)
-                .flatten()
+            (r.name == "cpu").then(|| r.target.average_utilization).flatten()
         });
         let min = spec.min_replicas.unwrap_or(1);
         let max = spec.max_replicas;
@@ -162,18 +117,10 @@ impl Controller {
             let mut requests = 0i64;
             let mut counted = 0i32;
             for p in &pods {
-                let Some(u) = p
-                    .annotations()
-                    .get(USAGE_ANNOTATION)
-                    .and_then(|v| parse_milli(v))
-                else {
+                let Some(u) = p.annotations().get(USAGE_ANNOTATION).and_then(|v| parse_milli(v)) else {
                     continue;
                 };
-                let req = r8s_api::quota::pod_resource(
-                    &serde_json::to_value(p.as_ref())?,
-                    "requests",
-                    "cpu",
-                );
+                let req = r8s_api::quota::pod_resource(&serde_json::to_value(p.as_ref())?, "requests", "cpu");
                 if req == 0 {
                     continue;
                 }
@@ -187,11 +134,8 @@ impl Controller {
                 let ratio = util_pct as f64 / target_util as f64;
                 if (ratio - 1.0).abs() > TOLERANCE {
                     desired = (ratio * counted as f64).ceil() as i32;
-                    reason = if ratio > 1.0 {
-                        "cpu resource utilization (percentage of request) above target".into()
-                    } else {
-                        "All metrics below target".into()
-                    };
+                    reason =
+                        if ratio > 1.0 { "cpu resource utilization (percentage of request) above target".into() } else { "All metrics below target".into() };
                 }
             }
         }
@@ -202,20 +146,8 @@ impl Controller {
             desired = desired.clamp(min, max.max(min));
         }
         // Stabilization: scale down only to the highest recommendation of the window.
-        let down_window = spec
-            .behavior
-            .as_ref()
-            .and_then(|b| b.scale_down.as_ref())
-            .and_then(|s| s.stabilization_window_seconds)
-            .unwrap_or(300)
-            .max(0) as u64;
-        let up_window = spec
-            .behavior
-            .as_ref()
-            .and_then(|b| b.scale_up.as_ref())
-            .and_then(|s| s.stabilization_window_seconds)
-            .unwrap_or(0)
-            .max(0) as u64;
+        let down_window = spec.behavior.as_ref().and_then(|b| b.scale_down.as_ref()).and_then(|s| s.stabilization_window_seconds).unwrap_or(300).max(0) as u64;
+        let up_window = spec.behavior.as_ref().and_then(|b| b.scale_up.as_ref()).and_then(|s| s.stabilization_window_seconds).unwrap_or(0).max(0) as u64;
         {
             let mut h = self.history.lock().unwrap();
             let recs = h.entry(key.clone()).or_default();
@@ -225,41 +157,15 @@ impl Controller {
                 recs.pop_front();
             }
             if desired < current {
-                desired = recs
-                    .iter()
-                    .filter(|(t, _)| t.elapsed() <= Duration::from_secs(down_window))
-                    .map(|(_, d)| *d)
-                    .max()
-                    .unwrap_or(desired)
-                    .min(current);
+                desired = recs.iter().filter(|(t, _)| t.elapsed() <= Duration::from_secs(down_window)).map(|(_, d)| *d).max().unwrap_or(desired).min(current);
             } else if desired > current && up_window > 0 {
-                desired = recs
-                    .iter()
-                    .filter(|(t, _)| t.elapsed() <= Duration::from_secs(up_window))
-                    .map(|(_, d)| *d)
-                    .min()
-                    .unwrap_or(desired)
-                    .max(current);
+                desired = recs.iter().filter(|(t, _)| t.elapsed() <= Duration::from_secs(up_window)).map(|(_, d)| *d).min().unwrap_or(desired).max(current);
             }
         }
-        let mut last_scale = hpa
-            .status
-            .as_ref()
-            .and_then(|s| s.last_scale_time.clone())
-            .map(|t| json!(t));
+        let mut last_scale = hpa.status.as_ref().and_then(|s| s.last_scale_time.clone()).map(|t| json!(t));
         if desired != current {
-            api.patch_subresource(
-                "scale",
-                &target.name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"replicas": desired}})),
-            )
-            .await?;
-            self.recorder.normal(
-                hpa.as_ref(),
-                "SuccessfulRescale",
-                format!("New size: {desired}; reason: {reason}"),
-            );
+            api.patch_subresource("scale", &target.name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": desired}}))).await?;
+            self.recorder.normal(hpa.as_ref(), "SuccessfulRescale", format!("New size: {desired}; reason: {reason}"));
             last_scale = Some(json!(r8s_client::now()));
         }
         let now = r8s_client::now();
@@ -278,29 +184,17 @@ impl Controller {
             ],
         });
         if let Some((pct, avg)) = utilization {
-            status["currentMetrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": pct, "averageValue": format_milli(avg)}}}]);
+            status["currentMetrics"] =
+                json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": pct, "averageValue": format_milli(avg)}}}]);
         }
         let hapi: Api<HorizontalPodAutoscaler> = Api::namespaced(client, &ns);
         let cur = serde_json::to_value(&hpa.status)?;
-        let changed = [
-            "currentReplicas",
-            "desiredReplicas",
-            "currentMetrics",
-            "lastScaleTime",
-            "observedGeneration",
-        ]
-        .iter()
-        .any(|f| cur.get(*f) != status.get(*f).filter(|v| !v.is_null()))
+        let changed = ["currentReplicas", "desiredReplicas", "currentMetrics", "lastScaleTime", "observedGeneration"]
+            .iter()
+            .any(|f| cur.get(*f) != status.get(*f).filter(|v| !v.is_null()))
             || cur.pointer("/conditions/1/status") != status.pointer("/conditions/1/status");
         if changed {
-            match hapi
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match hapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),

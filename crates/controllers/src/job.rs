@@ -29,13 +29,7 @@ pub struct Controller {
 }
 
 pub fn finished(job: &Job) -> Option<&str> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        .map(|c| c.type_.as_str())
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True").map(|c| c.type_.as_str())
 }
 
 fn index_of(p: &Pod) -> Option<i32> {
@@ -52,11 +46,7 @@ fn compress(idx: &BTreeSet<i32>) -> String {
         while i + 1 < v.len() && v[i + 1] == v[i] + 1 {
             i += 1;
         }
-        out.push(if start == v[i] {
-            start.to_string()
-        } else {
-            format!("{start}-{}", v[i])
-        });
+        out.push(if start == v[i] { start.to_string() } else { format!("{start}-{}", v[i]) });
         i += 1;
     }
     out.join(",")
@@ -79,17 +69,14 @@ impl Controller {
                 let p = new.or(old).unwrap();
                 if let Some(r) = util::controller_ref(p.as_ref()).filter(|r| r.kind == "Job") {
                     let key = (p.namespace().unwrap_or_default(), r.name.clone());
-                    c2.expectations
-                        .observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
+                    c2.expectations.observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
                     c2.queue.add(key);
                 }
             });
         }
         jobs.synced().await;
         pods.synced().await;
-        util::run_over("job", &jobs, &c.queue, 4, c.clone(), |c, key| async move {
-            c.sync(key).await
-        });
+        util::run_over("job", &jobs, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     async fn sync(&self, key: ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -107,31 +94,15 @@ impl Controller {
         }
         let spec = job.spec.clone().unwrap_or_default();
         let uid = job.uid().unwrap_or_default();
-        let pods: Vec<Arc<Pod>> = self
-            .informers
-            .get::<Pod>()
-            .list_ns(&ns)
-            .into_iter()
-            .filter(|p| util::controller_ref(p.as_ref()).is_some_and(|r| r.uid == uid))
-            .collect();
+        let pods: Vec<Arc<Pod>> =
+            self.informers.get::<Pod>().list_ns(&ns).into_iter().filter(|p| util::controller_ref(p.as_ref()).is_some_and(|r| r.uid == uid)).collect();
         let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| util::is_active(p)).collect();
         let prev = job.status.clone().unwrap_or_default();
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
-        let succeeded_idx: BTreeSet<i32> = pods
-            .iter()
-            .filter(|p| util::phase(p) == "Succeeded")
-            .filter_map(|p| index_of(p))
-            .collect();
-        let succeeded = if indexed {
-            succeeded_idx.len() as i32
-        } else {
-            pods.iter()
-                .filter(|p| util::phase(p) == "Succeeded")
-                .count() as i32
-        }
-        .max(prev.succeeded.unwrap_or(0));
-        let failed = (pods.iter().filter(|p| util::phase(p) == "Failed").count() as i32)
-            .max(prev.failed.unwrap_or(0));
+        let succeeded_idx: BTreeSet<i32> = pods.iter().filter(|p| util::phase(p) == "Succeeded").filter_map(|p| index_of(p)).collect();
+        let succeeded = if indexed { succeeded_idx.len() as i32 } else { pods.iter().filter(|p| util::phase(p) == "Succeeded").count() as i32 }
+            .max(prev.succeeded.unwrap_or(0));
+        let failed = (pods.iter().filter(|p| util::phase(p) == "Failed").count() as i32).max(prev.failed.unwrap_or(0));
         let ready = active.iter().filter(|p| util::is_ready(p)).count() as i32;
         let now = r8s_client::now();
         let start_time = prev.start_time.clone().unwrap_or(now.clone());
@@ -139,36 +110,22 @@ impl Controller {
         let completions = spec.completions;
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
         let suspended = spec.suspend == Some(true);
-        let mut conditions: Vec<Value> = prev
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| serde_json::to_value(c).unwrap())
-            .collect();
+        let mut conditions: Vec<Value> = prev.conditions.iter().flatten().map(|c| serde_json::to_value(c).unwrap()).collect();
         let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "reason": reason, "message": msg, "lastProbeTime": now, "lastTransitionTime": now});
         let mut requeue = None;
         let mut completion_time = None;
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
-        let deadline_hit = spec
-            .active_deadline_seconds
-            .is_some_and(|d| Timestamp::now().duration_since(start_time.0).as_secs() >= d)
-            && !suspended;
+        let deadline_hit = spec.active_deadline_seconds.is_some_and(|d| Timestamp::now().duration_since(start_time.0).as_secs() >= d) && !suspended;
         let done = match completions {
             Some(c) => succeeded >= c,
             None => succeeded > 0 && active.is_empty(),
         };
         if failed > backoff_limit || deadline_hit {
             let (reason, msg) = if deadline_hit {
-                (
-                    "DeadlineExceeded",
-                    "Job was active longer than specified deadline",
-                )
+                ("DeadlineExceeded", "Job was active longer than specified deadline")
             } else {
-                (
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                )
+                ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
             };
             for p in &active {
                 let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
@@ -180,19 +137,10 @@ impl Controller {
             for p in &active {
                 let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
             }
-            conditions.push(cond(
-                "SuccessCriteriaMet",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            ));
-            conditions.push(cond(
-                "Complete",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            ));
+            conditions.push(cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"));
+            conditions.push(cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
             completion_time = Some(now.clone());
-            self.recorder
-                .normal(job.as_ref(), "Completed", "Job completed".into());
+            self.recorder.normal(job.as_ref(), "Completed", "Job completed".into());
         } else if suspended {
             for p in &active {
                 let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
@@ -203,11 +151,7 @@ impl Controller {
             let want = parallelism.min(remaining).max(0);
             let missing = want - active.len() as i32;
             // After failures, new pods wait 10 s doubling per failure, at most 6 min (upstream).
-            let backoff = (failed > 0).then(|| {
-                Duration::from_secs(10)
-                    .saturating_mul(1 << (failed - 1).min(6) as u32)
-                    .min(Duration::from_secs(360))
-            });
+            let backoff = (failed > 0).then(|| Duration::from_secs(10).saturating_mul(1 << (failed - 1).min(6) as u32).min(Duration::from_secs(360)));
             let last_failure = pods
                 .iter()
                 .filter(|p| util::phase(p) == "Failed")
@@ -217,22 +161,12 @@ impl Controller {
                         .container_statuses
                         .as_ref()?
                         .iter()
-                        .filter_map(|c| {
-                            c.state
-                                .as_ref()?
-                                .terminated
-                                .as_ref()?
-                                .finished_at
-                                .as_ref()
-                                .map(|t| t.0)
-                        })
+                        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
                         .max()
                 })
                 .max();
             let wait = match (backoff, last_failure) {
-                (Some(b), Some(at)) => b.checked_sub(Duration::from_secs(
-                    Timestamp::now().duration_since(at).as_secs().max(0) as u64,
-                )),
+                (Some(b), Some(at)) => b.checked_sub(Duration::from_secs(Timestamp::now().duration_since(at).as_secs().max(0) as u64)),
                 _ => None,
             };
             if missing > 0 && wait.is_some_and(|w| !w.is_zero()) {
@@ -254,22 +188,11 @@ impl Controller {
                 }
                 self.expectations.expect(&key, indexes.len() as i64, 0);
                 for idx in indexes {
-                    match api
-                        .create(&PostParams::default(), &self.pod(&job, idx))
-                        .await
-                    {
-                        Ok(p) => self.recorder.normal(
-                            job.as_ref(),
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", p.name_any()),
-                        ),
+                    match api.create(&PostParams::default(), &self.pod(&job, idx)).await {
+                        Ok(p) => self.recorder.normal(job.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
                         Err(e) => {
                             self.expectations.lower(&key, 1, 0);
-                            self.recorder.warning(
-                                job.as_ref(),
-                                "FailedCreate",
-                                format!("Error creating: {}", util::api_message(&e)),
-                            );
+                            self.recorder.warning(job.as_ref(), "FailedCreate", format!("Error creating: {}", util::api_message(&e)));
                         }
                     }
                 }
@@ -302,26 +225,11 @@ impl Controller {
             status["completedIndexes"] = json!(compress(&succeeded_idx));
         }
         let cur = serde_json::to_value(&job.status)?;
-        let changed = [
-            "active",
-            "succeeded",
-            "failed",
-            "ready",
-            "conditions",
-            "startTime",
-            "completedIndexes",
-        ]
-        .iter()
-        .any(|f| util::norm(cur.get(*f), false) != util::norm(status.get(*f), false));
+        let changed = ["active", "succeeded", "failed", "ready", "conditions", "startTime", "completedIndexes"]
+            .iter()
+            .any(|f| util::norm(cur.get(*f), false) != util::norm(status.get(*f), false));
         if changed {
-            match japi
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match japi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -336,14 +244,9 @@ impl Controller {
             return Ok(None);
         };
         let status = job.status.clone().unwrap_or_default();
-        let finished_at = status.completion_time.or_else(|| {
-            status
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                .and_then(|c| c.last_transition_time.clone())
-        });
+        let finished_at = status
+            .completion_time
+            .or_else(|| status.conditions.iter().flatten().find(|c| c.type_ == "Complete" || c.type_ == "Failed").and_then(|c| c.last_transition_time.clone()));
         let Some(at) = finished_at else {
             return Ok(None);
         };
@@ -351,10 +254,7 @@ impl Controller {
         if left > 0 {
             return Ok(Some(Duration::from_secs(left as u64)));
         }
-        match api
-            .delete(&job.name_any(), &DeleteParams::background())
-            .await
-        {
+        match api.delete(&job.name_any(), &DeleteParams::background()).await {
             Ok(_) => Ok(None),
             Err(e) if r8s_client::is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -372,17 +272,13 @@ impl Controller {
             labels.insert(INDEX_ANNOTATION.into(), i.to_string());
             annotations.insert(INDEX_ANNOTATION.into(), i.to_string());
             generate = format!("{}-{i}-", job.name_any());
-            pspec
-                .hostname
-                .get_or_insert_with(|| format!("{}-{i}", job.name_any()));
+            pspec.hostname.get_or_insert_with(|| format!("{}-{i}", job.name_any()));
             for c in pspec.containers.iter_mut() {
-                c.env
-                    .get_or_insert_with(Vec::new)
-                    .push(k8s_openapi::api::core::v1::EnvVar {
-                        name: "JOB_COMPLETION_INDEX".into(),
-                        value: Some(i.to_string()),
-                        value_from: None,
-                    });
+                c.env.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::EnvVar {
+                    name: "JOB_COMPLETION_INDEX".into(),
+                    value: Some(i.to_string()),
+                    value_from: None,
+                });
             }
         }
         Pod {
@@ -390,11 +286,7 @@ impl Controller {
                 generate_name: Some(generate),
                 namespace: job.namespace(),
                 labels: Some(labels),
-                annotations: if annotations.is_empty() {
-                    None
-                } else {
-                    Some(annotations)
-                },
+                annotations: if annotations.is_empty() { None } else { Some(annotations) },
                 owner_references: Some(vec![util::owner_ref(job)]),
                 ..Default::default()
             },
@@ -410,10 +302,7 @@ mod tests {
 
     #[test]
     fn completed_indexes_are_ranges() {
-        assert_eq!(
-            compress(&[0, 1, 2, 4, 6, 7].into_iter().collect()),
-            "0-2,4,6-7"
-        );
+        assert_eq!(compress(&[0, 1, 2, 4, 6, 7].into_iter().collect()), "0-2,4,6-7");
         assert_eq!(compress(&BTreeSet::new()), "");
     }
 }

@@ -25,14 +25,10 @@ pub mod statefulset;
 pub mod util;
 pub mod volumebinding;
 
-use k8s_openapi::api::apps::v1::{
-    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
-};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -105,16 +101,14 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.run();
         gc.track::<Pod>("pods").await;
         gc.track::<ReplicaSet>("replicasets").await;
-        gc.track::<ReplicationController>("replicationcontrollers")
-            .await;
+        gc.track::<ReplicationController>("replicationcontrollers").await;
         gc.track::<Deployment>("deployments").await;
         gc.track::<DaemonSet>("daemonsets").await;
         gc.track::<StatefulSet>("statefulsets").await;
         gc.track::<Job>("jobs").await;
         gc.track::<CronJob>("cronjobs").await;
         gc.track::<ControllerRevision>("controllerrevisions").await;
-        gc.track::<PersistentVolumeClaim>("persistentvolumeclaims")
-            .await;
+        gc.track::<PersistentVolumeClaim>("persistentvolumeclaims").await;
         gc.track::<EndpointSlice>("endpointslices").await;
         gc.track::<Service>("services").await;
         gc.track::<ConfigMap>("configmaps").await;
@@ -126,10 +120,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.track::<ClusterRoleBinding>("clusterrolebindings").await;
         gc.track::<Ingress>("ingresses").await;
         gc.track::<NetworkPolicy>("networkpolicies").await;
-        gc.track::<PodDisruptionBudget>("poddisruptionbudgets")
-            .await;
-        gc.track::<HorizontalPodAutoscaler>("horizontalpodautoscalers")
-            .await;
+        gc.track::<PodDisruptionBudget>("poddisruptionbudgets").await;
+        gc.track::<HorizontalPodAutoscaler>("horizontalpodautoscalers").await;
         gc.resync();
         gc.track_custom_resources().await;
     });

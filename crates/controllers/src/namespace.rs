@@ -20,10 +20,7 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(informers: Informers) {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            queue: WorkQueue::with_backoff(Duration::from_millis(200), Duration::from_secs(30)),
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::with_backoff(Duration::from_millis(200), Duration::from_secs(30)) });
         let nss = informers.get::<Namespace>();
         {
             let q = c.queue.clone();
@@ -58,10 +55,7 @@ impl Controller {
         let mut remaining = 0usize;
         for group in discovery.groups() {
             for (res, caps) in group.recommended_resources() {
-                if caps.scope != Scope::Namespaced
-                    || !caps.supports_operation(verbs::LIST)
-                    || !caps.supports_operation(verbs::DELETE)
-                {
+                if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE) {
                     continue;
                 }
                 if res.kind == "Event" && res.group == "events.k8s.io" {
@@ -74,13 +68,9 @@ impl Controller {
                 }
                 remaining += items.len();
                 if caps.supports_operation(verbs::DELETE_COLLECTION) {
-                    api.delete_collection(&DeleteParams::background(), &ListParams::default())
-                        .await?;
+                    api.delete_collection(&DeleteParams::background(), &ListParams::default()).await?;
                 } else {
-                    for o in items
-                        .iter()
-                        .filter(|o| o.metadata.deletion_timestamp.is_none())
-                    {
+                    for o in items.iter().filter(|o| o.metadata.deletion_timestamp.is_none()) {
                         let _ = api.delete(&o.name_any(), &DeleteParams::background()).await;
                     }
                 }
@@ -92,9 +82,8 @@ impl Controller {
         }
         let mut body = serde_json::to_value(ns.as_ref())?;
         body["spec"]["finalizers"] = serde_json::json!([]);
-        let req = http::Request::put(format!("/api/v1/namespaces/{name}/finalize"))
-            .header("Content-Type", "application/json")
-            .body(serde_json::to_vec(&body)?)?;
+        let req =
+            http::Request::put(format!("/api/v1/namespaces/{name}/finalize")).header("Content-Type", "application/json").body(serde_json::to_vec(&body)?)?;
         match client.request::<Namespace>(req).await {
             Ok(_) => Ok(None),
             Err(e) if r8s_client::is_not_found(&e) => Ok(None),

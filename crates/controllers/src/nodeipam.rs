@@ -22,26 +22,12 @@ pub struct Allocator {
 
 impl Allocator {
     pub fn new(cluster_cidr: &str, node_mask: u32) -> anyhow::Result<Self> {
-        let (ip, len) = cluster_cidr
-            .split_once('/')
-            .ok_or_else(|| anyhow::anyhow!("invalid --cluster-cidr {cluster_cidr}"))?;
+        let (ip, len) = cluster_cidr.split_once('/').ok_or_else(|| anyhow::anyhow!("invalid --cluster-cidr {cluster_cidr}"))?;
         let ip: Ipv4Addr = ip.parse()?;
         let prefix: u32 = len.parse()?;
-        anyhow::ensure!(
-            prefix <= node_mask && node_mask <= 30,
-            "--cluster-cidr {cluster_cidr} is smaller than a node's /{node_mask}"
-        );
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        Ok(Allocator {
-            base: u32::from(ip) & mask,
-            prefix,
-            node_mask,
-            used: HashSet::new(),
-        })
+        anyhow::ensure!(prefix <= node_mask && node_mask <= 30, "--cluster-cidr {cluster_cidr} is smaller than a node's /{node_mask}");
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Ok(Allocator { base: u32::from(ip) & mask, prefix, node_mask, used: HashSet::new() })
     }
 
     fn index_of(&self, cidr: &str) -> Option<u32> {
@@ -74,11 +60,7 @@ impl Allocator {
     pub fn allocate(&mut self) -> Option<String> {
         let i = (0..self.capacity()).find(|i| !self.used.contains(i))?;
         self.used.insert(i);
-        Some(format!(
-            "{}/{}",
-            Ipv4Addr::from(self.base + (i << (32 - self.node_mask))),
-            self.node_mask
-        ))
+        Some(format!("{}/{}", Ipv4Addr::from(self.base + (i << (32 - self.node_mask))), self.node_mask))
     }
 }
 
@@ -89,19 +71,12 @@ pub struct Controller {
 }
 
 fn pod_cidr(n: &Node) -> Option<String> {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.pod_cidr.clone())
-        .filter(|c| !c.is_empty())
+    n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty())
 }
 
 impl Controller {
     pub async fn start(informers: Informers, cluster_cidr: &str) -> anyhow::Result<()> {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            queue: WorkQueue::new(),
-            alloc: Mutex::new(Allocator::new(cluster_cidr, 24)?),
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new(), alloc: Mutex::new(Allocator::new(cluster_cidr, 24)?) });
         let nodes = informers.get::<Node>();
         {
             let c2 = c.clone();
@@ -148,22 +123,11 @@ impl Controller {
             anyhow::bail!("no podCIDR left in the cluster CIDR for node {name}");
         };
         let api: Api<Node> = Api::all(self.informers.client().clone());
-        match api
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})),
-            )
-            .await
-        {
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}))).await {
             Ok(_) => Ok(None),
             Err(e) => {
                 self.alloc.lock().unwrap().release(&cidr);
-                if r8s_client::is_not_found(&e) {
-                    Ok(None)
-                } else {
-                    Err(e.into())
-                }
+                if r8s_client::is_not_found(&e) { Ok(None) } else { Err(e.into()) }
             }
         }
     }

@@ -29,10 +29,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            grace_period: Duration::from_secs(40),
-            monitor_period: Duration::from_secs(5),
-        }
+        Options { grace_period: Duration::from_secs(40), monitor_period: Duration::from_secs(5) }
     }
 }
 
@@ -46,44 +43,23 @@ pub struct Controller {
 }
 
 fn ready_status(n: &Node) -> Option<String> {
-    n.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.clone())
+    n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
 }
 
 /// When the pod must go because of the node's NoExecute taints: None = never, Some(0) = now.
 fn eviction_delay(pod: &Pod, taints: &[Taint]) -> Option<Duration> {
-    let tols = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.tolerations.clone())
-        .unwrap_or_default();
+    let tols = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
     let mut latest_deadline: Option<i64> = None;
     for t in taints.iter().filter(|t| t.effect == "NoExecute") {
-        let matching: Vec<&Toleration> = tols
-            .iter()
-            .filter(|tol| r8s_api::matching::tolerates(tol, t))
-            .collect();
+        let matching: Vec<&Toleration> = tols.iter().filter(|tol| r8s_api::matching::tolerates(tol, t)).collect();
         if matching.is_empty() {
             return Some(Duration::ZERO);
         }
         // The shortest tolerationSeconds of the matching tolerations; none means forever.
-        let Some(secs) = matching
-            .iter()
-            .filter_map(|tol| tol.toleration_seconds)
-            .min()
-        else {
+        let Some(secs) = matching.iter().filter_map(|tol| tol.toleration_seconds).min() else {
             continue;
         };
-        let added = t
-            .time_added
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or_else(|| Timestamp::now().as_second());
+        let added = t.time_added.as_ref().map(|t| t.0.as_second()).unwrap_or_else(|| Timestamp::now().as_second());
         let deadline = added + secs.max(0);
         latest_deadline = Some(latest_deadline.map_or(deadline, |d: i64| d.min(deadline)));
     }
@@ -107,16 +83,12 @@ impl Controller {
             let c2 = c.clone();
             nodes.on_change(move |old, new| {
                 let Some(n) = new else { return };
-                let before = old
-                    .and_then(|o| o.spec.as_ref())
-                    .and_then(|s| s.taints.clone());
+                let before = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.taints.clone());
                 let after = n.spec.as_ref().and_then(|s| s.taints.clone());
                 if before != after {
                     let name = n.name_any();
                     for p in c2.informers.get::<Pod>().list() {
-                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(name.as_str())
-                        {
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()) {
                             c2.pods.add(key_of(p.as_ref()));
                         }
                     }
@@ -127,9 +99,7 @@ impl Controller {
             let q = c.pods.clone();
             pods.on_change(move |old, new| {
                 if let Some(p) = new {
-                    let bound_now = old.is_none_or(|o| {
-                        o.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none()
-                    });
+                    let bound_now = old.is_none_or(|o| o.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none());
                     if bound_now || old.map(|o| &o.spec) != Some(&p.spec) {
                         q.add(key_of(p.as_ref()));
                     }
@@ -170,30 +140,13 @@ impl Controller {
         for node in self.informers.get::<Node>().list() {
             let name = node.name_any();
             if self.registered.lock().unwrap().insert(name.clone()) {
-                self.recorder.normal(
-                    node.as_ref(),
-                    "RegisteredNode",
-                    format!("Node {name} event: Registered Node {name} in Controller"),
-                );
+                self.recorder.normal(node.as_ref(), "RegisteredNode", format!("Node {name} event: Registered Node {name} in Controller"));
             }
-            let conds = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .unwrap_or_default();
-            let heartbeat = conds
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .and_then(|c| c.last_heartbeat_time.as_ref())
-                .map(|t| t.0);
+            let conds = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            let heartbeat = conds.iter().find(|c| c.type_ == "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0);
             let probe = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let last = [leases.get(&name).copied(), heartbeat, probe]
-                .into_iter()
-                .flatten()
-                .max();
-            let silent = last.is_some_and(|t| {
-                now.duration_since(t).as_secs() > self.opts.grace_period.as_secs() as i64
-            });
+            let last = [leases.get(&name).copied(), heartbeat, probe].into_iter().flatten().max();
+            let silent = last.is_some_and(|t| now.duration_since(t).as_secs() > self.opts.grace_period.as_secs() as i64);
             let mut ready = ready_status(&node);
             if silent && ready.as_deref() != Some("Unknown") {
                 let stamp = r8s_client::now();
@@ -209,17 +162,8 @@ impl Controller {
                         })
                     })
                     .collect();
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&json!({"status": {"conditions": new_conds}})),
-                )
-                .await?;
-                self.recorder.normal(
-                    node.as_ref(),
-                    "NodeNotReady",
-                    format!("Node {name} status is now: NodeNotReady"),
-                );
+                api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&json!({"status": {"conditions": new_conds}}))).await?;
+                self.recorder.normal(node.as_ref(), "NodeNotReady", format!("Node {name} status is now: NodeNotReady"));
                 ready = Some("Unknown".into());
                 self.mark_pods_not_ready(&name).await?;
             }
@@ -229,11 +173,7 @@ impl Controller {
                 Some("Unknown") => Some(UNREACHABLE),
                 _ => None,
             };
-            let taints = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.clone())
-                .unwrap_or_default();
+            let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
             let ours = |t: &Taint| t.key == NOT_READY || t.key == UNREACHABLE;
             let have: Vec<&Taint> = taints.iter().filter(|t| ours(t)).collect();
             let matches = match want {
@@ -241,23 +181,12 @@ impl Controller {
                 Some(k) => have.len() == 2 && have.iter().all(|t| t.key == k),
             };
             if !matches {
-                let mut new_taints: Vec<serde_json::Value> = taints
-                    .iter()
-                    .filter(|t| !ours(t))
-                    .map(|t| serde_json::to_value(t).unwrap())
-                    .collect();
+                let mut new_taints: Vec<serde_json::Value> = taints.iter().filter(|t| !ours(t)).map(|t| serde_json::to_value(t).unwrap()).collect();
                 if let Some(k) = want {
                     new_taints.push(json!({"key": k, "effect": "NoSchedule"}));
-                    new_taints.push(
-                        json!({"key": k, "effect": "NoExecute", "timeAdded": r8s_client::now()}),
-                    );
+                    new_taints.push(json!({"key": k, "effect": "NoExecute", "timeAdded": r8s_client::now()}));
                 }
-                api.patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"spec": {"taints": new_taints}})),
-                )
-                .await?;
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"taints": new_taints}}))).await?;
             }
         }
         Ok(())
@@ -271,31 +200,14 @@ impl Controller {
             if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
                 continue;
             }
-            let ready = p
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             if !ready {
                 continue;
             }
-            let api: Api<Pod> = Api::namespaced(
-                self.informers.client().clone(),
-                &p.namespace().unwrap_or_default(),
-            );
+            let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &p.namespace().unwrap_or_default());
             let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
-            match api
-                .patch_status(
-                    &p.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.recorder
-                        .warning(p.as_ref(), "NodeNotReady", "Node is not ready".into())
-                }
+            match api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                Ok(_) => self.recorder.warning(p.as_ref(), "NodeNotReady", "Node is not ready".into()),
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -316,20 +228,12 @@ impl Controller {
         let Some(node) = self.informers.get::<Node>().get("", &node_name) else {
             return Ok(None);
         };
-        let taints = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
+        let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
         match eviction_delay(&pod, &taints) {
             None => Ok(None),
             Some(d) if !d.is_zero() => Ok(Some(d)),
             Some(_) => {
-                self.recorder.normal(
-                    pod.as_ref(),
-                    "TaintManagerEviction",
-                    format!("Marking for deletion Pod {ns}/{name}"),
-                );
+                self.recorder.normal(pod.as_ref(), "TaintManagerEviction", format!("Marking for deletion Pod {ns}/{name}"));
                 let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &ns);
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => Ok(None),
@@ -353,17 +257,12 @@ mod tests {
         let taint = |k: &str| Taint {
             key: k.into(),
             effect: "NoExecute".into(),
-            time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                Timestamp::now(),
-            )),
+            time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now())),
             ..Default::default()
         };
         let d = eviction_delay(&pod, &[taint(UNREACHABLE)]).unwrap();
         assert!(d.as_secs() > 290 && d.as_secs() <= 300);
-        assert_eq!(
-            eviction_delay(&pod, &[taint(NOT_READY)]),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(eviction_delay(&pod, &[taint(NOT_READY)]), Some(Duration::ZERO));
         assert_eq!(eviction_delay(&pod, &[]), None);
     }
 }

@@ -19,10 +19,7 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(informers: Informers, threshold: usize) {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            threshold,
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), threshold });
         informers.get::<Pod>().synced().await;
         informers.get::<Node>().synced().await;
         let mut t = tokio::time::interval(Duration::from_secs(20));
@@ -35,18 +32,9 @@ impl Controller {
     }
 
     async fn force_delete(&self, p: &Pod) -> anyhow::Result<()> {
-        let api: Api<Pod> = Api::namespaced(
-            self.informers.client().clone(),
-            &p.namespace().unwrap_or_default(),
-        );
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: p.uid(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &p.namespace().unwrap_or_default());
+        let dp =
+            DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }), ..Default::default() };
         match api.delete(&p.name_any(), &dp).await {
             Ok(_) => Ok(()),
             Err(e) if r8s_client::is_not_found(&e) || r8s_client::is_conflict(&e) => Ok(()),
@@ -57,27 +45,15 @@ impl Controller {
     async fn pass(&self) -> anyhow::Result<()> {
         let pods = self.informers.get::<Pod>().list();
         let nodes = self.informers.get::<Node>();
-        let mut finished: Vec<&Arc<Pod>> = pods
-            .iter()
-            .filter(|p| matches!(util::phase(p), "Succeeded" | "Failed"))
-            .collect();
+        let mut finished: Vec<&Arc<Pod>> = pods.iter().filter(|p| matches!(util::phase(p), "Succeeded" | "Failed")).collect();
         if finished.len() > self.threshold {
-            finished.sort_by_key(|p| {
-                p.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-            });
+            finished.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()));
             for p in finished.iter().take(finished.len() - self.threshold) {
                 self.force_delete(p).await?;
             }
         }
         for p in &pods {
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty());
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
             match node {
                 Some(n) if nodes.get("", &n).is_none() => self.force_delete(p).await?,
                 None if p.metadata.deletion_timestamp.is_some() => self.force_delete(p).await?,

@@ -20,9 +20,7 @@ use crate::expectations::Expectations;
 use crate::util;
 
 /// What the controller needs of a ReplicaSet or a ReplicationController.
-pub trait Replicated:
-    Object + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + serde::Serialize
-{
+pub trait Replicated: Object + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + serde::Serialize {
     fn replicas(&self) -> i32;
     fn selector(&self) -> LabelSelector;
     fn template(&self) -> Option<&PodTemplateSpec>;
@@ -35,19 +33,13 @@ impl Replicated for ReplicaSet {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
     fn selector(&self) -> LabelSelector {
-        self.spec
-            .as_ref()
-            .map(|s| s.selector.clone())
-            .unwrap_or_default()
+        self.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default()
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().and_then(|s| s.template.as_ref())
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
     }
     fn status_value(&self) -> Value {
         serde_json::to_value(&self.status).unwrap_or(Value::Null)
@@ -60,29 +52,15 @@ impl Replicated for ReplicationController {
     }
     fn selector(&self) -> LabelSelector {
         // An RC selects by equality; without a selector it uses the template's labels.
-        let sel = self
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.clone())
-            .filter(|s| !s.is_empty());
-        let labels = sel.or_else(|| {
-            self.template()
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-        });
-        LabelSelector {
-            match_labels: labels,
-            ..Default::default()
-        }
+        let sel = self.spec.as_ref().and_then(|s| s.selector.clone()).filter(|s| !s.is_empty());
+        let labels = sel.or_else(|| self.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()));
+        LabelSelector { match_labels: labels, ..Default::default() }
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref().and_then(|s| s.template.as_ref())
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
     }
     fn status_value(&self) -> Value {
         serde_json::to_value(&self.status).unwrap_or(Value::Null)
@@ -103,14 +81,7 @@ const SLOW_START: usize = 1;
 impl<K: Replicated> Controller<K> {
     pub async fn start(informers: Informers) {
         let c = Arc::new(Controller::<K> {
-            recorder: Recorder::new(
-                informers.client().clone(),
-                if K::kind(&()) == "ReplicaSet" {
-                    "replicaset-controller"
-                } else {
-                    "replication-controller"
-                },
-            ),
+            recorder: Recorder::new(informers.client().clone(), if K::kind(&()) == "ReplicaSet" { "replicaset-controller" } else { "replication-controller" }),
             informers: informers.clone(),
             queue: WorkQueue::new(),
             expectations: Expectations::default(),
@@ -125,14 +96,7 @@ impl<K: Replicated> Controller<K> {
         }
         owners.synced().await;
         pods.synced().await;
-        util::run_over(
-            "replicaset",
-            &owners,
-            &c.queue,
-            4,
-            c.clone(),
-            |c, key| async move { c.sync(key).await },
-        );
+        util::run_over("replicaset", &owners, &c.queue, 4, c.clone(), |c, key| async move { c.sync(key).await });
     }
 
     fn owner_key(&self, p: &Pod) -> Option<ObjKey> {
@@ -143,8 +107,7 @@ impl<K: Replicated> Controller<K> {
     fn pod_changed(&self, old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) {
         let p = new.or(old).unwrap();
         if let Some(key) = self.owner_key(p) {
-            self.expectations
-                .observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
+            self.expectations.observe(&key, old.map(|o| o.as_ref()), new.map(|n| n.as_ref()));
             self.queue.add(key);
         }
         // A label change may move a pod between owners; an orphan may be adopted.
@@ -187,30 +150,14 @@ impl<K: Replicated> Controller<K> {
                     } else if owner.meta().deletion_timestamp.is_none() {
                         // Release: the pod no longer matches.
                         let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": p.uid()}});
-                        let _ = pods_api
-                            .patch(
-                                &p.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Strategic(&patch),
-                            )
-                            .await;
+                        let _ = pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await;
                     }
                 }
-                None if matches
-                    && util::is_active(&p)
-                    && owner.meta().deletion_timestamp.is_none() =>
-                {
+                None if matches && util::is_active(&p) && owner.meta().deletion_timestamp.is_none() => {
                     // Adopt an orphan.
                     let r = util::owner_ref(owner.as_ref());
                     let patch = json!({"metadata": {"ownerReferences": [r], "uid": p.uid()}});
-                    match pods_api
-                        .patch(
-                            &p.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Strategic(&patch),
-                        )
-                        .await
-                    {
+                    match pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
                         Ok(adopted) => owned.push(Arc::new(adopted)),
                         Err(e) => tracing::debug!(error = %e, "adopting pod failed"),
                     }
@@ -227,19 +174,11 @@ impl<K: Replicated> Controller<K> {
             } else if diff > 0 {
                 let mut victims: Vec<&Arc<Pod>> = active.clone();
                 victims.sort_by_key(|p| util::deletion_rank(p));
-                let victims: Vec<Arc<Pod>> =
-                    victims.into_iter().take(diff as usize).cloned().collect();
+                let victims: Vec<Arc<Pod>> = victims.into_iter().take(diff as usize).cloned().collect();
                 self.expectations.expect(&key, 0, victims.len() as i64);
                 for p in victims {
-                    match pods_api
-                        .delete(&p.name_any(), &DeleteParams::default())
-                        .await
-                    {
-                        Ok(_) => self.recorder.normal(
-                            owner.as_ref(),
-                            "SuccessfulDelete",
-                            format!("Deleted pod: {}", p.name_any()),
-                        ),
+                    match pods_api.delete(&p.name_any(), &DeleteParams::default()).await {
+                        Ok(_) => self.recorder.normal(owner.as_ref(), "SuccessfulDelete", format!("Deleted pod: {}", p.name_any())),
                         Err(e) => {
                             self.expectations.lower(&key, 0, 1);
                             if !r8s_client::is_not_found(&e) {
@@ -252,24 +191,10 @@ impl<K: Replicated> Controller<K> {
         }
         // Status from what the cache shows.
         let min_ready = owner.min_ready_seconds();
-        let template_labels: BTreeMap<String, String> = owner
-            .template()
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
+        let template_labels: BTreeMap<String, String> = owner.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
         let ready = active.iter().filter(|p| util::is_ready(p)).count() as i64;
-        let available = active
-            .iter()
-            .filter(|p| util::is_available(p, min_ready))
-            .count() as i64;
-        let fully_labeled = active
-            .iter()
-            .filter(|p| {
-                template_labels
-                    .iter()
-                    .all(|(k, v)| p.labels().get(k) == Some(v))
-            })
-            .count() as i64;
+        let available = active.iter().filter(|p| util::is_available(p, min_ready)).count() as i64;
+        let fully_labeled = active.iter().filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count() as i64;
         if ready > available && min_ready > 0 {
             requeue = Some(Duration::from_secs(min_ready as u64));
         }
@@ -282,28 +207,12 @@ impl<K: Replicated> Controller<K> {
             "observedGeneration": owner.meta().generation,
         });
         let cur = owner.status_value();
-        let changed = [
-            "replicas",
-            "fullyLabeledReplicas",
-            "readyReplicas",
-            "availableReplicas",
-            "observedGeneration",
-        ]
-        .iter()
-        .any(|f| {
-            util::norm(cur.get(*f), *f == "replicas")
-                != util::norm(Some(&status[*f]), *f == "replicas")
-        });
+        let changed = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"]
+            .iter()
+            .any(|f| util::norm(cur.get(*f), *f == "replicas") != util::norm(Some(&status[*f]), *f == "replicas"));
         if changed {
             let api: Api<K> = Api::namespaced(client, &ns);
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await
-            {
+            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -342,18 +251,10 @@ impl<K: Replicated> Controller<K> {
             let mut first_err = None;
             for r in results {
                 match r {
-                    Ok(p) => self.recorder.normal(
-                        owner.as_ref(),
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    ),
+                    Ok(p) => self.recorder.normal(owner.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
                     Err(e) => {
                         failed += 1;
-                        self.recorder.warning(
-                            owner.as_ref(),
-                            "FailedCreate",
-                            format!("Error creating: {}", util::api_message(&e)),
-                        );
+                        self.recorder.warning(owner.as_ref(), "FailedCreate", format!("Error creating: {}", util::api_message(&e)));
                         first_err.get_or_insert(e);
                     }
                 }

@@ -31,18 +31,10 @@ fn counted(name: &str) -> Option<(String, String)> {
         });
     }
     match name {
-        "pods"
-        | "services"
-        | "configmaps"
-        | "secrets"
-        | "persistentvolumeclaims"
-        | "replicationcontrollers"
-        | "resourcequotas" => Some((String::new(), name.to_string())),
-        n if n.starts_with("requests.")
-            || n.starts_with("limits.")
-            || n == "cpu"
-            || n == "memory" =>
-        {
+        "pods" | "services" | "configmaps" | "secrets" | "persistentvolumeclaims" | "replicationcontrollers" | "resourcequotas" => {
+            Some((String::new(), name.to_string()))
+        }
+        n if n.starts_with("requests.") || n.starts_with("limits.") || n == "cpu" || n == "memory" => {
             if n == "requests.storage" {
                 Some((String::new(), "persistentvolumeclaims".into()))
             } else {
@@ -56,11 +48,7 @@ fn counted(name: &str) -> Option<(String, String)> {
 
 impl Controller {
     pub async fn start(informers: Informers) {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            queue: WorkQueue::new(),
-            resources: Default::default(),
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new(), resources: Default::default() });
         let quotas = informers.get::<ResourceQuota>();
         let pods = informers.get::<Pod>();
         let svcs = informers.get::<Service>();
@@ -93,9 +81,7 @@ impl Controller {
         if let Some(r) = self.resources.lock().unwrap().get(&key) {
             return Ok(Some(r.clone()));
         }
-        let d = Discovery::new(self.informers.client().clone())
-            .run()
-            .await?;
+        let d = Discovery::new(self.informers.client().clone()).run().await?;
         let mut map = self.resources.lock().unwrap();
         for g in d.groups() {
             for (r, _) in g.recommended_resources() {
@@ -109,42 +95,22 @@ impl Controller {
         let Some(quota) = self.informers.get::<ResourceQuota>().get(&ns, &name) else {
             return Ok(None);
         };
-        let hard = quota
-            .spec
-            .as_ref()
-            .and_then(|s| s.hard.clone())
-            .unwrap_or_default();
+        let hard = quota.spec.as_ref().and_then(|s| s.hard.clone()).unwrap_or_default();
         let mut used: BTreeMap<String, i64> = hard.keys().map(|k| (k.clone(), 0)).collect();
         let mut kinds: Vec<(String, String)> = hard.keys().filter_map(|k| counted(k)).collect();
         kinds.sort();
         kinds.dedup();
         for (group, plural) in kinds {
             let objs: Vec<Value> = if group.is_empty() && plural == "pods" {
-                self.informers
-                    .get::<Pod>()
-                    .list_ns(&ns)
-                    .iter()
-                    .map(|p| serde_json::to_value(p.as_ref()).unwrap())
-                    .collect()
+                self.informers.get::<Pod>().list_ns(&ns).iter().map(|p| serde_json::to_value(p.as_ref()).unwrap()).collect()
             } else if group.is_empty() && plural == "services" {
-                self.informers
-                    .get::<Service>()
-                    .list_ns(&ns)
-                    .iter()
-                    .map(|p| serde_json::to_value(p.as_ref()).unwrap())
-                    .collect()
+                self.informers.get::<Service>().list_ns(&ns).iter().map(|p| serde_json::to_value(p.as_ref()).unwrap()).collect()
             } else {
                 let Some(res) = self.resource(&group, &plural).await? else {
                     continue;
                 };
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(self.informers.client().clone(), &ns, &res);
-                api.list(&ListParams::default())
-                    .await?
-                    .items
-                    .iter()
-                    .map(|o| serde_json::to_value(o).unwrap())
-                    .collect()
+                let api: Api<DynamicObject> = Api::namespaced_with(self.informers.client().clone(), &ns, &res);
+                api.list(&ListParams::default()).await?.items.iter().map(|o| serde_json::to_value(o).unwrap()).collect()
             };
             for o in &objs {
                 for (k, v) in r8s_api::quota::usage(&group, &plural, o) {
@@ -154,36 +120,15 @@ impl Controller {
                 }
             }
         }
-        let used_json: BTreeMap<String, String> = used
-            .iter()
-            .map(|(k, v)| (k.clone(), format_milli(*v)))
-            .collect();
+        let used_json: BTreeMap<String, String> = used.iter().map(|(k, v)| (k.clone(), format_milli(*v))).collect();
         let cur = quota.status.clone().unwrap_or_default();
-        let cur_used: BTreeMap<String, String> = cur
-            .used
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        let cur_hard: BTreeMap<String, String> = cur
-            .hard
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        let want_hard: BTreeMap<String, String> =
-            hard.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let cur_used: BTreeMap<String, String> = cur.used.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        let cur_hard: BTreeMap<String, String> = cur.hard.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        let want_hard: BTreeMap<String, String> = hard.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         if cur_used != used_json || cur_hard != want_hard {
             let api: Api<ResourceQuota> = Api::namespaced(self.informers.client().clone(), &ns);
             let patch = json!({"status": {"hard": want_hard, "used": used_json}});
-            match api
-                .patch_status(
-                    &quota.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
+            match api.patch_status(&quota.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {}
                 Err(e) if r8s_client::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -198,11 +143,7 @@ fn pods_ns(c: &Arc<Controller>) {
     let c2 = c.clone();
     c.informers.get::<Pod>().on_change(move |old, new| {
         let p = new.or(old).unwrap();
-        for q in c2
-            .informers
-            .get::<ResourceQuota>()
-            .list_ns(&p.namespace().unwrap_or_default())
-        {
+        for q in c2.informers.get::<ResourceQuota>().list_ns(&p.namespace().unwrap_or_default()) {
             c2.queue.add(key_of(q.as_ref()));
         }
     });
@@ -212,11 +153,7 @@ fn svcs_ns(c: &Arc<Controller>) {
     let c2 = c.clone();
     c.informers.get::<Service>().on_change(move |old, new| {
         let s = new.or(old).unwrap();
-        for q in c2
-            .informers
-            .get::<ResourceQuota>()
-            .list_ns(&s.namespace().unwrap_or_default())
-        {
+        for q in c2.informers.get::<ResourceQuota>().list_ns(&s.namespace().unwrap_or_default()) {
             c2.queue.add(key_of(q.as_ref()));
         }
     });

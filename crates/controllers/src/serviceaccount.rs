@@ -16,10 +16,7 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(informers: Informers) {
-        let c = Arc::new(Controller {
-            informers: informers.clone(),
-            queue: WorkQueue::new(),
-        });
+        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new() });
         let nss = informers.get::<Namespace>();
         let sas = informers.get::<ServiceAccount>();
         {
@@ -56,22 +53,12 @@ impl Controller {
         let Some(n) = self.informers.get::<Namespace>().get("", &ns) else {
             return Ok(None);
         };
-        if n.metadata.deletion_timestamp.is_some()
-            || self
-                .informers
-                .get::<ServiceAccount>()
-                .get(&ns, "default")
-                .is_some()
-        {
+        if n.metadata.deletion_timestamp.is_some() || self.informers.get::<ServiceAccount>().get(&ns, "default").is_some() {
             return Ok(None);
         }
         let api: Api<ServiceAccount> = Api::namespaced(self.informers.client().clone(), &ns);
         let sa = ServiceAccount {
-            metadata: kube::api::ObjectMeta {
-                name: Some("default".into()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some("default".into()), namespace: Some(ns.clone()), ..Default::default() },
             ..Default::default()
         };
         match api.create(&PostParams::default(), &sa).await {

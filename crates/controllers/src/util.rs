@@ -11,11 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReferen
 use kube::{Resource, ResourceExt};
 
 pub fn controller_ref<K: Resource>(o: &K) -> Option<&OwnerReference> {
-    o.meta()
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|r| r.controller == Some(true))
+    o.meta().owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))
 }
 
 /// Queues the changed object's own key.
@@ -37,14 +33,8 @@ pub fn queue_controller<K: Object>(inf: &Informer<K>, q: &WorkQueue<ObjKey>, kin
 
 /// Queues every object `existing` holds now, then runs `n` workers that call `sync` for
 /// each key (the common tail of every controller's start).
-pub fn run_over<K, C, F, Fut>(
-    name: &'static str,
-    existing: &Informer<K>,
-    queue: &WorkQueue<ObjKey>,
-    n: usize,
-    c: std::sync::Arc<C>,
-    sync: F,
-) where
+pub fn run_over<K, C, F, Fut>(name: &'static str, existing: &Informer<K>, queue: &WorkQueue<ObjKey>, n: usize, c: std::sync::Arc<C>, sync: F)
+where
     K: Object,
     C: Send + Sync + 'static,
     F: Fn(std::sync::Arc<C>, ObjKey) -> Fut + Send + Sync + Clone + 'static,
@@ -72,9 +62,7 @@ pub fn is_owned_by<K: Resource, O: Resource>(o: &K, owner: &O) -> bool {
 }
 
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
-    {
+    if sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty()) {
         // An empty selector selects nothing for controllers (upstream).
         return false;
     }
@@ -82,10 +70,7 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 }
 
 pub fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
 }
 
 /// Not finished and not being deleted: counts toward a controller's replicas.
@@ -94,10 +79,7 @@ pub fn is_active(p: &Pod) -> bool {
 }
 
 pub fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Ready for at least `min_ready_seconds`.
@@ -115,52 +97,26 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32) -> bool {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0);
-    since.is_some_and(|t| {
-        k8s_openapi::jiff::Timestamp::now()
-            .duration_since(t)
-            .as_secs()
-            >= min_ready_seconds as i64
-    })
+    since.is_some_and(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t).as_secs() >= min_ready_seconds as i64)
 }
 
 pub fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<kube::Error>()
-        .is_some_and(r8s_client::is_not_found)
+    e.downcast_ref::<kube::Error>().is_some_and(r8s_client::is_not_found)
 }
 
 /// Upstream's ordering of pods to delete first when scaling down: unassigned before
 /// assigned, pending before running, not ready before ready, more restarts first, newer first.
 pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
-    let assigned = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_some_and(|n| !n.is_empty()) as u8;
+    let assigned = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty()) as u8;
     let phase_rank = match phase(p) {
         "Pending" => 0,
         "Unknown" => 1,
         "Running" => 2,
         _ => 0,
     };
-    let restarts: i64 = p
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count as i64).sum())
-        .unwrap_or(0);
-    let created = p
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    (
-        assigned,
-        phase_rank,
-        is_ready(p) as u8,
-        -restarts,
-        std::cmp::Reverse(created),
-    )
+    let restarts: i64 = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().map(|c| c.restart_count as i64).sum()).unwrap_or(0);
+    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    (assigned, phase_rank, is_ready(p) as u8, -restarts, std::cmp::Reverse(created))
 }
 
 /// The hash upstream puts in `pod-template-hash` / controller-revision-hash: FNV-1a over the
@@ -173,21 +129,14 @@ pub fn template_hash(template: &serde_json::Value, collision_count: Option<i32>)
             h = h.wrapping_mul(0x01000193);
         }
     };
-    feed(
-        serde_json::to_string(template)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    feed(serde_json::to_string(template).unwrap_or_default().as_bytes());
     if let Some(c) = collision_count {
         feed(&c.to_le_bytes());
     }
     // Upstream writes the decimal form of the hash through the alphabet of generated names,
     // each character's byte value modulo its length (hence names like `7c5ddbdf54`).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    h.to_string()
-        .bytes()
-        .map(|d| ALPHABET[d as usize % ALPHABET.len()] as char)
-        .collect()
+    h.to_string().bytes().map(|d| ALPHABET[d as usize % ALPHABET.len()] as char).collect()
 }
 
 /// Drops zero values (0, false, "", null, empty lists and maps) recursively: upstream compares
@@ -195,12 +144,7 @@ pub fn template_hash(template: &serde_json::Value, collision_count: Option<i32>)
 /// clients differ in which of the two they send (kubectl's protobuf bodies carry the zeros).
 pub fn without_zeros(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), without_zeros(v)))
-                .filter(|(_, v)| !is_zero(v))
-                .collect(),
-        ),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), without_zeros(v))).filter(|(_, v)| !is_zero(v)).collect()),
         Value::Array(a) => Value::Array(a.iter().map(without_zeros).collect()),
         other => other.clone(),
     }

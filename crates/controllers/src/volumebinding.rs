@@ -22,10 +22,7 @@ pub struct Controller {
 }
 
 fn class_of_claim(c: &PersistentVolumeClaim) -> String {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-        .unwrap_or_default()
+    c.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default()
 }
 
 fn fits(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
@@ -33,40 +30,15 @@ fn fits(pv: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
         return false;
     };
     let class_ok = ps.storage_class_name.clone().unwrap_or_default() == class_of_claim(c);
-    let modes_ok = cs
-        .access_modes
-        .iter()
-        .flatten()
-        .all(|m| ps.access_modes.iter().flatten().any(|x| x == m));
-    let mode_ok = ps
-        .volume_mode
-        .clone()
-        .unwrap_or_else(|| "Filesystem".into())
-        == cs
-            .volume_mode
-            .clone()
-            .unwrap_or_else(|| "Filesystem".into());
-    let want = cs
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| parse_milli(&q.0))
-        .unwrap_or(0);
-    let have = ps
-        .capacity
-        .as_ref()
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| parse_milli(&q.0))
-        .unwrap_or(0);
+    let modes_ok = cs.access_modes.iter().flatten().all(|m| ps.access_modes.iter().flatten().any(|x| x == m));
+    let mode_ok = ps.volume_mode.clone().unwrap_or_else(|| "Filesystem".into()) == cs.volume_mode.clone().unwrap_or_else(|| "Filesystem".into());
+    let want = cs.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage")).and_then(|q| parse_milli(&q.0)).unwrap_or(0);
+    let have = ps.capacity.as_ref().and_then(|c| c.get("storage")).and_then(|q| parse_milli(&q.0)).unwrap_or(0);
     class_ok && modes_ok && mode_ok && have >= want
 }
 
 fn pv_phase(pv: &PersistentVolume) -> &str {
-    pv.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+    pv.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
 }
 
 impl Controller {
@@ -85,10 +57,7 @@ impl Controller {
                 q.add(key_of(new.or(old).unwrap().as_ref()));
                 // A deleted claim releases its volume.
                 if new.is_none() {
-                    if let Some(v) = old
-                        .and_then(|o| o.spec.as_ref())
-                        .and_then(|s| s.volume_name.clone())
-                    {
+                    if let Some(v) = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.volume_name.clone()) {
                         vq.add((String::new(), v));
                     }
                 }
@@ -100,12 +69,7 @@ impl Controller {
                 vq.add(key_of(new.or(old).unwrap().as_ref()));
                 // A new or freed volume may satisfy waiting claims.
                 for claim in c2.informers.get::<PersistentVolumeClaim>().list() {
-                    if claim
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.volume_name.as_ref())
-                        .is_none()
-                    {
+                    if claim.spec.as_ref().and_then(|s| s.volume_name.as_ref()).is_none() {
                         c2.claims.add(key_of(claim.as_ref()));
                     }
                 }
@@ -132,23 +96,13 @@ impl Controller {
     }
 
     async fn sync_claim(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
-        let Some(claim) = self
-            .informers
-            .get::<PersistentVolumeClaim>()
-            .get(&ns, &name)
-        else {
+        let Some(claim) = self.informers.get::<PersistentVolumeClaim>().get(&ns, &name) else {
             return Ok(None);
         };
-        if claim.metadata.deletion_timestamp.is_some()
-            || claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
-        {
+        if claim.metadata.deletion_timestamp.is_some() || claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") {
             return Ok(None);
         }
-        let wanted = claim
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_name.clone())
-            .filter(|v| !v.is_empty());
+        let wanted = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty());
         let uid = claim.uid().unwrap_or_default();
         let pvs = self.informers.get::<PersistentVolume>().list();
         let pv = match wanted {
@@ -161,32 +115,16 @@ impl Controller {
                         pv.spec
                             .as_ref()
                             .and_then(|s| s.claim_ref.as_ref())
-                            .is_some_and(|r| {
-                                r.name.as_deref() == Some(name.as_str())
-                                    && r.namespace.as_deref() == Some(ns.as_str())
-                            })
+                            .is_some_and(|r| r.name.as_deref() == Some(name.as_str()) && r.namespace.as_deref() == Some(ns.as_str()))
                     })
                     .cloned();
                 pre.or_else(|| {
                     let mut free: Vec<Arc<PersistentVolume>> = pvs
                         .into_iter()
-                        .filter(|pv| {
-                            pv_phase(pv) == "Available"
-                                && pv
-                                    .spec
-                                    .as_ref()
-                                    .and_then(|s| s.claim_ref.as_ref())
-                                    .is_none()
-                                && fits(pv, &claim)
-                        })
+                        .filter(|pv| pv_phase(pv) == "Available" && pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none() && fits(pv, &claim))
                         .collect();
                     free.sort_by_key(|pv| {
-                        pv.spec
-                            .as_ref()
-                            .and_then(|s| s.capacity.as_ref())
-                            .and_then(|c| c.get("storage"))
-                            .and_then(|q| parse_milli(&q.0))
-                            .unwrap_or(0)
+                        pv.spec.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")).and_then(|q| parse_milli(&q.0)).unwrap_or(0)
                     });
                     free.into_iter().next()
                 })
@@ -194,32 +132,37 @@ impl Controller {
         };
         let Some(pv) = pv else {
             if class_of_claim(&claim).is_empty() {
-                self.recorder.normal(
-                    claim.as_ref(),
-                    "FailedBinding",
-                    "no persistent volumes available for this claim and no storage class is set"
-                        .into(),
-                );
+                self.recorder.normal(claim.as_ref(), "FailedBinding", "no persistent volumes available for this claim and no storage class is set".into());
             }
             return Ok(None);
         };
         let client = self.informers.client().clone();
         let pv_api: Api<PersistentVolume> = Api::all(client.clone());
         let claim_ref = json!({"kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid, "apiVersion": "v1", "resourceVersion": claim.resource_version()});
-        pv_api.patch(&pv.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"pv.kubernetes.io/bound-by-controller": "yes"}}, "spec": {"claimRef": claim_ref}}))).await?;
         pv_api
-            .patch_status(
+            .patch(
                 &pv.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"phase": "Bound"}})),
+                &Patch::Merge(&json!({"metadata": {"annotations": {"pv.kubernetes.io/bound-by-controller": "yes"}}, "spec": {"claimRef": claim_ref}})),
             )
             .await?;
+        pv_api.patch_status(&pv.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Bound"}}))).await?;
         let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(client, &ns);
         pvc_api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"}}, "spec": {"volumeName": pv.name_any()}})))
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"}}, "spec": {"volumeName": pv.name_any()}})),
+            )
             .await?;
         let ps = pv.spec.clone().unwrap_or_default();
-        pvc_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Bound", "accessModes": ps.access_modes, "capacity": ps.capacity}}))).await?;
+        pvc_api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"phase": "Bound", "accessModes": ps.access_modes, "capacity": ps.capacity}})),
+            )
+            .await?;
         Ok(None)
     }
 
@@ -232,36 +175,18 @@ impl Controller {
         let phase = pv_phase(&pv).to_string();
         match claim_ref {
             None if phase != "Available" => {
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": {"phase": "Available"}})),
-                )
-                .await?;
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Available"}}))).await?;
             }
             Some(r) if phase == "Bound" => {
                 // The claim went away: release or delete the volume.
-                let claim = self.informers.get::<PersistentVolumeClaim>().get(
-                    r.namespace.as_deref().unwrap_or(""),
-                    r.name.as_deref().unwrap_or(""),
-                );
+                let claim = self.informers.get::<PersistentVolumeClaim>().get(r.namespace.as_deref().unwrap_or(""), r.name.as_deref().unwrap_or(""));
                 if claim.is_none_or(|c| c.uid() != r.uid) {
-                    match pv
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
-                        .unwrap_or("Retain")
-                    {
+                    match pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Retain") {
                         "Delete" => {
                             let _ = api.delete(&name, &DeleteParams::default()).await;
                         }
                         _ => {
-                            api.patch_status(
-                                &name,
-                                &PatchParams::default(),
-                                &Patch::Merge(&json!({"status": {"phase": "Released"}})),
-                            )
-                            .await?;
+                            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Released"}}))).await?;
                         }
                     }
                 }

@@ -10,19 +10,13 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("io error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("certificate error: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("key error: {0}")]
@@ -37,47 +31,30 @@ pub type Result<T> = std::result::Result<T, PkiError>;
 pub fn generate_rsa_key_pem() -> Result<String> {
     let mut rng = rand::thread_rng();
     let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| PkiError::Key(e.to_string()))?;
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| PkiError::Key(e.to_string()))?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| PkiError::Key(e.to_string()))?;
     Ok(pem.to_string())
 }
 
 /// The PKIX public key (PEM) of an RSA private key (for sa.pub).
 pub fn rsa_public_key_pem(private_pem: &str) -> Result<String> {
     use rsa::pkcs8::DecodePrivateKey;
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem)
-        .map_err(|e| PkiError::Key(e.to_string()))?;
-    key.to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| PkiError::Key(e.to_string()))
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem).map_err(|e| PkiError::Key(e.to_string()))?;
+    key.to_public_key().to_public_key_pem(LineEnding::LF).map_err(|e| PkiError::Key(e.to_string()))
 }
 
 fn key_pair(pem: &str) -> Result<KeyPair> {
-    Ok(KeyPair::from_pkcs8_pem_and_sign_algo(
-        pem,
-        &rcgen::PKCS_RSA_SHA256,
-    )?)
+    Ok(KeyPair::from_pkcs8_pem_and_sign_algo(pem, &rcgen::PKCS_RSA_SHA256)?)
 }
 
 fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 
 fn write(path: &Path, contents: &str, private: bool) -> Result<()> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|source| PkiError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(parent).map_err(|source| PkiError::Io { path: parent.to_path_buf(), source })?;
     }
-    fs::write(path, contents).map_err(|source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    fs::write(path, contents).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })?;
     if private {
         use std::os::unix::fs::PermissionsExt;
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
@@ -112,24 +89,14 @@ impl CertificateAuthority {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(cn, &[]);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::KeyCertSign,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyCertSign];
         validity(&mut params, 10);
         let cert = params.self_signed(&key)?;
-        Ok(CertificateAuthority {
-            cert_pem: cert.pem(),
-            key_pem,
-        })
+        Ok(CertificateAuthority { cert_pem: cert.pem(), key_pem })
     }
 
     pub fn load(dir: &Path, name: &str) -> Result<Self> {
-        Ok(CertificateAuthority {
-            cert_pem: read(&dir.join(format!("{name}.crt")))?,
-            key_pem: read(&dir.join(format!("{name}.key")))?,
-        })
+        Ok(CertificateAuthority { cert_pem: read(&dir.join(format!("{name}.crt")))?, key_pem: read(&dir.join(format!("{name}.key")))? })
     }
 
     pub fn save(&self, dir: &Path, name: &str) -> Result<()> {
@@ -143,29 +110,16 @@ impl CertificateAuthority {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let leaf_key = key_pair(leaf_key_pem)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(
-            &spec.common_name,
-            &spec
-                .organizations
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        );
+        params.distinguished_name = dn(&spec.common_name, &spec.organizations.iter().map(String::as_str).collect::<Vec<_>>());
         params.subject_alt_names = spec
             .dns_names
             .iter()
             .filter_map(|d| d.clone().try_into().ok().map(SanType::DnsName))
             .chain(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)))
             .collect();
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = match (spec.server, spec.client) {
-            (true, true) => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
+            (true, true) => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             (true, false) => vec![ExtendedKeyUsagePurpose::ServerAuth],
             _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
@@ -212,10 +166,7 @@ impl ClusterPki {
     /// Loads the PKI from `dir`, creating whatever is missing. Existing files are reused so a
     /// restart keeps the CA (and every kubeconfig issued from it) valid.
     pub fn ensure(dir: &Path, names: &ServingNames) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_path_buf(), source })?;
         let have_ca = dir.join("ca.crt").exists() && dir.join("ca.key").exists();
         let have_server = dir.join("apiserver.crt").exists() && dir.join("apiserver.key").exists();
         let have_admin = dir.join("admin.crt").exists() && dir.join("admin.key").exists();
@@ -224,23 +175,8 @@ impl ClusterPki {
         let needed = [!have_ca, !have_server, !have_admin, !have_sa, !have_fp];
         // RSA key generation dominates first start: generate the missing keys in parallel.
         let keys: Vec<Option<String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = needed
-                .iter()
-                .map(|&need| {
-                    s.spawn(move || {
-                        if need {
-                            Some(generate_rsa_key_pem())
-                        } else {
-                            None
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("keygen thread"))
-                .map(|r| r.transpose())
-                .collect::<Result<Vec<_>>>()
+            let handles: Vec<_> = needed.iter().map(|&need| s.spawn(move || if need { Some(generate_rsa_key_pem()) } else { None })).collect();
+            handles.into_iter().map(|h| h.join().expect("keygen thread")).map(|r| r.transpose()).collect::<Result<Vec<_>>>()
         })?;
         let ca = if let Some(key) = &keys[0] {
             let ca = CertificateAuthority::create("kubernetes", key.clone())?;
@@ -261,51 +197,29 @@ impl ClusterPki {
                 let cert = ca.issue(&spec, key)?;
                 write(&dir.join("apiserver.crt"), &cert, false)?;
                 write(&dir.join("apiserver.key"), key, true)?;
-                CertKey {
-                    cert_pem: cert,
-                    key_pem: key.clone(),
-                }
+                CertKey { cert_pem: cert, key_pem: key.clone() }
             }
-            _ => CertKey {
-                cert_pem: read(&dir.join("apiserver.crt"))?,
-                key_pem: read(&dir.join("apiserver.key"))?,
-            },
+            _ => CertKey { cert_pem: read(&dir.join("apiserver.crt"))?, key_pem: read(&dir.join("apiserver.key"))? },
         };
         let admin = match &keys[2] {
             Some(key) => {
-                let spec = LeafSpec {
-                    common_name: "kubernetes-admin".into(),
-                    organizations: vec!["system:masters".into()],
-                    client: true,
-                    ..Default::default()
-                };
+                let spec =
+                    LeafSpec { common_name: "kubernetes-admin".into(), organizations: vec!["system:masters".into()], client: true, ..Default::default() };
                 let cert = ca.issue(&spec, key)?;
                 write(&dir.join("admin.crt"), &cert, false)?;
                 write(&dir.join("admin.key"), key, true)?;
-                CertKey {
-                    cert_pem: cert,
-                    key_pem: key.clone(),
-                }
+                CertKey { cert_pem: cert, key_pem: key.clone() }
             }
-            None => CertKey {
-                cert_pem: read(&dir.join("admin.crt"))?,
-                key_pem: read(&dir.join("admin.key"))?,
-            },
+            None => CertKey { cert_pem: read(&dir.join("admin.crt"))?, key_pem: read(&dir.join("admin.key"))? },
         };
         if let Some(key) = &keys[3] {
             write(&dir.join("sa.pub"), &rsa_public_key_pem(key)?, false)?;
             write(&dir.join("sa.key"), key, true)?;
         }
         if let Some(key) = &keys[4] {
-            CertificateAuthority::create("front-proxy-ca", key.clone())?
-                .save(dir, "front-proxy-ca")?;
+            CertificateAuthority::create("front-proxy-ca", key.clone())?.save(dir, "front-proxy-ca")?;
         }
-        Ok(ClusterPki {
-            dir: dir.to_path_buf(),
-            ca,
-            apiserver,
-            admin,
-        })
+        Ok(ClusterPki { dir: dir.to_path_buf(), ca, apiserver, admin })
     }
 }
 
@@ -313,16 +227,8 @@ impl ClusterPki {
 pub fn certificate_subject(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let cn = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let orgs = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let orgs = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     Some((cn, orgs))
 }
 
@@ -333,10 +239,7 @@ mod tests {
     #[test]
     fn creates_then_reuses_pki() {
         let dir = tempfile::tempdir().unwrap();
-        let names = ServingNames {
-            dns_names: vec!["localhost".into()],
-            ips: vec!["127.0.0.1".parse().unwrap()],
-        };
+        let names = ServingNames { dns_names: vec!["localhost".into()], ips: vec!["127.0.0.1".parse().unwrap()] };
         let first = ClusterPki::ensure(dir.path(), &names).unwrap();
         let second = ClusterPki::ensure(dir.path(), &names).unwrap();
         assert_eq!(first.ca.cert_pem, second.ca.cert_pem);
@@ -351,8 +254,6 @@ mod tests {
     fn pem_to_der(pem: &str) -> Vec<u8> {
         use base64::Engine;
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap()
+        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
     }
 }

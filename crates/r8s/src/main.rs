@@ -71,10 +71,7 @@ impl ControllerFlags {
     fn options(&self) -> r8s_controllers::Options {
         r8s_controllers::Options {
             cluster_cidr: self.cluster_cidr.clone(),
-            node_lifecycle: r8s_controllers::nodelifecycle::Options {
-                grace_period: self.node_monitor_grace_period,
-                monitor_period: self.node_monitor_period,
-            },
+            node_lifecycle: r8s_controllers::nodelifecycle::Options { grace_period: self.node_monitor_grace_period, monitor_period: self.node_monitor_period },
             cron_minute: self.cronjob_minute,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             hpa_sync_period: self.horizontal_pod_autoscaler_sync_period,
@@ -127,11 +124,7 @@ struct ServerArgs {
     /// Do not run a node agent on this host.
     #[arg(long)]
     disable_agent: bool,
-    #[arg(
-        long = "service-cluster-ip-range",
-        alias = "service-cidr",
-        default_value = "10.96.0.0/12"
-    )]
+    #[arg(long = "service-cluster-ip-range", alias = "service-cidr", default_value = "10.96.0.0/12")]
     service_cluster_ip_range: String,
     #[command(flatten)]
     controllers: ControllerFlags,
@@ -169,41 +162,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
         Command::SimNodes(args) => rt.block_on(sim_nodes(args)),
         Command::Scheduler(args) => rt.block_on(async move {
             let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
-            leader_elect(
-                client.clone(),
-                "kube-scheduler",
-                &r8s_client::leader::unique_identity(),
-            )
-            .await;
+            leader_elect(client.clone(), "kube-scheduler", &r8s_client::leader::unique_identity()).await;
             r8s_scheduler::run(r8s_client::informer::Informers::new(client)).await
         }),
         Command::ControllerManager(args) => rt.block_on(async move {
             let client = r8s_client::client_from_kubeconfig(&args.remote.kubeconfig).await?;
-            leader_elect(
-                client.clone(),
-                "kube-controller-manager",
-                &r8s_client::leader::unique_identity(),
-            )
-            .await;
-            r8s_controllers::start(
-                r8s_client::informer::Informers::new(client),
-                args.controllers.options(),
-            )
-            .await?;
+            leader_elect(client.clone(), "kube-controller-manager", &r8s_client::leader::unique_identity()).await;
+            r8s_controllers::start(r8s_client::informer::Informers::new(client), args.controllers.options()).await?;
             tokio::signal::ctrl_c().await?;
             Ok(())
         }),
@@ -212,15 +187,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let store: Arc<dyn r8s_store::Store> = Arc::new(
-        r8s_store::embedded::EmbeddedStore::open(&args.data_dir.join("db"))
-            .with_context(|| format!("opening store in {}", args.data_dir.display()))?,
-    );
+    let store: Arc<dyn r8s_store::Store> =
+        Arc::new(r8s_store::embedded::EmbeddedStore::open(&args.data_dir.join("db")).with_context(|| format!("opening store in {}", args.data_dir.display()))?);
     let _ = args.disable_agent;
-    r8s_api::strategy::set_default_toleration_seconds(
-        args.default_not_ready_toleration_seconds,
-        args.default_unreachable_toleration_seconds,
-    );
+    r8s_api::strategy::set_default_toleration_seconds(args.default_not_ready_toleration_seconds, args.default_unreachable_toleration_seconds);
     let running = r8s_apiserver::start(
         r8s_apiserver::Config {
             data_dir: args.data_dir.clone(),
@@ -240,12 +210,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     if !args.disable_scheduler {
         let client = local::client(running.state.clone(), "kube-scheduler");
         tokio::spawn(async move {
-            leader_elect(
-                client.clone(),
-                "kube-scheduler",
-                &r8s_client::leader::hostname(),
-            )
-            .await;
+            leader_elect(client.clone(), "kube-scheduler", &r8s_client::leader::hostname()).await;
             if let Err(e) = r8s_scheduler::run(r8s_client::informer::Informers::new(client)).await {
                 tracing::error!(error = %e, "scheduler stopped");
             }
@@ -255,15 +220,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         let client = local::client(running.state.clone(), "kube-controller-manager");
         let opts = args.controllers.options();
         tokio::spawn(async move {
-            leader_elect(
-                client.clone(),
-                "kube-controller-manager",
-                &r8s_client::leader::hostname(),
-            )
-            .await;
-            if let Err(e) =
-                r8s_controllers::start(r8s_client::informer::Informers::new(client), opts).await
-            {
+            leader_elect(client.clone(), "kube-controller-manager", &r8s_client::leader::hostname()).await;
+            if let Err(e) = r8s_controllers::start(r8s_client::informer::Informers::new(client), opts).await {
                 tracing::error!(error = %e, "controllers stopped");
             }
         });

@@ -34,18 +34,10 @@ pub struct NodeInfo {
 
 pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
     let mut out = Vec::new();
-    for c in pod.spec.iter().flat_map(|s| {
-        s.containers
-            .iter()
-            .chain(s.init_containers.iter().flatten())
-    }) {
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten())) {
         for p in c.ports.iter().flatten() {
             if let Some(hp) = p.host_port.filter(|hp| *hp > 0) {
-                out.push((
-                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                    p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
-                    hp,
-                ));
+                out.push((p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into()), hp));
             }
         }
     }
@@ -58,10 +50,7 @@ impl NodeInfo {
         self.requested.add(&req);
         self.nonzero_requested.add(&nonzero);
         self.used_ports.extend(host_ports(&pod));
-        self.pods.insert(
-            pod.uid().unwrap_or_default(),
-            PodEntry { pod, req, nonzero },
-        );
+        self.pods.insert(pod.uid().unwrap_or_default(), PodEntry { pod, req, nonzero });
     }
 
     fn remove_pod(&mut self, uid: &str) -> Option<Arc<Pod>> {
@@ -85,16 +74,7 @@ impl NodeInfo {
             .status
             .as_ref()
             .and_then(|s| s.images.as_ref())
-            .map(|imgs| {
-                imgs.iter()
-                    .flat_map(|i| {
-                        i.names
-                            .iter()
-                            .flatten()
-                            .map(move |n| (n.clone(), i.size_bytes.unwrap_or(0)))
-                    })
-                    .collect()
-            })
+            .map(|imgs| imgs.iter().flat_map(|i| i.names.iter().flatten().map(move |n| (n.clone(), i.size_bytes.unwrap_or(0)))).collect())
             .unwrap_or_default();
         self.node = Some(node);
     }
@@ -136,10 +116,7 @@ fn anti_terms(pod: &Pod) -> &[PodAffinityTerm] {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_deref()
-        })
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
         .unwrap_or(&[])
 }
 
@@ -166,11 +143,7 @@ pub struct Cache {
 }
 
 fn counts(pod: &Pod) -> bool {
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
     phase != "Succeeded" && phase != "Failed"
 }
 
@@ -181,23 +154,14 @@ impl Cache {
         if let Some(n) = memo.get(key) {
             return *n;
         }
-        let n = self
-            .nodes
-            .values()
-            .filter(|n| n.node.is_some())
-            .filter_map(|n| n.labels.get(key))
-            .collect::<HashSet<_>>()
-            .len();
+        let n = self.nodes.values().filter(|n| n.node.is_some()).filter_map(|n| n.labels.get(key)).collect::<HashSet<_>>().len();
         memo.insert(key.to_string(), n);
         n
     }
 
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.name_any();
-        let labels_changed = self
-            .nodes
-            .get(&name)
-            .is_none_or(|n| n.node.is_none() || &n.labels != node.labels());
+        let labels_changed = self.nodes.get(&name).is_none_or(|n| n.node.is_none() || &n.labels != node.labels());
         if labels_changed {
             self.domains.lock().unwrap().clear();
         }
@@ -224,11 +188,7 @@ impl Cache {
     /// A pod as the informer shows it (bound or not).
     pub fn update_pod(&mut self, pod: &Arc<Pod>) {
         let uid = pod.uid().unwrap_or_default();
-        let node = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty());
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
         match node {
             Some(node) if counts(pod) => {
                 self.assumed.remove(&uid);
@@ -246,31 +206,14 @@ impl Cache {
     fn place(&mut self, pod: Arc<Pod>, node: &str) {
         let uid = pod.uid().unwrap_or_default();
         for (k, v) in pod.labels() {
-            self.by_label
-                .entry((k.clone(), v.clone()))
-                .or_default()
-                .insert(uid.clone());
+            self.by_label.entry((k.clone(), v.clone())).or_default().insert(uid.clone());
         }
-        if let Some(o) = pod
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-        {
-            self.by_owner
-                .entry(o.uid.clone())
-                .or_default()
-                .insert(uid.clone());
+        if let Some(o) = pod.owner_references().iter().find(|o| o.controller == Some(true)) {
+            self.by_owner.entry(o.uid.clone()).or_default().insert(uid.clone());
         }
         let ns = pod.namespace().unwrap_or_default();
         for t in anti_terms(&pod) {
-            let g = self
-                .anti
-                .entry(term_key(&ns, t))
-                .or_insert_with(|| AntiGroup {
-                    owner_ns: ns.clone(),
-                    term: t.clone(),
-                    nodes: HashMap::new(),
-                });
+            let g = self.anti.entry(term_key(&ns, t)).or_insert_with(|| AntiGroup { owner_ns: ns.clone(), term: t.clone(), nodes: HashMap::new() });
             *g.nodes.entry(node.to_string()).or_insert(0) += 1;
         }
         self.nodes.entry(node.to_string()).or_default().add_pod(pod);
@@ -298,11 +241,7 @@ impl Cache {
                 }
             }
         }
-        if let Some(o) = pod
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true))
-        {
+        if let Some(o) = pod.owner_references().iter().find(|o| o.controller == Some(true)) {
             if let Some(set) = self.by_owner.get_mut(&o.uid) {
                 set.remove(uid);
                 if set.is_empty() {
@@ -339,33 +278,18 @@ impl Cache {
     /// Counted pods whose labels the selector matches (narrowed through the label index when
     /// the selector has matchLabels), with the node they are on.
     pub fn pods_matching(&self, sel: &LabelSelector) -> Vec<(&NodeInfo, &Arc<Pod>)> {
-        let narrowest = sel
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| self.by_label.get(&(k.clone(), v.clone())))
-            .min_by_key(|s| s.map_or(0, |s| s.len()));
+        let narrowest = sel.match_labels.iter().flatten().map(|(k, v)| self.by_label.get(&(k.clone(), v.clone()))).min_by_key(|s| s.map_or(0, |s| s.len()));
         let candidates: Vec<(&NodeInfo, &Arc<Pod>)> = match narrowest {
             Some(None) => return Vec::new(),
             Some(Some(set)) => self.entries(set),
-            None => self
-                .nodes
-                .values()
-                .flat_map(|n| n.pods.values().map(move |e| (n, &e.pod)))
-                .collect(),
+            None => self.nodes.values().flat_map(|n| n.pods.values().map(move |e| (n, &e.pod))).collect(),
         };
-        candidates
-            .into_iter()
-            .filter(|(_, p)| r8s_api::matching::selector_matches(sel, p.labels()))
-            .collect()
+        candidates.into_iter().filter(|(_, p)| r8s_api::matching::selector_matches(sel, p.labels())).collect()
     }
 
     /// Counted pods with this controller.
     pub fn pods_owned_by(&self, owner_uid: &str) -> Vec<(&NodeInfo, &Arc<Pod>)> {
-        self.by_owner
-            .get(owner_uid)
-            .map(|s| self.entries(s))
-            .unwrap_or_default()
+        self.by_owner.get(owner_uid).map(|s| self.entries(s)).unwrap_or_default()
     }
 
     pub fn delete_pod(&mut self, uid: &str) {

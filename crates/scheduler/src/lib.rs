@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{
-    Binding, Namespace, Node, ObjectReference, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use r8s_client::events::Recorder;
@@ -40,24 +38,14 @@ struct Scheduler {
 
 fn responsible(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
-    spec.and_then(|s| s.node_name.as_deref())
-        .is_none_or(|n| n.is_empty())
-        && spec
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or(DEFAULT_SCHEDULER)
-            == DEFAULT_SCHEDULER
+    spec.and_then(|s| s.node_name.as_deref()).is_none_or(|n| n.is_empty())
+        && spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or(DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER
         && p.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+        && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
 fn bound(p: &Pod) -> bool {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty())
 }
 
 fn priority(p: &Pod) -> i32 {
@@ -90,9 +78,7 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
     {
         // A claim that appears or binds may unblock pods that use it.
         let s = s.clone();
-        informers
-            .get::<PersistentVolumeClaim>()
-            .on_change(move |_old, _new| s.queue.move_all());
+        informers.get::<PersistentVolumeClaim>().on_change(move |_old, _new| s.queue.move_all());
     }
     {
         let s = s.clone();
@@ -119,19 +105,12 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
                         s.cache.lock().unwrap().update_pod(p);
                         s.queue.done(&key);
                         // A pod that finished frees its node's resources.
-                        if was_counting
-                            && matches!(
-                                p.status.as_ref().and_then(|st| st.phase.as_deref()),
-                                Some("Succeeded" | "Failed")
-                            )
-                        {
+                        if was_counting && matches!(p.status.as_ref().and_then(|st| st.phase.as_deref()), Some("Succeeded" | "Failed")) {
                             s.queue.move_all();
                         }
                     } else if responsible(p) {
                         // Our own status writes (PodScheduled=False) are no reason to retry.
-                        let changed = old.is_none_or(|o| {
-                            o.spec != p.spec || o.metadata.labels != p.metadata.labels
-                        });
+                        let changed = old.is_none_or(|o| o.spec != p.spec || o.metadata.labels != p.metadata.labels);
                         if changed {
                             s.queue.add(key, priority(p));
                         }
@@ -139,10 +118,7 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
                 }
                 None => {
                     let o = old.unwrap();
-                    s.cache
-                        .lock()
-                        .unwrap()
-                        .delete_pod(&o.uid().unwrap_or_default());
+                    s.cache.lock().unwrap().delete_pod(&o.uid().unwrap_or_default());
                     s.queue.done(&key);
                     if bound(o) {
                         s.queue.move_all();
@@ -183,16 +159,10 @@ impl Scheduler {
             };
             match claims.get(&ns, &src.claim_name) {
                 None => {
-                    return Some(format!(
-                        "persistentvolumeclaim \"{}\" not found",
-                        src.claim_name
-                    ));
+                    return Some(format!("persistentvolumeclaim \"{}\" not found", src.claim_name));
                 }
                 Some(c) if c.metadata.deletion_timestamp.is_some() => {
-                    return Some(format!(
-                        "persistentvolumeclaim \"{}\" is being deleted",
-                        src.claim_name
-                    ));
+                    return Some(format!("persistentvolumeclaim \"{}\" is being deleted", src.claim_name));
                 }
                 _ => {}
             }
@@ -201,13 +171,7 @@ impl Scheduler {
     }
 
     fn ns_labels(&self) -> impl Fn(&str) -> BTreeMap<String, String> + '_ {
-        move |ns: &str| {
-            self.informers
-                .get::<Namespace>()
-                .get("", ns)
-                .map(|n| n.labels().clone())
-                .unwrap_or_default()
-        }
+        move |ns: &str| self.informers.get::<Namespace>().get("", ns).map(|n| n.labels().clone()).unwrap_or_default()
     }
 
     async fn schedule_one(self: Arc<Self>, key: (String, String)) {
@@ -262,29 +226,15 @@ impl Scheduler {
                 *start = (*start + processed) % total;
             }
             if let Some(msg) = prefilter {
-                let post = if pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.preemption_policy.as_deref())
-                    == Some("Never")
-                {
+                let post = if pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
                     "preemption: not eligible due to preemptionPolicy=Never.".to_string()
                 } else {
-                    format!(
-                        "preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling."
-                    )
+                    format!("preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.")
                 };
-                Err((
-                    format!("0/{total} nodes are available: {msg}. {post}"),
-                    None,
-                ))
+                Err((format!("0/{total} nodes are available: {msg}. {post}"), None))
             } else if feasible.is_empty() {
                 // PostFilter: preemption of lower-priority pods on nodes where that helps.
-                let plan = if codes.0 > 0 {
-                    preemption::plan(&cycle, &cache, &ns_labels)
-                } else {
-                    None
-                };
+                let plan = if codes.0 > 0 { preemption::plan(&cycle, &cache, &ns_labels) } else { None };
                 match plan {
                     Some(p) => Err((framework::fit_error(total, &histogram, ""), Some(p))),
                     None => Err((failure_message(&pod, total, &histogram, codes), None)),
@@ -311,33 +261,16 @@ impl Scheduler {
                 if let Some(plan) = plan {
                     self.preempt(&pod, plan).await;
                 }
-                self.recorder
-                    .warning(pod.as_ref(), "FailedScheduling", msg.clone());
-                let api: Api<Pod> = Api::namespaced(
-                    self.informers.client().clone(),
-                    &pod.namespace().unwrap_or_default(),
-                );
+                self.recorder.warning(pod.as_ref(), "FailedScheduling", msg.clone());
+                let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &pod.namespace().unwrap_or_default());
                 let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": r8s_client::now()}]}});
                 let already = pod
                     .status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter().any(|c| {
-                            c.type_ == "PodScheduled"
-                                && c.status == "False"
-                                && c.message.as_deref() == Some(msg.as_str())
-                        })
-                    });
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(msg.as_str())));
                 if !already {
-                    if let Err(e) = api
-                        .patch_status(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Strategic(&patch),
-                        )
-                        .await
-                    {
+                    if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
                         tracing::debug!(error = %e, "updating PodScheduled condition failed");
                     }
                 }
@@ -351,75 +284,30 @@ impl Scheduler {
         let client = self.informers.client().clone();
         for v in &plan.victims {
             let api: Api<Pod> = Api::namespaced(client.clone(), &v.namespace().unwrap_or_default());
-            let dp = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: v.uid(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
+            let dp = kube::api::DeleteParams { preconditions: Some(kube::api::Preconditions { uid: v.uid(), resource_version: None }), ..Default::default() };
             match api.delete(&v.name_any(), &dp).await {
-                Ok(_) => self.recorder.normal(
-                    v.as_ref(),
-                    "Preempted",
-                    format!(
-                        "Preempted by pod {} on node {}",
-                        pod.uid().unwrap_or_default(),
-                        plan.node
-                    ),
-                ),
+                Ok(_) => self.recorder.normal(v.as_ref(), "Preempted", format!("Preempted by pod {} on node {}", pod.uid().unwrap_or_default(), plan.node)),
                 Err(e) => tracing::debug!(error = %e, "preempting a pod failed"),
             }
         }
         let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
-        let _ = api
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"nominatedNodeName": plan.node}})),
-            )
-            .await;
+        let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&json!({"status": {"nominatedNodeName": plan.node}}))).await;
     }
 
     async fn bind(&self, pod: Arc<Pod>, node: String, key: (String, String), prio: i32) {
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.informers.client().clone(), &ns);
         let binding = Binding {
-            metadata: kube::api::ObjectMeta {
-                name: Some(pod.name_any()),
-                namespace: Some(ns.clone()),
-                uid: pod.uid(),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(pod.name_any()), namespace: Some(ns.clone()), uid: pod.uid(), ..Default::default() },
+            target: ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.clone()), ..Default::default() },
         };
-        match api
-            .create_subresource::<Binding, serde_json::Value>(
-                "binding",
-                &pod.name_any(),
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
+        match api.create_subresource::<Binding, serde_json::Value>("binding", &pod.name_any(), &PostParams::default(), &binding).await {
             Ok(_) => {
-                self.recorder.normal(
-                    pod.as_ref(),
-                    "Scheduled",
-                    format!("Successfully assigned {ns}/{} to {node}", pod.name_any()),
-                );
+                self.recorder.normal(pod.as_ref(), "Scheduled", format!("Successfully assigned {ns}/{} to {node}", pod.name_any()));
             }
             Err(e) => {
                 tracing::debug!(pod = %pod.name_any(), %node, error = %e, "binding failed");
-                self.cache
-                    .lock()
-                    .unwrap()
-                    .forget(&pod.uid().unwrap_or_default());
+                self.cache.lock().unwrap().forget(&pod.uid().unwrap_or_default());
                 if !r8s_client::is_not_found(&e) {
                     self.queue.retry(key, prio);
                 }
@@ -429,41 +317,22 @@ impl Scheduler {
 }
 
 /// Upstream's FitError text, with the preemption part the default PostFilter adds.
-fn failure_message(
-    pod: &Pod,
-    total: usize,
-    histogram: &BTreeMap<String, usize>,
-    codes: (usize, usize),
-) -> String {
+fn failure_message(pod: &Pod, total: usize, histogram: &BTreeMap<String, usize>, codes: (usize, usize)) -> String {
     if total == 0 {
         return "no nodes available to schedule pods".into();
     }
-    let post = if pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.preemption_policy.as_deref())
-        == Some("Never")
-    {
+    let post = if pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         "preemption: not eligible due to preemptionPolicy=Never.".to_string()
     } else {
         let mut parts = Vec::new();
         if codes.0 > 0 {
-            parts.push(format!(
-                "{} No preemption victims found for incoming pod",
-                codes.0
-            ));
+            parts.push(format!("{} No preemption victims found for incoming pod", codes.0));
         }
         if codes.1 > 0 {
-            parts.push(format!(
-                "{} Preemption is not helpful for scheduling",
-                codes.1
-            ));
+            parts.push(format!("{} Preemption is not helpful for scheduling", codes.1));
         }
         parts.sort();
-        format!(
-            "preemption: 0/{total} nodes are available: {}.",
-            parts.join(", ")
-        )
+        format!("preemption: 0/{total} nodes are available: {}.", parts.join(", "))
     };
     framework::fit_error(total, histogram, &post)
 }

@@ -118,9 +118,7 @@ impl SchedulingQueue {
 }
 
 fn backoff(attempts: u32) -> Duration {
-    INITIAL_BACKOFF
-        .saturating_mul(1 << attempts.saturating_sub(1).min(8))
-        .min(MAX_BACKOFF)
+    INITIAL_BACKOFF.saturating_mul(1 << attempts.saturating_sub(1).min(8)).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

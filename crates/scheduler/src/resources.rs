@@ -122,10 +122,7 @@ pub fn pod_requests(pod: &Pod) -> (Resources, Resources) {
 
 /// A node's allocatable resources and pod count limit.
 pub fn node_allocatable(node: &Node) -> (Resources, i64) {
-    let a = node
-        .status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+    let a = node.status.as_ref().and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
     let pods = q(a.and_then(|m| m.get("pods"))).unwrap_or(110.0) as i64;
     (Resources::from_map(a), pods)
 }

@@ -29,20 +29,10 @@ fn parse_cidr(cidr: &str) -> Option<(u32, u32)> {
 impl PodIpam {
     /// Records the IP a pod already has (after a restart of the simulator).
     pub fn adopt(&mut self, pod: &Pod) {
-        let node = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default();
-        if let Some(ip) = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_ref())
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-        {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
             self.used.entry(node.clone()).or_default().insert(ip);
-            self.by_pod
-                .insert(pod.uid().unwrap_or_default(), (node, ip));
+            self.by_pod.insert(pod.uid().unwrap_or_default(), (node, ip));
         }
     }
 
@@ -54,9 +44,7 @@ impl PodIpam {
         let (base, size) = parse_cidr(cidr)?;
         let used = self.used.entry(node.to_string()).or_default();
         // .0 is the network, .1 the node's bridge, the last the broadcast address.
-        let ip = (2..size - 1)
-            .map(|i| Ipv4Addr::from(base + i))
-            .find(|ip| !used.contains(ip))?;
+        let ip = (2..size - 1).map(|i| Ipv4Addr::from(base + i)).find(|ip| !used.contains(ip))?;
         used.insert(ip);
         self.by_pod.insert(uid, (node.to_string(), ip));
         Some(ip.to_string())
@@ -86,16 +74,9 @@ mod tests {
         let b = ipam.allocate("n", "10.244.1.0/24", &pod("b")).unwrap();
         assert_eq!(a, "10.244.1.2");
         assert_eq!(b, "10.244.1.3");
-        assert_eq!(
-            ipam.allocate("n", "10.244.1.0/24", &pod("a")).unwrap(),
-            a,
-            "same pod, same address"
-        );
+        assert_eq!(ipam.allocate("n", "10.244.1.0/24", &pod("a")).unwrap(), a, "same pod, same address");
         ipam.release(&pod("a"));
-        assert_eq!(
-            ipam.allocate("n", "10.244.1.0/24", &pod("c")).unwrap(),
-            "10.244.1.2"
-        );
+        assert_eq!(ipam.allocate("n", "10.244.1.0/24", &pod("c")).unwrap(), "10.244.1.2");
         assert!(ipam.allocate("n", "10.244.1.0/31", &pod("d")).is_none());
     }
 }

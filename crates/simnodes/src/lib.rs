@@ -55,9 +55,7 @@ impl Default for SimConfig {
 
 impl SimConfig {
     pub fn node_names(&self) -> Vec<String> {
-        (self.first_index..self.first_index + self.count)
-            .map(|i| format!("{}{}", self.name_prefix, i))
-            .collect()
+        (self.first_index..self.first_index + self.count).map(|i| format!("{}{}", self.name_prefix, i)).collect()
     }
 }
 
@@ -65,31 +63,18 @@ impl SimConfig {
 /// ever sent to these addresses (the nodes have no network).
 fn node_address(i: usize) -> String {
     let n = i + 1;
-    format!(
-        "198.{}.{}.{}",
-        18 + (n >> 16) % 2,
-        (n >> 8) & 0xff,
-        n & 0xff
-    )
+    format!("198.{}.{}.{}", 18 + (n >> 16) % 2, (n >> 8) & 0xff, n & 0xff)
 }
 
 fn node_object(cfg: &SimConfig, index: usize, name: &str) -> Node {
-    let mut labels: BTreeMap<String, String> = [
-        ("beta.kubernetes.io/arch", "amd64"),
-        ("beta.kubernetes.io/os", "linux"),
-        ("kubernetes.io/arch", "amd64"),
-        ("kubernetes.io/os", "linux"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut labels: BTreeMap<String, String> =
+        [("beta.kubernetes.io/arch", "amd64"), ("beta.kubernetes.io/os", "linux"), ("kubernetes.io/arch", "amd64"), ("kubernetes.io/os", "linux")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     labels.insert("kubernetes.io/hostname".into(), name.into());
     labels.extend(cfg.labels.clone());
-    let taints: Vec<Value> = cfg
-        .taints
-        .iter()
-        .map(|(k, v, e)| json!({"key": k, "value": v, "effect": e}))
-        .collect();
+    let taints: Vec<Value> = cfg.taints.iter().map(|(k, v, e)| json!({"key": k, "value": v, "effect": e})).collect();
     let resources = json!({"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods, "ephemeral-storage": "100Gi"});
     serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -125,48 +110,18 @@ fn node_object(cfg: &SimConfig, index: usize, name: &str) -> Node {
 fn conditions(now: &str) -> Value {
     let c = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
     json!([
-        c(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
-        ),
-        c(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
-        ),
-        c(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available"
-        ),
-        c(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status"
-        ),
+        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
     ])
 }
 
 fn now_str() -> String {
-    serde_json::to_value(r8s_client::now())
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
+    serde_json::to_value(r8s_client::now()).unwrap().as_str().unwrap().to_string()
 }
 
-async fn register(
-    nodes: &Api<Node>,
-    recorder: &r8s_client::events::Recorder,
-    cfg: &SimConfig,
-    index: usize,
-    name: &str,
-) -> anyhow::Result<()> {
+async fn register(nodes: &Api<Node>, recorder: &r8s_client::events::Recorder, cfg: &SimConfig, index: usize, name: &str) -> anyhow::Result<()> {
     let obj = node_object(cfg, index, name);
     let created = match nodes.create(&PostParams::default(), &obj).await {
         Ok(n) => n,
@@ -176,40 +131,22 @@ async fn register(
     // What a kubelet says when it starts (`kubectl describe node` shows it).
     recorder.normal(&created, "Starting", "Starting kubelet.".into());
     report_ready(nodes, cfg, index, name).await?;
-    recorder.normal(
-        &created,
-        "NodeReady",
-        format!("Node {name} status is now: NodeReady"),
-    );
+    recorder.normal(&created, "NodeReady", format!("Node {name} status is now: NodeReady"));
     Ok(())
 }
 
 /// Writes the node's status: capacity and all conditions healthy, heartbeat now.
-async fn report_ready(
-    nodes: &Api<Node>,
-    cfg: &SimConfig,
-    index: usize,
-    name: &str,
-) -> anyhow::Result<()> {
+async fn report_ready(nodes: &Api<Node>, cfg: &SimConfig, index: usize, name: &str) -> anyhow::Result<()> {
     let mut status = serde_json::to_value(node_object(cfg, index, name).status)?;
     status["conditions"] = conditions(&now_str());
-    nodes
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await?;
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
     Ok(())
 }
 
 async fn renew_lease(leases: &Api<Lease>, name: &str, duration: i32) -> anyhow::Result<()> {
     let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
     let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": duration, "renewTime": now}});
-    match leases
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    match leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
         Err(e) if r8s_client::is_not_found(&e) => {
             let lease: Lease = serde_json::from_value(json!({
@@ -230,12 +167,7 @@ pub async fn run(client: Client, cfg: SimConfig) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     // Register with bounded concurrency: thousands of nodes should not open thousands of requests.
-    let indexed: Vec<(usize, String)> = names
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, n)| (i + cfg.first_index, n))
-        .collect();
+    let indexed: Vec<(usize, String)> = names.iter().cloned().enumerate().map(|(i, n)| (i + cfg.first_index, n)).collect();
     let recorder = r8s_client::events::Recorder::new(client.clone(), "kubelet");
     futures::stream::iter(indexed.clone())
         .map(|(i, n)| {
@@ -328,15 +260,11 @@ impl Kubelet {
             let q = queue.clone();
             nodes.on_change(move |old, new| {
                 let Some(n) = new else { return };
-                let had = old
-                    .and_then(|o| o.spec.as_ref())
-                    .and_then(|s| s.pod_cidr.clone());
+                let had = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.pod_cidr.clone());
                 let has = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
                 if had.is_none() && has.is_some() && me.own.contains(&n.name_any()) {
                     for p in me.informers.get::<Pod>().list() {
-                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(n.name_any().as_str())
-                        {
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n.name_any().as_str()) {
                             q.add(r8s_client::informer::key_of(p.as_ref()));
                         }
                     }
@@ -366,10 +294,7 @@ impl Kubelet {
     }
 
     fn owns(&self, p: &Pod) -> bool {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .is_some_and(|n| self.own.contains(n))
+        p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| self.own.contains(n))
     }
 
     async fn sync_pod(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
@@ -383,10 +308,7 @@ impl Kubelet {
             // The containers "stop" at once: confirm the deletion as a kubelet does.
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: pod.uid(),
-                    resource_version: None,
-                }),
+                preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
                 ..Default::default()
             };
             match api.delete(&name, &dp).await {
@@ -401,10 +323,7 @@ impl Kubelet {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let node_name = spec.node_name.clone().unwrap_or_default();
-        let restart_policy = spec
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         let annotations = pod.annotations();
         if phase != "Running" {
             let Some(node) = self.informers.get::<Node>().get("", &node_name) else {
@@ -431,11 +350,7 @@ impl Kubelet {
                 }
             };
             let now = now_str();
-            let started = status
-                .start_time
-                .as_ref()
-                .map(|t| serde_json::to_value(t).unwrap())
-                .unwrap_or(json!(now));
+            let started = status.start_time.as_ref().map(|t| serde_json::to_value(t).unwrap()).unwrap_or(json!(now));
             let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
             let containers: Vec<Value> = spec
                 .containers
@@ -475,43 +390,20 @@ impl Kubelet {
             if !init.is_empty() {
                 st["initContainerStatuses"] = json!(init);
             }
-            api.patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": st})),
-            )
-            .await?;
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await?;
             if restart_policy == "Always" {
                 return Ok(None);
             }
         }
         if restart_policy != "Always" {
-            let run_for: u64 = annotations
-                .get("r8s.io/sim-duration")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let started = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.start_time.as_ref())
-                .map(|t| t.0)
-                .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-            let elapsed = k8s_openapi::jiff::Timestamp::now()
-                .duration_since(started)
-                .as_secs()
-                .max(0) as u64;
+            let run_for: u64 = annotations.get("r8s.io/sim-duration").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let started = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(started).as_secs().max(0) as u64;
             if elapsed < run_for {
                 return Ok(Some(Duration::from_secs(run_for - elapsed)));
             }
-            let code: i32 = annotations
-                .get("r8s.io/sim-exit-code")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let (phase, reason) = if code == 0 {
-                ("Succeeded", "Completed")
-            } else {
-                ("Failed", "Error")
-            };
+            let code: i32 = annotations.get("r8s.io/sim-exit-code").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
             let now = now_str();
             let containers: Vec<Value> = spec
                 .containers
@@ -531,12 +423,7 @@ impl Kubelet {
                 "conditions": [cond("PodReadyToStartContainers", "False"), cond("Initialized", "True"), cond("Ready", "False"), cond("ContainersReady", "False"), cond("PodScheduled", "True")],
                 "containerStatuses": containers,
             });
-            api.patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": st})),
-            )
-            .await?;
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await?;
             self.ipam.lock().unwrap().release(&pod);
         }
         Ok(None)
@@ -547,11 +434,7 @@ impl Kubelet {
 pub fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
     s.split(',')
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| anyhow::anyhow!("invalid label {p:?}: want key=value"))
-        })
+        .map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("invalid label {p:?}: want key=value")))
         .collect()
 }
 

@@ -21,10 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::encoding::{decode_event, decode_record, encode_event, encode_record, event_key};
 use crate::metrics::StoreMetrics;
-use crate::{
-    Event, EventType, KeyValue, Precondition, RangeResult, Result, Store, StoreError, WatchBatch,
-    WatchReceiver, WriteOutcome,
-};
+use crate::{Event, EventType, KeyValue, Precondition, RangeResult, Result, Store, StoreError, WatchBatch, WatchReceiver, WriteOutcome};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -40,18 +37,9 @@ fn internal<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 enum WriteOp {
-    Put {
-        key: String,
-        value: Bytes,
-        cond: Precondition,
-    },
-    Delete {
-        key: String,
-        cond: Precondition,
-    },
-    Compact {
-        revision: i64,
-    },
+    Put { key: String, value: Bytes, cond: Precondition },
+    Delete { key: String, cond: Precondition },
+    Compact { revision: i64 },
 }
 
 struct WriteRequest {
@@ -90,24 +78,15 @@ impl EmbeddedStore {
         let db = Database::create(dir.join("state.redb")).map_err(internal)?;
         let (revision, compacted) = {
             let mut txn = db.begin_write().map_err(internal)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(internal)?;
+            txn.set_durability(Durability::Immediate).map_err(internal)?;
             let rev;
             let comp;
             {
                 txn.open_table(KV).map_err(internal)?;
                 txn.open_table(LOG).map_err(internal)?;
                 let meta = txn.open_table(META).map_err(internal)?;
-                rev = meta
-                    .get(META_REVISION)
-                    .map_err(internal)?
-                    .map(|g| g.value())
-                    .unwrap_or(1);
-                comp = meta
-                    .get(META_COMPACTED)
-                    .map_err(internal)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
+                rev = meta.get(META_REVISION).map_err(internal)?.map(|g| g.value()).unwrap_or(1);
+                comp = meta.get(META_COMPACTED).map_err(internal)?.map(|g| g.value()).unwrap_or(0);
             }
             txn.commit().map_err(internal)?;
             (rev as i64, comp as i64)
@@ -116,25 +95,18 @@ impl EmbeddedStore {
             db,
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
-            hub: Mutex::new(Hub {
-                watchers: Vec::new(),
-            }),
+            hub: Mutex::new(Hub { watchers: Vec::new() }),
             metrics: Arc::new(StoreMetrics::default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer_loop(writer_shared, rx))
-            .map_err(internal)?;
+        std::thread::Builder::new().name("store-writer".into()).spawn(move || writer_loop(writer_shared, rx)).map_err(internal)?;
         Ok(EmbeddedStore { shared, writer: tx })
     }
 
     async fn submit(&self, op: WriteOp) -> Result<WriteOutcome> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteRequest { op, reply })
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(WriteRequest { op, reply }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -152,33 +124,19 @@ fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<WriteRequest
         match apply_batch(&shared, &batch, start_rev) {
             Ok((outcomes, events, new_rev)) => {
                 shared.metrics.fsyncs.fetch_add(1, Ordering::SeqCst);
-                shared
-                    .metrics
-                    .durable_revision
-                    .store(new_rev as u64, Ordering::SeqCst);
+                shared.metrics.durable_revision.store(new_rev as u64, Ordering::SeqCst);
                 {
                     let mut hub = shared.hub.lock().unwrap();
                     shared.revision.store(new_rev, Ordering::SeqCst);
                     hub.watchers.retain(|w| {
-                        let mine: Vec<Event> = events
-                            .iter()
-                            .filter(|e| e.kv.key.starts_with(&w.prefix))
-                            .cloned()
-                            .collect();
-                        w.tx.send(WatchBatch {
-                            events: mine,
-                            revision: new_rev,
-                        })
-                        .is_ok()
+                        let mine: Vec<Event> = events.iter().filter(|e| e.kv.key.starts_with(&w.prefix)).cloned().collect();
+                        w.tx.send(WatchBatch { events: mine, revision: new_rev }).is_ok()
                     });
                 }
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     if outcome.is_ok() {
                         shared.metrics.writes_acked.fetch_add(1, Ordering::SeqCst);
-                        shared
-                            .metrics
-                            .acked_revision
-                            .fetch_max(new_rev as u64, Ordering::SeqCst);
+                        shared.metrics.acked_revision.fetch_max(new_rev as u64, Ordering::SeqCst);
                     }
                     let _ = req.reply.send(outcome);
                 }
@@ -197,8 +155,7 @@ type BatchResult = (Vec<Result<WriteOutcome>>, Vec<Event>, i64);
 
 fn apply_batch(shared: &Shared, batch: &[WriteRequest], start_rev: i64) -> Result<BatchResult> {
     let mut txn = shared.db.begin_write().map_err(internal)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(internal)?;
+    txn.set_durability(Durability::Immediate).map_err(internal)?;
     let mut rev = start_rev;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
@@ -209,10 +166,7 @@ fn apply_batch(shared: &Shared, batch: &[WriteRequest], start_rev: i64) -> Resul
         for req in batch {
             let outcome = match &req.op {
                 WriteOp::Put { key, value, cond } => {
-                    let current = kv
-                        .get(key.as_str())
-                        .map_err(internal)?
-                        .and_then(|g| decode_record(key, g.value()));
+                    let current = kv.get(key.as_str()).map_err(internal)?.and_then(|g| decode_record(key, g.value()));
                     if !cond_holds(*cond, current.as_ref()) {
                         Ok(WriteOutcome::Failed { current })
                     } else {
@@ -220,68 +174,37 @@ fn apply_batch(shared: &Shared, batch: &[WriteRequest], start_rev: i64) -> Resul
                         let new = KeyValue {
                             key: key.clone(),
                             value: value.clone(),
-                            create_revision: current
-                                .as_ref()
-                                .map(|c| c.create_revision)
-                                .unwrap_or(rev),
+                            create_revision: current.as_ref().map(|c| c.create_revision).unwrap_or(rev),
                             mod_revision: rev,
                             version: current.as_ref().map(|c| c.version + 1).unwrap_or(1),
                         };
-                        kv.insert(key.as_str(), encode_record(&new).as_slice())
-                            .map_err(internal)?;
-                        let ev = Event {
-                            kind: EventType::Put,
-                            kv: new.clone(),
-                            prev_kv: current.clone(),
-                        };
-                        log.insert(rev as u64, encode_event(&ev).as_slice())
-                            .map_err(internal)?;
+                        kv.insert(key.as_str(), encode_record(&new).as_slice()).map_err(internal)?;
+                        let ev = Event { kind: EventType::Put, kv: new.clone(), prev_kv: current.clone() };
+                        log.insert(rev as u64, encode_event(&ev).as_slice()).map_err(internal)?;
                         events.push(ev);
-                        Ok(WriteOutcome::Done {
-                            kv: new,
-                            prev: current,
-                        })
+                        Ok(WriteOutcome::Done { kv: new, prev: current })
                     }
                 }
                 WriteOp::Delete { key, cond } => {
-                    let current = kv
-                        .get(key.as_str())
-                        .map_err(internal)?
-                        .and_then(|g| decode_record(key, g.value()));
+                    let current = kv.get(key.as_str()).map_err(internal)?.and_then(|g| decode_record(key, g.value()));
                     if current.is_none() || !cond_holds(*cond, current.as_ref()) {
                         Ok(WriteOutcome::Failed { current })
                     } else {
                         rev += 1;
                         kv.remove(key.as_str()).map_err(internal)?;
-                        let tomb = KeyValue {
-                            key: key.clone(),
-                            value: Bytes::new(),
-                            create_revision: 0,
-                            mod_revision: rev,
-                            version: 0,
-                        };
-                        let ev = Event {
-                            kind: EventType::Delete,
-                            kv: tomb.clone(),
-                            prev_kv: current.clone(),
-                        };
-                        log.insert(rev as u64, encode_event(&ev).as_slice())
-                            .map_err(internal)?;
+                        let tomb = KeyValue { key: key.clone(), value: Bytes::new(), create_revision: 0, mod_revision: rev, version: 0 };
+                        let ev = Event { kind: EventType::Delete, kv: tomb.clone(), prev_kv: current.clone() };
+                        log.insert(rev as u64, encode_event(&ev).as_slice()).map_err(internal)?;
                         events.push(ev);
-                        Ok(WriteOutcome::Done {
-                            kv: tomb,
-                            prev: current,
-                        })
+                        Ok(WriteOutcome::Done { kv: tomb, prev: current })
                     }
                 }
                 WriteOp::Compact { revision } => {
                     let target = (*revision).min(rev);
                     let old = shared.compacted.load(Ordering::SeqCst);
                     if target > old {
-                        log.retain_in(..target as u64, |_, _| false)
-                            .map_err(internal)?;
-                        meta.insert(META_COMPACTED, target as u64)
-                            .map_err(internal)?;
+                        log.retain_in(..target as u64, |_, _| false).map_err(internal)?;
+                        meta.insert(META_COMPACTED, target as u64).map_err(internal)?;
                         shared.compacted.store(target, Ordering::SeqCst);
                     }
                     Ok(WriteOutcome::Failed { current: None })
@@ -329,32 +252,15 @@ impl Store for EmbeddedStore {
         self.shared.metrics.reads.fetch_add(1, Ordering::Relaxed);
         let txn = self.shared.db.begin_read().map_err(internal)?;
         let kv = txn.open_table(KV).map_err(internal)?;
-        Ok(kv
-            .get(key)
-            .map_err(internal)?
-            .and_then(|g| decode_record(key, g.value())))
+        Ok(kv.get(key).map_err(internal)?.and_then(|g| decode_record(key, g.value())))
     }
 
-    async fn range(
-        &self,
-        start: &str,
-        end: &str,
-        limit: usize,
-        revision: Option<i64>,
-    ) -> Result<RangeResult> {
+    async fn range(&self, start: &str, end: &str, limit: usize, revision: Option<i64>) -> Result<RangeResult> {
         self.shared.metrics.reads.fetch_add(1, Ordering::Relaxed);
         let txn = self.shared.db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META).map_err(internal)?;
-        let current = meta
-            .get(META_REVISION)
-            .map_err(internal)?
-            .map(|g| g.value() as i64)
-            .unwrap_or(1);
-        let compacted = meta
-            .get(META_COMPACTED)
-            .map_err(internal)?
-            .map(|g| g.value() as i64)
-            .unwrap_or(0);
+        let current = meta.get(META_REVISION).map_err(internal)?.map(|g| g.value() as i64).unwrap_or(1);
+        let compacted = meta.get(META_COMPACTED).map_err(internal)?.map(|g| g.value() as i64).unwrap_or(0);
         let at = match revision {
             None | Some(0) => current,
             Some(r) if r > current => return Err(StoreError::FutureRevision { current }),
@@ -385,11 +291,7 @@ impl Store for EmbeddedStore {
                 }
             }
             let log = txn.open_table(LOG).map_err(internal)?;
-            for entry in log
-                .range((at + 1) as u64..=current as u64)
-                .map_err(internal)?
-                .rev()
-            {
+            for entry in log.range((at + 1) as u64..=current as u64).map_err(internal)?.rev() {
                 let (_, v) = entry.map_err(internal)?;
                 let buf = v.value();
                 let Some(key) = event_key(buf) else { continue };
@@ -411,28 +313,15 @@ impl Store for EmbeddedStore {
                 kvs.push(rec);
             }
         }
-        Ok(RangeResult {
-            kvs,
-            more,
-            revision: at,
-        })
+        Ok(RangeResult { kvs, more, revision: at })
     }
 
     async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> Result<WriteOutcome> {
-        self.submit(WriteOp::Put {
-            key: key.to_string(),
-            value,
-            cond,
-        })
-        .await
+        self.submit(WriteOp::Put { key: key.to_string(), value, cond }).await
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<WriteOutcome> {
-        self.submit(WriteOp::Delete {
-            key: key.to_string(),
-            cond,
-        })
-        .await
+        self.submit(WriteOp::Delete { key: key.to_string(), cond }).await
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver> {
@@ -443,10 +332,7 @@ impl Store for EmbeddedStore {
         let (live_tx, mut live_rx) = mpsc::unbounded_channel();
         let registered_at = {
             let mut hub = self.shared.hub.lock().unwrap();
-            hub.watchers.push(Watcher {
-                prefix: prefix.to_string(),
-                tx: live_tx,
-            });
+            hub.watchers.push(Watcher { prefix: prefix.to_string(), tx: live_tx });
             self.shared.revision.load(Ordering::SeqCst)
         };
         let (out_tx, out_rx) = mpsc::channel(256);
@@ -457,35 +343,17 @@ impl Store for EmbeddedStore {
                 let history = {
                     let shared = shared.clone();
                     let prefix = prefix.clone();
-                    tokio::task::spawn_blocking(move || {
-                        shared.replay(&prefix, from_revision, registered_at)
-                    })
-                    .await
+                    tokio::task::spawn_blocking(move || shared.replay(&prefix, from_revision, registered_at)).await
                 };
                 match history {
                     Ok(Ok(events)) => {
                         for chunk in events.chunks(1000) {
-                            let revision =
-                                chunk.last().map(Event::revision).unwrap_or(registered_at);
-                            if out_tx
-                                .send(Ok(WatchBatch {
-                                    events: chunk.to_vec(),
-                                    revision,
-                                }))
-                                .await
-                                .is_err()
-                            {
+                            let revision = chunk.last().map(Event::revision).unwrap_or(registered_at);
+                            if out_tx.send(Ok(WatchBatch { events: chunk.to_vec(), revision })).await.is_err() {
                                 return;
                             }
                         }
-                        if out_tx
-                            .send(Ok(WatchBatch {
-                                events: vec![],
-                                revision: registered_at,
-                            }))
-                            .await
-                            .is_err()
-                        {
+                        if out_tx.send(Ok(WatchBatch { events: vec![], revision: registered_at })).await.is_err() {
                             return;
                         }
                     }
@@ -548,50 +416,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = EmbeddedStore::open(dir.path()).unwrap();
         let r0 = s.current_revision();
-        let WriteOutcome::Done { kv, .. } =
-            s.put("/r/a", b("1"), Precondition::Absent).await.unwrap()
-        else {
-            panic!()
-        };
+        let WriteOutcome::Done { kv, .. } = s.put("/r/a", b("1"), Precondition::Absent).await.unwrap() else { panic!() };
         assert_eq!(kv.mod_revision, r0 + 1);
         assert_eq!(kv.version, 1);
         // Create again fails and reports the current value.
         let out = s.put("/r/a", b("2"), Precondition::Absent).await.unwrap();
         assert!(matches!(out, WriteOutcome::Failed { current: Some(_) }));
         // Stale CAS fails.
-        assert!(matches!(
-            s.put("/r/a", b("2"), Precondition::ModRevision(0))
-                .await
-                .unwrap(),
-            WriteOutcome::Failed { .. }
-        ));
-        let WriteOutcome::Done { kv: kv2, .. } = s
-            .put("/r/a", b("2"), Precondition::ModRevision(kv.mod_revision))
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        assert!(matches!(s.put("/r/a", b("2"), Precondition::ModRevision(0)).await.unwrap(), WriteOutcome::Failed { .. }));
+        let WriteOutcome::Done { kv: kv2, .. } = s.put("/r/a", b("2"), Precondition::ModRevision(kv.mod_revision)).await.unwrap() else { panic!() };
         assert_eq!((kv2.version, kv2.create_revision), (2, kv.create_revision));
         s.put("/r/b", b("x"), Precondition::Absent).await.unwrap();
         s.delete("/r/a", Precondition::None).await.unwrap();
         // Now: only b. At kv2's revision: a=2 and no b.
         let now = s.range("/r/", &prefix_end("/r/"), 0, None).await.unwrap();
-        assert_eq!(
-            now.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
-            vec!["/r/b"]
-        );
-        let then = s
-            .range("/r/", &prefix_end("/r/"), 0, Some(kv2.mod_revision))
-            .await
-            .unwrap();
+        assert_eq!(now.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), vec!["/r/b"]);
+        let then = s.range("/r/", &prefix_end("/r/"), 0, Some(kv2.mod_revision)).await.unwrap();
         assert_eq!(then.kvs.len(), 1);
         assert_eq!(then.kvs[0].value, b("2"));
         // Limit.
-        let lim = s
-            .range("/r/", &prefix_end("/r/"), 1, Some(kv2.mod_revision + 1))
-            .await
-            .unwrap();
+        let lim = s.range("/r/", &prefix_end("/r/"), 1, Some(kv2.mod_revision + 1)).await.unwrap();
         assert!(lim.more);
         // Watch replays history from a revision.
         let mut w = s.watch("/r/", kv2.mod_revision).await.unwrap();
@@ -612,14 +456,8 @@ mod tests {
         // Compaction.
         let cur = s.current_revision();
         s.compact(cur).await.unwrap();
-        assert!(matches!(
-            s.watch("/r/", cur - 1).await,
-            Err(StoreError::Compacted { .. })
-        ));
-        assert!(matches!(
-            s.range("/r/", "/r0", 0, Some(cur - 1)).await,
-            Err(StoreError::Compacted { .. })
-        ));
+        assert!(matches!(s.watch("/r/", cur - 1).await, Err(StoreError::Compacted { .. })));
+        assert!(matches!(s.range("/r/", "/r0", 0, Some(cur - 1)).await, Err(StoreError::Compacted { .. })));
     }
 
     #[tokio::test]
@@ -629,9 +467,7 @@ mod tests {
         {
             let s = EmbeddedStore::open(dir.path()).unwrap();
             for i in 0..10 {
-                s.put(&format!("/k/{i}"), b("v"), Precondition::None)
-                    .await
-                    .unwrap();
+                s.put(&format!("/k/{i}"), b("v"), Precondition::None).await.unwrap();
             }
             rev = s.current_revision();
             assert_eq!(s.metrics().writes_acked.load(Ordering::SeqCst), 10);

@@ -48,13 +48,7 @@ fn decode_record_at(key: &str, buf: &[u8], at: &mut usize) -> Option<KeyValue> {
     let mod_revision = get_i64(buf, at)?;
     let version = get_i64(buf, at)?;
     let value = Bytes::copy_from_slice(get_bytes(buf, at)?);
-    Some(KeyValue {
-        key: key.to_string(),
-        value,
-        create_revision,
-        mod_revision,
-        version,
-    })
+    Some(KeyValue { key: key.to_string(), value, create_revision, mod_revision, version })
 }
 
 /// A LOG table value: kind, key, new record, optional previous record.
@@ -88,17 +82,11 @@ pub fn decode_event(buf: &[u8]) -> Option<Event> {
         _ => EventType::Delete,
     };
     let mut at = 1;
-    let key = std::str::from_utf8(get_bytes(buf, &mut at)?)
-        .ok()?
-        .to_string();
+    let key = std::str::from_utf8(get_bytes(buf, &mut at)?).ok()?.to_string();
     let kv = decode_record_at(&key, buf, &mut at)?;
     let has_prev = *buf.get(at)?;
     at += 1;
-    let prev_kv = if has_prev == 1 {
-        Some(decode_record_at(&key, buf, &mut at)?)
-    } else {
-        None
-    };
+    let prev_kv = if has_prev == 1 { Some(decode_record_at(&key, buf, &mut at)?) } else { None };
     Some(Event { kind, kv, prev_kv })
 }
 
@@ -108,21 +96,8 @@ mod tests {
 
     #[test]
     fn event_round_trips() {
-        let kv = KeyValue {
-            key: "/a".into(),
-            value: Bytes::from_static(b"x"),
-            create_revision: 2,
-            mod_revision: 5,
-            version: 3,
-        };
-        let ev = Event {
-            kind: EventType::Put,
-            kv: kv.clone(),
-            prev_kv: Some(KeyValue {
-                mod_revision: 4,
-                ..kv.clone()
-            }),
-        };
+        let kv = KeyValue { key: "/a".into(), value: Bytes::from_static(b"x"), create_revision: 2, mod_revision: 5, version: 3 };
+        let ev = Event { kind: EventType::Put, kv: kv.clone(), prev_kv: Some(KeyValue { mod_revision: 4, ..kv.clone() }) };
         let buf = encode_event(&ev);
         assert_eq!(event_key(&buf), Some("/a"));
         assert_eq!(decode_event(&buf), Some(ev));

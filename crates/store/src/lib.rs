@@ -68,10 +68,7 @@ pub enum Precondition {
 pub enum WriteOutcome {
     /// The write happened. `kv` is the new state (for a delete, the deletion tombstone) and
     /// `prev` what was there before.
-    Done {
-        kv: KeyValue,
-        prev: Option<KeyValue>,
-    },
+    Done { kv: KeyValue, prev: Option<KeyValue> },
     /// The precondition failed; `current` is what is stored now.
     Failed { current: Option<KeyValue> },
 }
@@ -119,13 +116,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads keys in `[start, end)` (end = `prefix_end(prefix)` for a prefix), at most `limit`
     /// (0 = no limit), at `revision` (None or 0 = current).
-    async fn range(
-        &self,
-        start: &str,
-        end: &str,
-        limit: usize,
-        revision: Option<i64>,
-    ) -> Result<RangeResult>;
+    async fn range(&self, start: &str, end: &str, limit: usize, revision: Option<i64>) -> Result<RangeResult>;
 
     /// Writes `value` under `key` if `cond` holds.
     async fn put(&self, key: &str, value: Bytes, cond: Precondition) -> Result<WriteOutcome>;
@@ -157,8 +148,7 @@ pub fn prefix_end(prefix: &str) -> String {
         if last < 0xff {
             bytes.push(last + 1);
             // Keys are ASCII paths in practice; fall back to a lossy string otherwise.
-            return String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            return String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         }
     }
     // An all-0xff prefix: no upper bound. Use a key above any ASCII key.

@@ -24,22 +24,10 @@ impl StoreMetrics {
     pub fn snapshot(&self) -> [(&'static str, u64); 5] {
         [
             ("r8s_store_reads_total", self.reads.load(Ordering::Relaxed)),
-            (
-                "r8s_store_writes_acked_total",
-                self.writes_acked.load(Ordering::Relaxed),
-            ),
-            (
-                "r8s_store_fsyncs_total",
-                self.fsyncs.load(Ordering::Relaxed),
-            ),
-            (
-                "r8s_store_durable_revision",
-                self.durable_revision.load(Ordering::Relaxed),
-            ),
-            (
-                "r8s_store_acked_revision",
-                self.acked_revision.load(Ordering::Relaxed),
-            ),
+            ("r8s_store_writes_acked_total", self.writes_acked.load(Ordering::Relaxed)),
+            ("r8s_store_fsyncs_total", self.fsyncs.load(Ordering::Relaxed)),
+            ("r8s_store_durable_revision", self.durable_revision.load(Ordering::Relaxed)),
+            ("r8s_store_acked_revision", self.acked_revision.load(Ordering::Relaxed)),
         ]
     }
 }

@@ -63,18 +63,10 @@ impl Attributes {
 /// One admission plugin: `admit` (mutating phase) and/or `validate` (validating phase).
 pub trait Plugin: Send + Sync {
     fn name(&self) -> &'static str;
-    fn admit<'a>(
-        &'a self,
-        _reg: &'a Registry,
-        _a: &'a mut Attributes,
-    ) -> BoxFuture<'a, ApiResult<()>> {
+    fn admit<'a>(&'a self, _reg: &'a Registry, _a: &'a mut Attributes) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async { Ok(()) })
     }
-    fn validate<'a>(
-        &'a self,
-        _reg: &'a Registry,
-        _a: &'a Attributes,
-    ) -> BoxFuture<'a, ApiResult<()>> {
+    fn validate<'a>(&'a self, _reg: &'a Registry, _a: &'a Attributes) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -87,14 +79,7 @@ pub struct Chain {
 impl Default for Chain {
     /// Upstream's default order for the plugins r8s has.
     fn default() -> Self {
-        Chain {
-            plugins: vec![
-                Box::new(Defaulting),
-                Box::new(Priority),
-                Box::new(LimitRanger),
-                Box::new(ResourceQuota),
-            ],
-        }
+        Chain { plugins: vec![Box::new(Defaulting), Box::new(Priority), Box::new(LimitRanger), Box::new(ResourceQuota)] }
     }
 }
 

@@ -22,13 +22,7 @@ struct Term {
 
 impl Term {
     fn matches(&self, p: &Pod, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> bool {
-        self.ns
-            .matches(&p.namespace().unwrap_or_default(), ns_labels)
-            && self
-                .term
-                .label_selector
-                .as_ref()
-                .is_some_and(|s| selector_matches(s, p.labels()))
+        self.ns.matches(&p.namespace().unwrap_or_default(), ns_labels) && self.term.label_selector.as_ref().is_some_and(|s| selector_matches(s, p.labels()))
     }
 }
 
@@ -45,12 +39,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(
-        pod: &Arc<Pod>,
-        cache: &Cache,
-        ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>,
-        gone: &HashSet<String>,
-    ) -> State {
+    pub fn new(pod: &Arc<Pod>, cache: &Cache, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>, gone: &HashSet<String>) -> State {
         let ns = pod.namespace().unwrap_or_default();
         let mk = |t: &PodAffinityTerm, weight: i64| Term {
             ns: TermNamespaces::new(&ns, t.namespaces.as_ref(), t.namespace_selector.as_ref()),
@@ -62,54 +51,25 @@ impl State {
         let pa = aff.and_then(|a| a.pod_affinity.as_ref());
         let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
         let mut st = State::default();
-        st.affinity = pa
-            .and_then(|p| {
-                p.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .into_iter()
-            .flatten()
-            .map(|t| mk(t, 1))
-            .collect();
-        st.anti = paa
-            .and_then(|p| {
-                p.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .into_iter()
-            .flatten()
-            .map(|t| mk(t, 1))
-            .collect();
+        st.affinity = pa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect();
+        st.anti = paa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect();
         st.preferred = pa
-            .and_then(|p| {
-                p.preferred_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
+            .and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref())
             .into_iter()
             .flatten()
             .map(|w| mk(&w.pod_affinity_term, w.weight as i64))
             .chain(
-                paa.and_then(|p| {
-                    p.preferred_during_scheduling_ignored_during_execution
-                        .as_ref()
-                })
-                .into_iter()
-                .flatten()
-                .map(|w| mk(&w.pod_affinity_term, -(w.weight as i64))),
+                paa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|w| mk(&w.pod_affinity_term, -(w.weight as i64))),
             )
             .collect();
         // Existing pods' required anti-affinity against us, one check per group of identical
         // terms (or pod by pod when some pods are to be ignored, for preemption).
         let against_us = |owner_ns: &str, t: &PodAffinityTerm| {
-            let tn = TermNamespaces::new(
-                owner_ns,
-                t.namespaces.as_ref(),
-                t.namespace_selector.as_ref(),
-            );
-            tn.matches(&ns, ns_labels)
-                && t.label_selector
-                    .as_ref()
-                    .is_some_and(|s| selector_matches(s, pod.labels()))
+            let tn = TermNamespaces::new(owner_ns, t.namespaces.as_ref(), t.namespace_selector.as_ref());
+            tn.matches(&ns, ns_labels) && t.label_selector.as_ref().is_some_and(|s| selector_matches(s, pod.labels()))
         };
         if gone.is_empty() {
             for g in cache.anti.values() {
@@ -117,33 +77,21 @@ impl State {
                     continue;
                 }
                 for node in g.nodes.keys() {
-                    if let Some(v) = cache
-                        .nodes
-                        .get(node)
-                        .and_then(|n| n.labels.get(&g.term.topology_key))
-                    {
-                        st.existing_anti
-                            .push((g.term.topology_key.clone(), v.clone()));
+                    if let Some(v) = cache.nodes.get(node).and_then(|n| n.labels.get(&g.term.topology_key)) {
+                        st.existing_anti.push((g.term.topology_key.clone(), v.clone()));
                     }
                 }
             }
         } else {
             for info in cache.nodes.values() {
-                for e in info
-                    .pods
-                    .values()
-                    .filter(|e| !gone.contains(&e.pod.uid().unwrap_or_default()))
-                {
+                for e in info.pods.values().filter(|e| !gone.contains(&e.pod.uid().unwrap_or_default())) {
                     let terms = e
                         .pod
                         .spec
                         .as_ref()
                         .and_then(|s| s.affinity.as_ref())
                         .and_then(|a| a.pod_anti_affinity.as_ref())
-                        .and_then(|a| {
-                            a.required_during_scheduling_ignored_during_execution
-                                .as_ref()
-                        });
+                        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
                     for t in terms.into_iter().flatten() {
                         if against_us(&e.pod.namespace().unwrap_or_default(), t) {
                             if let Some(v) = info.labels.get(&t.topology_key) {
@@ -155,12 +103,7 @@ impl State {
             }
         }
         // Matching pods per topology domain for each of our terms.
-        for term in st
-            .affinity
-            .iter_mut()
-            .chain(st.anti.iter_mut())
-            .chain(st.preferred.iter_mut())
-        {
+        for term in st.affinity.iter_mut().chain(st.anti.iter_mut()).chain(st.preferred.iter_mut()) {
             let Some(sel) = term.term.label_selector.clone() else {
                 continue;
             };
@@ -168,9 +111,7 @@ impl State {
                 if info.node.is_none()
                     || is_terminating(p)
                     || gone.contains(&p.uid().unwrap_or_default())
-                    || !term
-                        .ns
-                        .matches(&p.namespace().unwrap_or_default(), ns_labels)
+                    || !term.ns.matches(&p.namespace().unwrap_or_default(), ns_labels)
                 {
                     continue;
                 }
@@ -179,9 +120,7 @@ impl State {
                 }
             }
         }
-        st.first_of_group = !st.affinity.is_empty()
-            && st.affinity.iter().all(|t| t.counts.is_empty())
-            && st.affinity.iter().all(|t| t.matches(pod, ns_labels));
+        st.first_of_group = !st.affinity.is_empty() && st.affinity.iter().all(|t| t.counts.is_empty()) && st.affinity.iter().all(|t| t.matches(pod, ns_labels));
         st
     }
 
@@ -189,36 +128,20 @@ impl State {
     pub fn filter(&self, node: &NodeInfo) -> Result<(), Reject> {
         if !self.first_of_group {
             for t in &self.affinity {
-                let ok = node
-                    .labels
-                    .get(&t.term.topology_key)
-                    .is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0);
+                let ok = node.labels.get(&t.term.topology_key).is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0);
                 if !ok {
-                    return Err(Reject::new(
-                        Code::UnresolvableAndUnschedulable,
-                        "node(s) didn't match pod affinity rules",
-                    ));
+                    return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match pod affinity rules"));
                 }
             }
         }
         for t in &self.anti {
-            if node
-                .labels
-                .get(&t.term.topology_key)
-                .is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0)
-            {
-                return Err(Reject::new(
-                    Code::Unschedulable,
-                    "node(s) didn't match pod anti-affinity rules",
-                ));
+            if node.labels.get(&t.term.topology_key).is_some_and(|v| t.counts.get(v).copied().unwrap_or(0) > 0) {
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't match pod anti-affinity rules"));
             }
         }
         for (k, v) in &self.existing_anti {
             if node.labels.get(k) == Some(v) {
-                return Err(Reject::new(
-                    Code::Unschedulable,
-                    "node(s) didn't satisfy existing pods anti-affinity rules",
-                ));
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't satisfy existing pods anti-affinity rules"));
             }
         }
         Ok(())
@@ -233,31 +156,10 @@ impl State {
         let raw: Vec<i64> = nodes
             .iter()
             .map(|n| {
-                self.preferred
-                    .iter()
-                    .map(|t| {
-                        n.labels
-                            .get(&t.term.topology_key)
-                            .map(|v| t.counts.get(v).copied().unwrap_or(0) * t.weight)
-                            .unwrap_or(0)
-                    })
-                    .sum()
+                self.preferred.iter().map(|t| n.labels.get(&t.term.topology_key).map(|v| t.counts.get(v).copied().unwrap_or(0) * t.weight).unwrap_or(0)).sum()
             })
             .collect();
-        let (min, max) = (
-            raw.iter().copied().min().unwrap_or(0),
-            raw.iter().copied().max().unwrap_or(0),
-        );
-        Some(
-            raw.iter()
-                .map(|s| {
-                    if max == min {
-                        0
-                    } else {
-                        MAX_NODE_SCORE * (s - min) / (max - min)
-                    }
-                })
-                .collect(),
-        )
+        let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+        Some(raw.iter().map(|s| if max == min { 0 } else { MAX_NODE_SCORE * (s - min) / (max - min) }).collect())
     }
 }

@@ -15,27 +15,16 @@ pub struct TermNamespaces {
 }
 
 impl TermNamespaces {
-    pub fn new(
-        pod_ns: &str,
-        names: Option<&Vec<String>>,
-        selector: Option<&LabelSelector>,
-    ) -> Self {
+    pub fn new(pod_ns: &str, names: Option<&Vec<String>>, selector: Option<&LabelSelector>) -> Self {
         let mut names = names.cloned().unwrap_or_default();
         if names.is_empty() && selector.is_none() {
             names.push(pod_ns.to_string());
         }
-        TermNamespaces {
-            names,
-            selector: selector.cloned(),
-        }
+        TermNamespaces { names, selector: selector.cloned() }
     }
 
     pub fn matches(&self, ns: &str, ns_labels: &dyn Fn(&str) -> BTreeMap<String, String>) -> bool {
-        self.names.iter().any(|n| n == ns)
-            || self
-                .selector
-                .as_ref()
-                .is_some_and(|s| r8s_api::matching::selector_matches(s, &ns_labels(ns)))
+        self.names.iter().any(|n| n == ns) || self.selector.as_ref().is_some_and(|s| r8s_api::matching::selector_matches(s, &ns_labels(ns)))
     }
 }
 

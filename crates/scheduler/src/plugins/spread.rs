@@ -45,10 +45,7 @@ const ZONE: &str = "topology.kubernetes.io/zone";
 fn matches(sel: &Selector, p: &Pod) -> bool {
     match sel {
         Selector::Labels(s) => selector_matches(s, p.labels()),
-        Selector::Owner(uid) => p
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && &o.uid == uid),
+        Selector::Owner(uid) => p.owner_references().iter().any(|o| o.controller == Some(true) && &o.uid == uid),
     }
 }
 
@@ -64,9 +61,7 @@ impl State {
                 // matchLabelKeys: the pod's own values for those keys join the selector.
                 for k in c.match_label_keys.iter().flatten() {
                     if let Some(v) = pod.labels().get(k) {
-                        sel.match_labels
-                            .get_or_insert_with(Default::default)
-                            .insert(k.clone(), v.clone());
+                        sel.match_labels.get_or_insert_with(Default::default).insert(k.clone(), v.clone());
                     }
                 }
                 Constraint {
@@ -82,11 +77,11 @@ impl State {
             })
             .collect();
         if constraints.is_empty() {
-            if let Some(owner) = pod.owner_references().iter().find(|o| {
-                o.controller == Some(true)
-                    && ["ReplicaSet", "ReplicationController", "StatefulSet"]
-                        .contains(&o.kind.as_str())
-            }) {
+            if let Some(owner) = pod
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true) && ["ReplicaSet", "ReplicationController", "StatefulSet"].contains(&o.kind.as_str()))
+            {
                 for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
                     constraints.push(Constraint {
                         key: key.into(),
@@ -109,13 +104,8 @@ impl State {
             c.self_match = matches(&c.selector, pod) as i64;
         }
         let spec = pod.spec.as_ref();
-        let pinned = spec.is_some_and(|s| {
-            s.node_selector.as_ref().is_some_and(|m| !m.is_empty())
-                || s.affinity
-                    .as_ref()
-                    .and_then(|a| a.node_affinity.as_ref())
-                    .is_some()
-        });
+        let pinned = spec
+            .is_some_and(|s| s.node_selector.as_ref().is_some_and(|m| !m.is_empty()) || s.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).is_some());
         for c in constraints.iter_mut() {
             // Eligible domains: every node's, or (nodeAffinityPolicy Honor) only those of the
             // nodes the pod may go to.
@@ -126,24 +116,17 @@ impl State {
                     .filter_map(|info| {
                         let node = info.node.as_ref()?;
                         let v = info.labels.get(&c.key)?;
-                        node_affinity_matches(pod, &node.name_any(), &info.labels)
-                            .then(|| v.clone())
+                        node_affinity_matches(pod, &node.name_any(), &info.labels).then(|| v.clone())
                     })
                     .collect()
             });
-            c.domains = eligible
-                .as_ref()
-                .map_or_else(|| cache.domain_count(&c.key), |e| e.len());
+            c.domains = eligible.as_ref().map_or_else(|| cache.domain_count(&c.key), |e| e.len());
             let members = match &c.selector {
                 Selector::Labels(s) => cache.pods_matching(s),
                 Selector::Owner(uid) => cache.pods_owned_by(uid),
             };
             for (info, p) in members {
-                if info.node.is_none()
-                    || is_terminating(p)
-                    || gone.contains(&p.uid().unwrap_or_default())
-                    || p.namespace().as_deref() != Some(ns.as_str())
-                {
+                if info.node.is_none() || is_terminating(p) || gone.contains(&p.uid().unwrap_or_default()) || p.namespace().as_deref() != Some(ns.as_str()) {
                     continue;
                 }
                 if let Some(v) = info.labels.get(&c.key) {
@@ -157,11 +140,7 @@ impl State {
         constraints.retain(|c| c.required || c.domains > 0);
         for c in constraints.iter_mut() {
             // Some domain without matching pods makes the minimum zero.
-            c.min = if c.counts.len() < c.domains {
-                0
-            } else {
-                c.counts.values().copied().min().unwrap_or(0)
-            };
+            c.min = if c.counts.len() < c.domains { 0 } else { c.counts.values().copied().min().unwrap_or(0) };
         }
         State { constraints }
     }
@@ -169,17 +148,11 @@ impl State {
     pub fn filter(&self, node: &NodeInfo) -> Result<(), Reject> {
         for c in self.constraints.iter().filter(|c| c.required) {
             let Some(v) = node.labels.get(&c.key) else {
-                return Err(Reject::new(
-                    Code::UnresolvableAndUnschedulable,
-                    "node(s) didn't match pod topology spread constraints (missing required label)",
-                ));
+                return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match pod topology spread constraints (missing required label)"));
             };
             let skew = c.counts.get(v).copied().unwrap_or(0) + c.self_match - c.min;
             if skew > c.max_skew {
-                return Err(Reject::new(
-                    Code::Unschedulable,
-                    "node(s) didn't match pod topology spread constraints",
-                ));
+                return Err(Reject::new(Code::Unschedulable, "node(s) didn't match pod topology spread constraints"));
             }
         }
         Ok(())
