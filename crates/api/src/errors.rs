@@ -26,6 +26,11 @@ pub fn render_value(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "null".into(),
+        // Go's %#v of a []string.
+        Value::Array(a) if a.iter().all(Value::is_string) => {
+            let inner: Vec<String> = a.iter().map(|v| format!("{:?}", v.as_str().unwrap_or(""))).collect();
+            format!("[]string{{{}}}", inner.join(", "))
+        }
         Value::Object(m) if m.values().all(|v| v.is_string()) => {
             let inner: Vec<String> = m.iter().map(|(k, v)| format!("{:?}:{:?}", k, v.as_str().unwrap_or(""))).collect();
             format!("map[string]string{{{}}}", inner.join(", "))

@@ -1,134 +1,194 @@
 //! ClusterIP and NodePort allocation (what upstream's API server does for Services).
-//! Allocations are rebuilt from the stored Services at start, so the store stays the one
-//! source of truth.
+//!
+//! Allocations live in the store, one key per taken address or port (as upstream's IPAddress
+//! objects do for ClusterIPs): `/registry/ranges/serviceips/<ip>` and
+//! `/registry/ranges/servicenodeports/<protocol>/<port>`, each created with an "absent"
+//! precondition. Several API servers over one store can therefore never hand out the same
+//! address, and a restarted server reads what is taken instead of rebuilding it from memory.
+//! A failed Service write releases what it took; bootstrap re-reserves what stored Services
+//! hold (a crash between a reservation and its Service write leaks that one key).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::Arc;
 
+use bytes::Bytes;
+use ipnet::Ipv4Net;
 use r8s_api::errors::FieldError;
+use r8s_store::{Precondition, Store, StoreError, WriteOutcome, prefix_end};
 use serde_json::{Value, json};
 
-#[derive(Clone, Copy, Debug)]
-pub struct Cidr {
-    pub base: u32,
-    pub prefix: u8,
+const IPS: &str = "/registry/ranges/serviceips/";
+const PORTS: &str = "/registry/ranges/servicenodeports/";
+
+/// The `n`th address of a network (0 is the network address).
+pub fn nth(net: &Ipv4Net, n: u64) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(net.network()) as u64 + n) as u32)
 }
 
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (ip, len) = s.split_once('/')?;
-        let ip: Ipv4Addr = ip.parse().ok()?;
-        let prefix: u8 = len.parse().ok()?;
-        if prefix > 32 {
-            return None;
-        }
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-        Some(Cidr { base: u32::from(ip) & mask, prefix })
-    }
+fn size(net: &Ipv4Net) -> u64 {
+    1u64 << (32 - net.prefix_len() as u32)
+}
 
-    pub fn size(&self) -> u64 {
-        1u64 << (32 - self.prefix as u32)
-    }
+/// Why an allocation failed.
+#[derive(Debug)]
+pub enum AllocError {
+    Invalid(Vec<FieldError>),
+    Store(StoreError),
+}
 
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let v = u32::from(ip);
-        (v as u64) >= self.base as u64 && (v as u64) < self.base as u64 + self.size()
-    }
-
-    /// The n-th address of the range.
-    pub fn nth(&self, n: u64) -> Ipv4Addr {
-        Ipv4Addr::from((self.base as u64 + n) as u32)
+impl From<StoreError> for AllocError {
+    fn from(e: StoreError) -> Self {
+        AllocError::Store(e)
     }
 }
 
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+/// A set of taken names (addresses or ports) kept as keys under one prefix of the store.
+struct Reservations {
+    store: Arc<dyn Store>,
+    prefix: &'static str,
+}
+
+impl Reservations {
+    /// Takes `item` for `owner`; false if it is taken already.
+    async fn reserve(&self, item: &str, owner: &str) -> Result<bool, StoreError> {
+        let value = Bytes::from(json!({"owner": owner}).to_string());
+        Ok(matches!(self.store.put(&format!("{}{item}", self.prefix), value, Precondition::Absent).await?, WriteOutcome::Done { .. }))
+    }
+
+    async fn is_reserved(&self, item: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get(&format!("{}{item}", self.prefix)).await?.is_some())
+    }
+
+    async fn release(&self, item: &str) -> Result<(), StoreError> {
+        self.store.delete(&format!("{}{item}", self.prefix), Precondition::None).await.map(|_| ())
+    }
+
+    /// Every taken item under `sub` (a sub-prefix, e.g. "TCP/").
+    async fn taken(&self, sub: &str) -> Result<HashSet<String>, StoreError> {
+        let prefix = format!("{}{sub}", self.prefix);
+        let res = self.store.range(&prefix, &prefix_end(&prefix), 0, None).await?;
+        Ok(res.kvs.into_iter().map(|kv| kv.key[prefix.len()..].to_string()).collect())
     }
 }
 
 pub struct Allocators {
-    pub service_cidr: Cidr,
+    pub service_cidr: Ipv4Net,
     pub node_ports: (u16, u16),
-    ips: Mutex<HashSet<Ipv4Addr>>,
-    ports: Mutex<HashSet<(u16, String)>>,
+    ips: Reservations,
+    ports: Reservations,
 }
 
 fn protocol(p: &Value) -> String {
     p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string()
 }
 
+fn port_item(port: u16, proto: &str) -> String {
+    format!("{proto}/{port}")
+}
+
+fn random(n: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as u64
+}
+
 impl Allocators {
-    pub fn new(service_cidr: Cidr) -> Self {
-        Allocators { service_cidr, node_ports: (30000, 32767), ips: Mutex::new(HashSet::new()), ports: Mutex::new(HashSet::new()) }
+    pub fn new(service_cidr: Ipv4Net, store: Arc<dyn Store>) -> Self {
+        Allocators {
+            service_cidr: service_cidr.trunc(),
+            node_ports: (30000, 32767),
+            ips: Reservations { store: store.clone(), prefix: IPS },
+            ports: Reservations { store, prefix: PORTS },
+        }
     }
 
-    /// Records what an existing (stored) Service holds.
-    pub fn restore(&self, svc: &Value) {
-        if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
-            self.ips.lock().unwrap().insert(ip);
+    /// Reserves what a stored Service holds (bootstrap; already-taken keys are fine).
+    pub async fn restore(&self, svc: &Value) -> Result<(), StoreError> {
+        let owner = owner_of(svc);
+        if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<Ipv4Addr>().ok()) {
+            self.ips.reserve(&ip.to_string(), &owner).await?;
         }
         for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
             if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
-                self.ports.lock().unwrap().insert((np as u16, protocol(p)));
+                self.ports.reserve(&port_item(np as u16, &protocol(p)), &owner).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn first_ip(&self) -> Ipv4Addr {
+        nth(&self.service_cidr, 1)
+    }
+
+    /// Picks and reserves a free ClusterIP (never the first, which is the `kubernetes`
+    /// Service's). Candidates that another writer takes first are skipped.
+    async fn pick_ip(&self, owner: &str, dry_run: bool) -> Result<Option<Ipv4Addr>, StoreError> {
+        let usable = size(&self.service_cidr).saturating_sub(3);
+        loop {
+            let taken = self.ips.taken("").await?;
+            let start = random(usable);
+            let free = (0..usable).map(|i| nth(&self.service_cidr, 2 + (start + i) % usable)).find(|ip| !taken.contains(&ip.to_string()));
+            let Some(ip) = free else { return Ok(None) };
+            if dry_run || self.ips.reserve(&ip.to_string(), owner).await? {
+                return Ok(Some(ip));
             }
         }
     }
 
-    /// The first address of the range (the `kubernetes` Service's IP).
-    pub fn first_ip(&self) -> Ipv4Addr {
-        self.service_cidr.nth(1)
+    async fn pick_port(&self, proto: &str, owner: &str, dry_run: bool) -> Result<Option<u16>, StoreError> {
+        let (lo, hi) = self.node_ports;
+        let span = (hi - lo + 1) as u64;
+        loop {
+            let taken = self.ports.taken(&format!("{proto}/")).await?;
+            let start = random(span);
+            let free = (0..span).map(|k| lo + ((start + k) % span) as u16).find(|p| !taken.contains(&p.to_string()));
+            let Some(port) = free else { return Ok(None) };
+            if dry_run || self.ports.reserve(&port_item(port, proto), owner).await? {
+                return Ok(Some(port));
+            }
+        }
     }
 
-    /// Allocates what a new or updated Service needs, filling in clusterIP(s) and nodePorts.
-    /// `old` is the previous version (on update). With `dry_run`, checks without holding.
-    /// Returns what was newly taken, so a failed write can give it back.
-    pub fn allocate(&self, svc: &mut Value, old: Option<&Value>, dry_run: bool) -> Result<Allocation, Vec<FieldError>> {
+    /// Fills in and reserves a Service's ClusterIP and node ports. `old`: the stored Service on
+    /// update (what it holds stays its own). On error nothing stays reserved.
+    pub async fn allocate(&self, svc: &mut Value, old: Option<&Value>, dry_run: bool) -> Result<Allocation, AllocError> {
         let mut taken = Allocation::default();
+        let res = self.allocate_into(svc, old, dry_run, &mut taken).await;
+        match res {
+            Ok(errs) if errs.is_empty() => Ok(taken),
+            Ok(errs) => {
+                self.release_allocation(&taken).await;
+                Err(AllocError::Invalid(errs))
+            }
+            Err(e) => {
+                self.release_allocation(&taken).await;
+                Err(AllocError::Store(e))
+            }
+        }
+    }
+
+    async fn allocate_into(&self, svc: &mut Value, old: Option<&Value>, dry_run: bool, taken: &mut Allocation) -> Result<Vec<FieldError>, StoreError> {
         let mut errs = Vec::new();
+        let owner = owner_of(svc);
         let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-        let spec = svc.get_mut("spec").and_then(Value::as_object_mut);
-        let Some(spec) = spec else { return Ok(taken) };
+        let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(errs) };
         if ty == "ExternalName" {
             spec.remove("clusterIP");
             spec.remove("clusterIPs");
-            return Ok(taken);
+            return Ok(errs);
         }
-        // Cluster IP.
         let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(str::to_string);
-        let requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
-        let requested = if requested.is_empty() {
-            spec.get("clusterIPs").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("").to_string()
-        } else {
-            requested
-        };
+        let mut requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        if requested.is_empty() {
+            requested = spec.get("clusterIPs").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("").to_string();
+        }
         let ip_str = if requested.is_empty() && old_ip.is_some() {
             old_ip.clone().unwrap()
-        } else if requested == "None" {
-            "None".to_string()
+        } else if requested == "None" || Some(&requested) == old_ip.as_ref() {
+            requested.clone()
         } else if requested.is_empty() {
-            let mut ips = self.ips.lock().unwrap();
-            let size = self.service_cidr.size();
-            let mut found = None;
-            // Random start, then scan: the same spread as upstream, without a bitmap.
-            let start = (uuid::Uuid::new_v4().as_u128() % (size as u128 - 2).max(1)) as u64;
-            for i in 0..size.saturating_sub(2) {
-                let n = 1 + (start + i) % (size - 2);
-                let ip = self.service_cidr.nth(n);
-                // The first address is reserved for the kubernetes Service.
-                if n == 1 && old.is_none() && !ips.is_empty() {
-                    continue;
-                }
-                if !ips.contains(&ip) {
-                    found = Some(ip);
-                    break;
-                }
-            }
-            match found {
+            match self.pick_ip(&owner, dry_run).await? {
                 Some(ip) => {
                     if !dry_run {
-                        ips.insert(ip);
                         taken.ip = Some(ip);
                     }
                     ip.to_string()
@@ -138,15 +198,13 @@ impl Allocators {
                     String::new()
                 }
             }
-        } else if Some(&requested) == old_ip.as_ref() {
-            requested.clone()
         } else {
             match requested.parse::<Ipv4Addr>() {
                 Err(_) => {
                     errs.push(FieldError::invalid("spec.clusterIPs[0]", &json!(requested), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
                     String::new()
                 }
-                Ok(ip) if !self.service_cidr.contains(ip) => {
+                Ok(ip) if !self.service_cidr.contains(&ip) => {
                     errs.push(FieldError::invalid(
                         "spec.clusterIPs",
                         &json!([requested]),
@@ -155,15 +213,14 @@ impl Allocators {
                     String::new()
                 }
                 Ok(ip) => {
-                    let mut ips = self.ips.lock().unwrap();
-                    if ips.contains(&ip) {
+                    let got = if dry_run { !self.ips.is_reserved(&ip.to_string()).await? } else { self.ips.reserve(&ip.to_string(), &owner).await? };
+                    if !got {
                         errs.push(FieldError::invalid(
                             "spec.clusterIPs",
                             &json!([requested]),
                             format!("failed to allocate IP {requested}: provided IP is already allocated"),
                         ));
                     } else if !dry_run {
-                        ips.insert(ip);
                         taken.ip = Some(ip);
                     }
                     requested.clone()
@@ -173,110 +230,86 @@ impl Allocators {
         if !ip_str.is_empty() {
             spec.insert("clusterIP".into(), json!(ip_str));
             spec.insert("clusterIPs".into(), json!([ip_str]));
-            if !spec.contains_key("ipFamilies") {
-                spec.insert("ipFamilies".into(), json!(["IPv4"]));
-            }
-            if !spec.contains_key("ipFamilyPolicy") {
-                spec.insert("ipFamilyPolicy".into(), json!("SingleStack"));
-            }
+            spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
+            spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
         }
-        // Node ports.
         let wants_node_ports = ty == "NodePort" || (ty == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)));
         let old_ports: Vec<Value> = old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
-        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-            for (i, p) in ports.iter_mut().enumerate() {
-                if !wants_node_ports {
-                    if let Some(m) = p.as_object_mut() {
-                        m.remove("nodePort");
-                    }
-                    continue;
+        let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else { return Ok(errs) };
+        for (i, p) in ports.iter_mut().enumerate() {
+            if !wants_node_ports {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("nodePort");
                 }
-                let proto = protocol(p);
-                let requested = p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
-                let old_same = old_ports
-                    .iter()
-                    .find(|op| op.get("port") == p.get("port") && protocol(op) == proto)
-                    .and_then(|op| op.get("nodePort"))
-                    .and_then(Value::as_u64)
-                    .map(|v| v as u16);
-                let port = if requested == 0 {
-                    if let Some(op) = old_same {
-                        op
-                    } else {
-                        let mut ports = self.ports.lock().unwrap();
-                        let (lo, hi) = self.node_ports;
-                        let span = (hi - lo + 1) as u128;
-                        let start = (uuid::Uuid::new_v4().as_u128() % span) as u16;
-                        let mut found = None;
-                        for k in 0..(hi - lo + 1) {
-                            let cand = lo + (start + k) % (hi - lo + 1);
-                            if !ports.contains(&(cand, proto.clone())) {
-                                found = Some(cand);
-                                break;
+                continue;
+            }
+            let proto = protocol(p);
+            let requested = p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
+            let old_same = old_ports
+                .iter()
+                .find(|op| op.get("port") == p.get("port") && protocol(op) == proto)
+                .and_then(|op| op.get("nodePort"))
+                .and_then(Value::as_u64)
+                .map(|v| v as u16);
+            let field = format!("spec.ports[{i}].nodePort");
+            let port = if requested == 0 {
+                match old_same {
+                    Some(op) => op,
+                    None => match self.pick_port(&proto, &owner, dry_run).await? {
+                        Some(c) => {
+                            if !dry_run {
+                                taken.ports.push((c, proto.clone()));
                             }
+                            c
                         }
-                        match found {
-                            Some(c) => {
-                                if !dry_run {
-                                    ports.insert((c, proto.clone()));
-                                    taken.ports.push((c, proto.clone()));
-                                }
-                                c
-                            }
-                            None => {
-                                errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(0), "range is full"));
-                                0
-                            }
+                        None => {
+                            errs.push(FieldError::invalid(field, &json!(0), "range is full"));
+                            0
                         }
-                    }
-                } else if Some(requested) == old_same || old_ports.iter().any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(requested as u64)) {
-                    requested
-                } else if requested < self.node_ports.0 || requested > self.node_ports.1 {
-                    errs.push(FieldError::invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        &json!(requested),
-                        format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.0, self.node_ports.1),
-                    ));
-                    requested
-                } else {
-                    let mut ports = self.ports.lock().unwrap();
-                    if ports.contains(&(requested, proto.clone())) {
-                        errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(requested), "provided port is already allocated"));
-                    } else if !dry_run {
-                        ports.insert((requested, proto.clone()));
-                        taken.ports.push((requested, proto.clone()));
-                    }
-                    requested
-                };
-                if port != 0 {
-                    p["nodePort"] = json!(port);
+                    },
                 }
+            } else if Some(requested) == old_same || old_ports.iter().any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(requested as u64)) {
+                requested
+            } else if requested < self.node_ports.0 || requested > self.node_ports.1 {
+                errs.push(FieldError::invalid(
+                    field,
+                    &json!(requested),
+                    format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.0, self.node_ports.1),
+                ));
+                requested
+            } else {
+                let item = port_item(requested, &proto);
+                let got = if dry_run { !self.ports.is_reserved(&item).await? } else { self.ports.reserve(&item, &owner).await? };
+                if !got {
+                    errs.push(FieldError::invalid(field, &json!(requested), "provided port is already allocated"));
+                } else if !dry_run {
+                    taken.ports.push((requested, proto.clone()));
+                }
+                requested
+            };
+            if port != 0 {
+                p["nodePort"] = json!(port);
             }
         }
-        if errs.is_empty() {
-            Ok(taken)
-        } else {
-            self.release_allocation(&taken);
-            Err(errs)
-        }
+        Ok(errs)
     }
 
-    pub fn release_allocation(&self, a: &Allocation) {
+    /// Gives back what one allocation took (its Service write failed).
+    pub async fn release_allocation(&self, a: &Allocation) {
         if let Some(ip) = a.ip {
-            self.ips.lock().unwrap().remove(&ip);
+            log_release(self.ips.release(&ip.to_string()).await);
         }
-        let mut ports = self.ports.lock().unwrap();
-        for p in &a.ports {
-            ports.remove(p);
+        for (port, proto) in &a.ports {
+            log_release(self.ports.release(&port_item(*port, proto)).await);
         }
     }
 
     /// Releases what `old` held and `new` (if any) no longer holds.
-    pub fn release_unused(&self, old: &Value, new: Option<&Value>) {
+    pub async fn release_unused(&self, old: &Value, new: Option<&Value>) {
         let ip_of = |v: &Value| v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<Ipv4Addr>().ok());
         if let Some(ip) = ip_of(old) {
             if new.and_then(ip_of) != Some(ip) {
-                self.ips.lock().unwrap().remove(&ip);
+                log_release(self.ips.release(&ip.to_string()).await);
             }
         }
         let ports_of = |v: &Value| -> Vec<(u16, String)> {
@@ -288,12 +321,22 @@ impl Allocators {
                 .collect()
         };
         let keep = new.map(ports_of).unwrap_or_default();
-        let mut ports = self.ports.lock().unwrap();
-        for p in ports_of(old) {
-            if !keep.contains(&p) {
-                ports.remove(&p);
+        for (port, proto) in ports_of(old) {
+            if !keep.contains(&(port, proto.clone())) {
+                log_release(self.ports.release(&port_item(port, &proto)).await);
             }
         }
+    }
+}
+
+fn owner_of(svc: &Value) -> String {
+    format!("{}/{}", r8s_api::meta::namespace(svc).unwrap_or(""), r8s_api::meta::name(svc))
+}
+
+/// A release that fails leaves a key taken (a leak, not a double allocation): logged, not fatal.
+fn log_release(r: Result<(), StoreError>) {
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "releasing a service allocation failed");
     }
 }
 
@@ -307,22 +350,63 @@ pub struct Allocation {
 mod tests {
     use super::*;
 
-    #[test]
-    fn allocates_and_rejects_taken() {
-        let a = Allocators::new(Cidr::parse("10.96.0.0/12").unwrap());
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Arc<dyn Store> = Arc::new(r8s_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        (dir, s)
+    }
+
+    fn invalid(e: AllocError) -> Vec<FieldError> {
+        match e {
+            AllocError::Invalid(errs) => errs,
+            AllocError::Store(e) => panic!("store error {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn allocates_and_rejects_taken() {
+        let (_d, s) = store();
+        let a = Allocators::new("10.96.0.0/12".parse().unwrap(), s);
         let mut s1 = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
-        a.allocate(&mut s1, None, false).unwrap();
+        a.allocate(&mut s1, None, false).await.unwrap();
         let ip = s1["spec"]["clusterIP"].as_str().unwrap().to_string();
         let np = s1["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
         assert!((30000..=32767).contains(&np));
         let mut s2 = json!({"spec": {"type": "NodePort", "clusterIP": ip, "ports": [{"port": 80, "nodePort": np}]}});
-        let errs = a.allocate(&mut s2, None, false).unwrap_err();
+        let errs = invalid(a.allocate(&mut s2, None, false).await.unwrap_err());
         assert_eq!(errs.len(), 2);
         assert!(errs[0].message().contains("provided IP is already allocated"));
         let mut s3 = json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}});
-        assert!(a.allocate(&mut s3, None, false).unwrap_err()[0].message().contains("not in the valid range"));
-        a.release_unused(&s1, None);
+        assert!(invalid(a.allocate(&mut s3, None, false).await.unwrap_err())[0].message().contains("not in the valid range"));
+        a.release_unused(&s1, None).await;
         let mut s4 = json!({"spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
-        a.allocate(&mut s4, None, false).unwrap();
+        a.allocate(&mut s4, None, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_allocators_over_one_store_never_share_an_address() {
+        let (_d, s) = store();
+        // A /27: 29 usable addresses besides the first, fewer than the 40 asked for.
+        let net: Ipv4Net = "10.0.0.0/27".parse().unwrap();
+        let a = Arc::new(Allocators::new(net, s.clone()));
+        let b = Arc::new(Allocators::new(net, s));
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let alloc = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut svc = json!({"metadata": {"name": format!("s{i}"), "namespace": "default"}, "spec": {"ports": [{"port": 80}]}});
+                alloc.allocate(&mut svc, None, false).await.ok().map(|_| svc["spec"]["clusterIP"].as_str().unwrap().to_string())
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            if let Some(ip) = t.await.unwrap() {
+                got.push(ip);
+            }
+        }
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len(), "an address was handed out twice: {got:?}");
+        assert_eq!(got.len(), 29, "every usable address is handed out once: {got:?}");
+        assert!(!got.contains(&"10.0.0.1".to_string()));
     }
 }

@@ -1,5 +1,5 @@
 //! What the API server puts in place at start: the system namespaces, the `kubernetes`
-//! Service, allocator state rebuilt from stored Services, and the CRDs' resources.
+//! Service, the allocations of stored Services re-reserved, and the CRDs' resources.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16, a
     let existing = reg.list(&svc, None, &ListOptions::default()).await.map_err(|e| anyhow::anyhow!(e.message))?;
     for b in &existing.items {
         if let Ok(v) = serde_json::from_slice::<Value>(b) {
-            reg.alloc.restore(&v);
+            reg.alloc.restore(&v).await?;
         }
     }
     let first = reg.alloc.first_ip().to_string();
@@ -67,22 +67,61 @@ pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16, a
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
     }
-    // Serve what stored CRDs define, and follow CRD writes from now on.
-    let crd = catalog.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crds");
-    let hook_catalog = catalog.clone();
-    *reg.crd_hook.write().unwrap() = Some(Arc::new(move |obj: &Value, deleted: bool| register_crd(&hook_catalog, obj, deleted)));
-    let crds = reg.list(&crd, None, &ListOptions::default()).await.map_err(|e| anyhow::anyhow!(e.message))?;
-    for b in &crds.items {
-        if let Ok(v) = serde_json::from_slice::<Value>(b) {
-            register_crd(catalog, &v, false);
-        }
-    }
+    follow_crds(catalog).await?;
     Ok(())
 }
 
+/// Serves what the stored CRDs define and follows every CRD change through the CRD watch
+/// cache (so every API server over one store serves the same custom resources, whichever
+/// server wrote the CRD).
+pub async fn follow_crds(catalog: &Arc<Catalog>) -> anyhow::Result<()> {
+    let crd = catalog.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crds");
+    let cache = catalog.cache(&crd).ok_or_else(|| anyhow::anyhow!("no watch cache for CRDs"))?;
+    // Start from a cache that holds every stored CRD.
+    anyhow::ensure!(cache.wait_consistent(catalog.store().as_ref(), std::time::Duration::from_secs(30)).await?, "the CRD watch cache did not catch up");
+    let prefix = catalog.storage_info(&crd).key_prefix();
+    let decode = |e: &crate::cache::CacheEntry| serde_json::from_slice::<Value>(&e.bytes).ok();
+    let catalog = catalog.clone();
+    let mut sub = cache.subscribe(None, &prefix).map_err(|_| anyhow::anyhow!("cannot subscribe to CRDs"))?;
+    for e in &sub.initial {
+        if let Some(v) = decode(e) {
+            register_crd(&catalog, &v, false);
+        }
+    }
+    catalog.set_crds_seen(sub.rev);
+    tokio::spawn(async move {
+        loop {
+            match sub.live.recv().await {
+                Ok(ev) => {
+                    if let Some(v) = decode(&ev.obj) {
+                        register_crd(&catalog, &v, ev.kind == crate::cache::EventKind::Deleted);
+                    }
+                    catalog.set_crds_seen(ev.rev);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed events: start over from the cache's current state.
+                    let Ok(fresh) = cache.subscribe(None, &prefix) else { return };
+                    sub = fresh;
+                    let live: Vec<Value> = sub.initial.iter().filter_map(|e| decode(e)).collect();
+                    catalog.retain_custom(|group, plural| live.iter().any(|c| crd_names(c) == (group, plural)));
+                    for v in &live {
+                        register_crd(&catalog, v, false);
+                    }
+                    catalog.set_crds_seen(sub.rev);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+fn crd_names(crd: &Value) -> (&str, &str) {
+    (crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or(""), crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or(""))
+}
+
 pub fn register_crd(catalog: &Catalog, crd: &Value, deleted: bool) {
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    let (group, plural) = crd_names(crd);
     if deleted || crd.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         if deleted {
             catalog.remove_custom(group, plural);

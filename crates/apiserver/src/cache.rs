@@ -237,6 +237,18 @@ impl WatchCache {
         matches!(res, Ok(Ok(_)))
     }
 
+    /// Waits until the cache has caught up with the store's current revision, so a LIST from
+    /// it reads the caller's own writes (upstream's consistent reads from cache). A cache whose
+    /// prefix saw no change learns it is current from a progress notification it asks for.
+    pub async fn wait_consistent(&self, store: &dyn r8s_store::Store, timeout: Duration) -> r8s_store::Result<bool> {
+        let rev = store.current_revision().await?;
+        if self.revision() >= rev || self.wait_for(rev, Duration::from_millis(20)).await {
+            return Ok(true);
+        }
+        store.request_progress().await?;
+        Ok(self.wait_for(rev, timeout).await)
+    }
+
     /// Items under `start_key` (a key prefix), in key order.
     pub fn list(&self, prefix: &str, after: Option<&str>) -> (i64, Vec<Arc<CacheEntry>>) {
         let st = self.state.read().unwrap();

@@ -20,6 +20,8 @@ pub struct Catalog {
     columns: RwLock<HashMap<String, Vec<serde_json::Value>>>,
     /// Bumped whenever the set of served resources changes (OpenAPI and discovery caches).
     generation: std::sync::atomic::AtomicU64,
+    /// The store revision up to which CRD changes are reflected in the served resources.
+    crds_seen: tokio::sync::watch::Sender<i64>,
 }
 
 impl Catalog {
@@ -32,11 +34,30 @@ impl Catalog {
             schemas: RwLock::new(HashMap::new()),
             columns: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            crds_seen: tokio::sync::watch::channel(0).0,
         });
         for r in resources {
             cat.add(r);
         }
         cat
+    }
+
+    /// Records that CRD changes up to `rev` are served.
+    pub fn set_crds_seen(&self, rev: i64) {
+        self.crds_seen.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
+    }
+
+    /// Waits (bounded) until a CRD write at `rev` is served, so the writer's next request
+    /// finds its resources.
+    pub async fn wait_crds_seen(&self, rev: i64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.crds_seen.subscribe();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await, Ok(Ok(_)))
     }
 
     /// Adds (or replaces) a served resource and starts its watch cache if it is new.
@@ -58,6 +79,15 @@ impl Catalog {
         let storage = format!("{group}/{plural}");
         self.caches.write().unwrap().remove(&storage);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps only the custom resources `keep(group, plural)` says still have a CRD.
+    pub fn retain_custom(&self, keep: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<(String, String)> =
+            self.resources.read().unwrap().iter().filter(|r| r.custom && !keep(&r.group, &r.plural)).map(|r| (r.group.clone(), r.plural.clone())).collect();
+        for (g, p) in gone {
+            self.remove_custom(&g, &p);
+        }
     }
 
     pub fn set_schema(&self, info: &ResourceInfo, schema: Option<serde_json::Value>) {

@@ -94,7 +94,7 @@ pub async fn dispatch(state: &Arc<AppState>, ctx: &RequestContext, body: Bytes) 
     let (method, path, headers) = (&ctx.parts.method, ctx.parts.uri.path(), &ctx.parts.headers);
     let query = &parse_query(ctx.parts.uri.query());
     if path == "/metrics" {
-        return Ok(metrics(state));
+        return Ok(metrics(state).await);
     }
     if path == "/openapi/v2" {
         return state.openapi.v2(headers);
@@ -134,12 +134,14 @@ pub async fn dispatch(state: &Arc<AppState>, ctx: &RequestContext, body: Bytes) 
     }
 }
 
-fn metrics(state: &AppState) -> Response {
+async fn metrics(state: &AppState) -> Response {
     let mut out = String::new();
     for (k, v) in state.catalog.store().metrics().snapshot() {
         out.push_str(&format!("# TYPE {k} counter\n{k} {v}\n"));
     }
-    out.push_str(&format!("# TYPE r8s_store_revision gauge\nr8s_store_revision {}\n", state.catalog.store().current_revision()));
+    if let Ok(rev) = state.catalog.store().current_revision().await {
+        out.push_str(&format!("# TYPE r8s_store_revision gauge\nr8s_store_revision {rev}\n"));
+    }
     (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

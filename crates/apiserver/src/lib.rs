@@ -104,14 +104,14 @@ fn version_info() -> serde_json::Value {
 /// tests drive it in-process.
 pub fn build_state(
     store: Arc<dyn Store>,
-    service_cidr: alloc::Cidr,
+    service_cidr: ipnet::Ipv4Net,
     gc_enabled: bool,
     server_address: String,
     authz: Box<dyn authz::Authorizer>,
     admission: admission::Chain,
 ) -> Arc<handlers::AppState> {
-    let catalog = catalog::Catalog::new(store);
-    let allocators = Arc::new(alloc::Allocators::new(service_cidr));
+    let catalog = catalog::Catalog::new(store.clone());
+    let allocators = Arc::new(alloc::Allocators::new(service_cidr, store));
     let mut registry = registry::Registry::new(catalog.clone(), allocators);
     registry.gc_enabled = gc_enabled;
     registry.admission = admission;
@@ -130,8 +130,8 @@ pub fn build_state(
 /// Opens the store, creates or loads the PKI, writes the admin kubeconfig, binds and starts
 /// serving. Returns once the server is ready.
 pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
-    let service_cidr = alloc::Cidr::parse(&cfg.service_cidr).ok_or_else(|| anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr))?;
-    let first_ip = service_cidr.nth(1);
+    let service_cidr: ipnet::Ipv4Net = cfg.service_cidr.parse().map_err(|_| anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr))?;
+    let first_ip = alloc::nth(&service_cidr, 1);
     let mut names = r8s_pki::ServingNames::default();
     names.dns_names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
         .iter()
@@ -196,13 +196,14 @@ pub fn spawn_compactor(store: Arc<dyn Store>, interval: std::time::Duration, kee
             tokio::time::sleep(interval).await;
             // Compact to the revision seen one interval ago: watchers get a full interval to
             // resume, as with upstream's compaction.
-            let target = last.min(store.current_revision() - keep);
-            if target > store.compacted_revision() {
+            let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await) else { continue };
+            let target = last.min(current - keep);
+            if target > compacted {
                 if let Err(e) = store.compact(target).await {
                     tracing::warn!(error = %e, "compaction failed");
                 }
             }
-            last = store.current_revision();
+            last = current;
         }
     });
 }

@@ -107,7 +107,7 @@ mod tests {
     async fn harness(authz: Box<dyn Authorizer>, admission: admission::Chain) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn r8s_store::Store> = Arc::new(r8s_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
-        let cidr = crate::alloc::Cidr::parse("10.96.0.0/12").unwrap();
+        let cidr = "10.96.0.0/12".parse().unwrap();
         let state = crate::build_state(store, cidr, false, "127.0.0.1:6443".into(), authz, admission);
         crate::bootstrap::run(&state.registry, &state.catalog, 6443, "127.0.0.1".parse().unwrap()).await.unwrap();
         Harness { state, _dir: dir }

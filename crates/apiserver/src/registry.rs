@@ -111,15 +111,11 @@ pub struct ListResult {
     pub remaining: Option<i64>,
 }
 
-/// Hook the CRD machinery registers to react to CRD writes.
-pub type CrdHook = Arc<dyn Fn(&Value, bool) + Send + Sync>;
-
 pub struct Registry {
     pub catalog: Arc<Catalog>,
     /// The admission chain every write goes through.
     pub admission: crate::admission::Chain,
     pub alloc: Arc<Allocators>,
-    pub crd_hook: std::sync::RwLock<Option<CrdHook>>,
     /// When false (no garbage collector runs yet), Orphan/Foreground deletes do not add the
     /// finalizers only a GC would remove.
     pub gc_enabled: bool,
@@ -179,7 +175,7 @@ fn qualified_kind(info: &ResourceInfo) -> String {
 
 impl Registry {
     pub fn new(catalog: Arc<Catalog>, alloc: Arc<Allocators>) -> Self {
-        Registry { catalog, alloc, admission: crate::admission::Chain::default(), crd_hook: std::sync::RwLock::new(None), gc_enabled: false }
+        Registry { catalog, alloc, admission: crate::admission::Chain::default(), gc_enabled: false }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -223,7 +219,7 @@ impl Registry {
         let (token_rev, start_after) = match &opts.continue_token {
             Some(t) if !t.is_empty() => {
                 let (rev, start) = decode_continue(t)?;
-                if rev < self.store().compacted_revision() {
+                if rev < self.store().compacted_revision().await? {
                     return Err(ApiError::gone(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                     ));
@@ -260,7 +256,7 @@ impl Registry {
                     from_cache = Some(cache.clone());
                 }
                 (None, None) => {
-                    if rv_param == "0" || cache.wait_for(self.store().current_revision(), Duration::from_secs(3)).await {
+                    if rv_param == "0" || cache.wait_consistent(self.store().as_ref(), Duration::from_secs(3)).await? {
                         from_cache = Some(cache.clone());
                     }
                 }
@@ -398,7 +394,7 @@ impl Registry {
         crate::fields::record_operation(&mut obj, None, opts, &info.api_version());
         // Service allocations.
         let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() {
-            Some(self.alloc.allocate(&mut obj, None, opts.dry_run).map_err(|e| ApiError::invalid(info, &name, &e))?)
+            Some(self.alloc.allocate(&mut obj, None, opts.dry_run).await.map_err(|e| alloc_error(info, &name, e))?)
         } else {
             None
         };
@@ -414,12 +410,12 @@ impl Registry {
         match self.store().put(&key, bytes, Precondition::Absent).await? {
             WriteOutcome::Done { kv, .. } => {
                 set_rv(&mut obj, kv.mod_revision);
-                self.after_write(&sinfo, &obj, false);
+                self.after_write(&sinfo, &obj).await;
                 Ok(convert::from_storage(info, obj))
             }
             WriteOutcome::Failed { .. } => {
                 if let Some(a) = allocation {
-                    self.alloc.release_allocation(&a);
+                    self.alloc.release_allocation(&a).await;
                 }
                 Err(ApiError::already_exists(info, &name))
             }
@@ -527,10 +523,12 @@ impl Registry {
         Ok(())
     }
 
-    fn after_write(&self, info: &ResourceInfo, obj: &Value, deleted: bool) {
+    /// A CRD write is answered once this server serves (or stops serving) what it defines:
+    /// the CRD follower learns of it through the watch like every other server does.
+    async fn after_write(&self, info: &ResourceInfo, obj: &Value) {
         if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
-            if let Some(h) = self.crd_hook.read().unwrap().clone() {
-                h(obj, deleted);
+            if let Some(rev) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok()) {
+                self.catalog.wait_crds_seen(rev, Duration::from_secs(5)).await;
             }
         }
     }
@@ -573,7 +571,7 @@ impl Registry {
                 // its spec finalizer ("kubernetes").
                 && !(sinfo.kind == "Namespace" && sinfo.group.is_empty() && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
             let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() && sub.is_none() {
-                Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).map_err(|e| ApiError::invalid(info, name, &e))?)
+                Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).await.map_err(|e| alloc_error(info, name, e))?)
             } else {
                 None
             };
@@ -597,7 +595,7 @@ impl Registry {
                 return match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
                     WriteOutcome::Done { kv, .. } => {
                         set_rv(&mut obj, kv.mod_revision);
-                        self.on_deleted(&sinfo, &obj);
+                        self.on_deleted(&sinfo, &obj).await;
                         Ok(convert::from_storage(info, obj))
                     }
                     WriteOutcome::Failed { .. } => continue,
@@ -609,20 +607,20 @@ impl Registry {
                 WriteOutcome::Done { kv, .. } => {
                     set_rv(&mut obj, kv.mod_revision);
                     if sinfo.kind == "Service" && sinfo.group.is_empty() {
-                        self.alloc.release_unused(&current, Some(&obj));
+                        self.alloc.release_unused(&current, Some(&obj)).await;
                     }
-                    self.after_write(&sinfo, &obj, false);
+                    self.after_write(&sinfo, &obj).await;
                     return Ok(convert::from_storage(info, obj));
                 }
                 WriteOutcome::Failed { current: None } => {
                     if let Some(a) = allocation {
-                        self.alloc.release_allocation(&a);
+                        self.alloc.release_allocation(&a).await;
                     }
                     return Err(ApiError::not_found(info, name));
                 }
                 WriteOutcome::Failed { .. } => {
                     if let Some(a) = allocation {
-                        self.alloc.release_allocation(&a);
+                        self.alloc.release_allocation(&a).await;
                     }
                     continue;
                 }
@@ -878,7 +876,7 @@ impl Registry {
                 WriteOutcome::Done { kv, .. } => {
                     let mut last = current.clone();
                     set_rv(&mut last, kv.mod_revision);
-                    self.on_deleted(&sinfo, &last);
+                    self.on_deleted(&sinfo, &last).await;
                     return Ok(convert::from_storage(info, last));
                 }
                 WriteOutcome::Failed { .. } => continue,
@@ -887,11 +885,11 @@ impl Registry {
         Err(ApiError::stale(info, name))
     }
 
-    fn on_deleted(&self, sinfo: &ResourceInfo, obj: &Value) {
+    async fn on_deleted(&self, sinfo: &ResourceInfo, obj: &Value) {
         if sinfo.group.is_empty() && sinfo.kind == "Service" {
-            self.alloc.release_unused(obj, None);
+            self.alloc.release_unused(obj, None).await;
         }
-        self.after_write(sinfo, obj, true);
+        self.after_write(sinfo, obj).await;
     }
 
     /// Deletes everything a LIST with these options returns.
@@ -925,6 +923,13 @@ impl Registry {
 
     pub fn qualified_kind(info: &ResourceInfo) -> String {
         qualified_kind(info)
+    }
+}
+
+fn alloc_error(info: &ResourceInfo, name: &str, e: crate::alloc::AllocError) -> ApiError {
+    match e {
+        crate::alloc::AllocError::Invalid(errs) => ApiError::invalid(info, name, &errs),
+        crate::alloc::AllocError::Store(e) => e.into(),
     }
 }
 

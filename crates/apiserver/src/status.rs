@@ -159,6 +159,9 @@ impl From<r8s_store::StoreError> for ApiError {
             r8s_store::StoreError::FutureRevision { current } => {
                 ApiError::timeout(format!("Too large resource version: requested revision is newer than the current revision {current}"))
             }
+            e @ (r8s_store::StoreError::Unavailable(_) | r8s_store::StoreError::Timeout) => {
+                ApiError::new(503, "ServiceUnavailable", format!("the storage is unavailable: {e}"))
+            }
             other => ApiError::internal(other),
         }
     }

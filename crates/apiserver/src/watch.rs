@@ -101,7 +101,7 @@ pub async fn serve(
     };
     let store = state.catalog.store().clone();
     if let Some(r) = from {
-        let compacted = store.compacted_revision();
+        let compacted = store.compacted_revision().await?;
         if r < compacted {
             let e = ApiError::gone(format!("too old resource version: {r} ({compacted})"));
             let _ = tx.send(Ok(enc.error(&e))).await;

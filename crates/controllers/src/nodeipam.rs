@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,35 +16,29 @@ use r8s_client::queue::WorkQueue;
 use serde_json::json;
 
 pub struct Allocator {
-    base: u32,
-    prefix: u32,
-    node_mask: u32,
+    net: Ipv4Net,
+    node_mask: u8,
     used: HashSet<u32>,
 }
 
 impl Allocator {
-    pub fn new(cluster_cidr: &str, node_mask: u32) -> anyhow::Result<Self> {
-        let (ip, len) = cluster_cidr.split_once('/').ok_or_else(|| anyhow::anyhow!("invalid --cluster-cidr {cluster_cidr}"))?;
-        let ip: Ipv4Addr = ip.parse()?;
-        let prefix: u32 = len.parse()?;
-        anyhow::ensure!(prefix <= node_mask && node_mask <= 30, "--cluster-cidr {cluster_cidr} is smaller than a node's /{node_mask}");
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-        Ok(Allocator { base: u32::from(ip) & mask, prefix, node_mask, used: HashSet::new() })
+    pub fn new(cluster_cidr: &str, node_mask: u8) -> anyhow::Result<Self> {
+        let net: Ipv4Net = cluster_cidr.parse().map_err(|_| anyhow::anyhow!("invalid --cluster-cidr {cluster_cidr}"))?;
+        anyhow::ensure!(net.prefix_len() <= node_mask && node_mask <= 30, "--cluster-cidr {cluster_cidr} is smaller than a node's /{node_mask}");
+        Ok(Allocator { net: net.trunc(), node_mask, used: HashSet::new() })
     }
 
+    /// The index of a node CIDR within the cluster CIDR.
     fn index_of(&self, cidr: &str) -> Option<u32> {
-        let (ip, len) = cidr.split_once('/')?;
-        if len.parse::<u32>().ok()? != self.node_mask {
+        let sub: Ipv4Net = cidr.parse().ok()?;
+        if sub.prefix_len() != self.node_mask || !self.net.contains(&sub) {
             return None;
         }
-        let ip = u32::from(ip.parse::<Ipv4Addr>().ok()?);
-        let off = ip.checked_sub(self.base)?;
-        let idx = off >> (32 - self.node_mask);
-        (idx < self.capacity()).then_some(idx)
+        Some((u32::from(sub.network()) - u32::from(self.net.network())) >> (32 - self.node_mask as u32))
     }
 
     fn capacity(&self) -> u32 {
-        1 << (self.node_mask - self.prefix)
+        1 << (self.node_mask - self.net.prefix_len())
     }
 
     pub fn occupy(&mut self, cidr: &str) {
@@ -60,7 +56,7 @@ impl Allocator {
     pub fn allocate(&mut self) -> Option<String> {
         let i = (0..self.capacity()).find(|i| !self.used.contains(i))?;
         self.used.insert(i);
-        Some(format!("{}/{}", Ipv4Addr::from(self.base + (i << (32 - self.node_mask))), self.node_mask))
+        Some(format!("{}/{}", Ipv4Addr::from(u32::from(self.net.network()) + (i << (32 - self.node_mask as u32))), self.node_mask))
     }
 }
 

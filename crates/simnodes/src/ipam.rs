@@ -15,15 +15,10 @@ pub struct PodIpam {
     by_pod: HashMap<String, (String, Ipv4Addr)>,
 }
 
+/// The network address and size of a CIDR small enough for pods (at most a /30).
 fn parse_cidr(cidr: &str) -> Option<(u32, u32)> {
-    let (ip, len) = cidr.split_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u32 = len.parse().ok()?;
-    if len > 30 {
-        return None;
-    }
-    let size = 1u32 << (32 - len);
-    Some((u32::from(ip) & !(size - 1), size))
+    let net: ipnet::Ipv4Net = cidr.parse().ok()?;
+    (net.prefix_len() <= 30).then(|| (u32::from(net.network()), 1u32 << (32 - net.prefix_len() as u32)))
 }
 
 impl PodIpam {

@@ -389,12 +389,20 @@ impl Store for EmbeddedStore {
         self.submit(WriteOp::Compact { revision }).await.map(|_| ())
     }
 
-    fn current_revision(&self) -> i64 {
-        self.shared.revision.load(Ordering::SeqCst)
+    async fn current_revision(&self) -> Result<i64> {
+        Ok(self.shared.revision.load(Ordering::SeqCst))
     }
 
-    fn compacted_revision(&self) -> i64 {
-        self.shared.compacted.load(Ordering::SeqCst)
+    async fn compacted_revision(&self) -> Result<i64> {
+        Ok(self.shared.compacted.load(Ordering::SeqCst))
+    }
+
+    async fn request_progress(&self) -> Result<()> {
+        // Under the hub lock the revision cannot move, so every watcher gets exactly it.
+        let mut hub = self.shared.hub.lock().unwrap();
+        let revision = self.shared.revision.load(Ordering::SeqCst);
+        hub.watchers.retain(|w| w.tx.send(WatchBatch { events: vec![], revision }).is_ok());
+        Ok(())
     }
 
     fn metrics(&self) -> Arc<StoreMetrics> {
@@ -412,10 +420,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        crate::conformance::run_all(&s, "/conformance/").await;
+    }
+
+    #[tokio::test]
     async fn cas_revisions_and_history() {
         let dir = tempfile::tempdir().unwrap();
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        let r0 = s.current_revision();
+        let r0 = s.current_revision().await.unwrap();
         let WriteOutcome::Done { kv, .. } = s.put("/r/a", b("1"), Precondition::Absent).await.unwrap() else { panic!() };
         assert_eq!(kv.mod_revision, r0 + 1);
         assert_eq!(kv.version, 1);
@@ -454,7 +469,7 @@ mod tests {
         };
         assert_eq!(live[0].kv.key, "/r/c");
         // Compaction.
-        let cur = s.current_revision();
+        let cur = s.current_revision().await.unwrap();
         s.compact(cur).await.unwrap();
         assert!(matches!(s.watch("/r/", cur - 1).await, Err(StoreError::Compacted { .. })));
         assert!(matches!(s.range("/r/", "/r0", 0, Some(cur - 1)).await, Err(StoreError::Compacted { .. })));
@@ -469,7 +484,7 @@ mod tests {
             for i in 0..10 {
                 s.put(&format!("/k/{i}"), b("v"), Precondition::None).await.unwrap();
             }
-            rev = s.current_revision();
+            rev = s.current_revision().await.unwrap();
             assert_eq!(s.metrics().writes_acked.load(Ordering::SeqCst), 10);
             assert!(s.metrics().fsyncs.load(Ordering::SeqCst) >= 1);
         }
@@ -480,7 +495,7 @@ mod tests {
                 Err(_) => tokio::task::yield_now().await,
             }
         };
-        assert_eq!(s.current_revision(), rev);
+        assert_eq!(s.current_revision().await.unwrap(), rev);
         assert_eq!(s.range("/k/", "/k0", 0, None).await.unwrap().kvs.len(), 10);
     }
 }

@@ -5,6 +5,7 @@
 //! writes, prefix ranges with a limit at a chosen revision, watch from a revision, compaction) so
 //! an etcd backend implements it one-to-one. [`embedded::EmbeddedStore`] is the default backend.
 
+pub mod conformance;
 pub mod embedded;
 mod encoding;
 pub mod metrics;
@@ -90,8 +91,21 @@ pub enum StoreError {
     FutureRevision { current: i64 },
     #[error("store closed")]
     Closed,
+    /// The store cannot be reached (a remote backend's connection is down); retryable.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer in time; retryable.
+    #[error("store request timed out")]
+    Timeout,
     #[error("storage error: {0}")]
     Internal(String),
+}
+
+impl StoreError {
+    /// Whether the same request may succeed if sent again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -131,11 +145,18 @@ pub trait Store: Send + Sync + 'static {
     /// Drops history before `revision`. Reads and watches below it answer `Compacted`.
     async fn compact(&self, revision: i64) -> Result<()>;
 
-    /// The latest committed revision.
-    fn current_revision(&self) -> i64;
+    /// The latest committed revision (a remote store asks its server: etcd answers it in every
+    /// response header).
+    async fn current_revision(&self) -> Result<i64>;
 
     /// The oldest revision still readable (0 when nothing was compacted).
-    fn compacted_revision(&self) -> i64;
+    async fn compacted_revision(&self) -> Result<i64>;
+
+    /// Asks every open watch to report progress: each receives a batch (possibly empty) whose
+    /// `revision` is at least the store's revision at the time of the call (etcd's
+    /// `RequestProgress`). A watch cache uses it to prove it is current before serving a
+    /// consistent read when no key under its prefix changed.
+    async fn request_progress(&self) -> Result<()>;
 
     /// Counters for tests and benchmarks (reads, commits, fsyncs).
     fn metrics(&self) -> Arc<metrics::StoreMetrics>;
