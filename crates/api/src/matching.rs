@@ -10,10 +10,10 @@ pub type Labels = BTreeMap<String, String>;
 
 /// A metav1.LabelSelector: an empty selector matches everything.
 pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> bool {
-    if let Some(ml) = &sel.match_labels {
-        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return false;
-        }
+    if let Some(ml) = &sel.match_labels
+        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return false;
     }
     sel.match_expressions.iter().flatten().all(|e| {
         let vals = e.values.as_deref().unwrap_or(&[]);

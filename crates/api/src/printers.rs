@@ -127,7 +127,7 @@ pub fn label_selector_string(sel: Option<&Value>) -> String {
         reqs.push((k, r));
     }
     if reqs.is_empty() {
-        return if sel.as_object().is_some_and(|m| m.is_empty()) { "<none>".into() } else { "<none>".into() };
+        return "<none>".into();
     }
     reqs.sort_by(|a, b| a.0.cmp(&b.0));
     reqs.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(",")
@@ -676,9 +676,8 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         }
         let term = c.pointer("/state/terminated");
         let waiting_reason = s(c, "/state/waiting/reason");
-        if term.is_some() && i(c, "/state/terminated/exitCode") == 0 {
-            continue;
-        } else if restartable && c.get("started") == Some(&json!(true)) {
+        // A finished init container, or a started sidecar, is done.
+        if (term.is_some() && i(c, "/state/terminated/exitCode") == 0) || (restartable && c.get("started") == Some(&json!(true))) {
             continue;
         } else if term.is_some() {
             let r = s(c, "/state/terminated/reason");

@@ -118,10 +118,10 @@ impl Strategy<'_> {
                 default_field(spec, "replicas", json!(1));
                 default_field(spec, "minReadySeconds", json!(0));
                 // RC's selector defaults to the template's labels.
-                if spec.get("selector").is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())) {
-                    if let Some(l) = spec.get("template").and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")).cloned() {
-                        spec.insert("selector".into(), l);
-                    }
+                if spec.get("selector").is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty()))
+                    && let Some(l) = spec.get("template").and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")).cloned()
+                {
+                    spec.insert("selector".into(), l);
                 }
                 default_template(obj);
             }
@@ -262,10 +262,10 @@ impl Strategy<'_> {
                 if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
                     for s in subjects {
                         let kind = s.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-                        if let Some(m) = s.as_object_mut() {
-                            if kind == "User" || kind == "Group" {
-                                default_field(m, "apiGroup", json!("rbac.authorization.k8s.io"));
-                            }
+                        if let Some(m) = s.as_object_mut()
+                            && (kind == "User" || kind == "Group")
+                        {
+                            default_field(m, "apiGroup", json!("rbac.authorization.k8s.io"));
                         }
                     }
                 }
@@ -332,10 +332,10 @@ impl Strategy<'_> {
                     // A pod may be bound once (nodeName set by the binding subresource).
                     let mut old_spec = strip(old);
                     let new_spec = strip(obj);
-                    if old_spec.get("nodeName").is_none() {
-                        if let (Some(m), Some(n)) = (old_spec.as_object_mut(), new_spec.get("nodeName")) {
-                            m.insert("nodeName".into(), n.clone());
-                        }
+                    if old_spec.get("nodeName").is_none()
+                        && let (Some(m), Some(n)) = (old_spec.as_object_mut(), new_spec.get("nodeName"))
+                    {
+                        m.insert("nodeName".into(), n.clone());
                     }
                     if old_spec != new_spec {
                         errs.push(FieldError::forbidden(
@@ -353,10 +353,10 @@ impl Strategy<'_> {
                     "DaemonSet" => crate::workload_validation::daemon_set(obj, &mut errs),
                     _ => crate::workload_validation::stateful_set(obj, old, &mut errs),
                 }
-                if let Some(old) = old {
-                    if old.pointer("/spec/selector") != obj.pointer("/spec/selector") {
-                        errs.push(FieldError::invalid("spec.selector", obj.pointer("/spec/selector").unwrap_or(&Value::Null), "field is immutable"));
-                    }
+                if let Some(old) = old
+                    && old.pointer("/spec/selector") != obj.pointer("/spec/selector")
+                {
+                    errs.push(FieldError::invalid("spec.selector", obj.pointer("/spec/selector").unwrap_or(&Value::Null), "field is immutable"));
                 }
             }
             ("", "ReplicationController") => {
@@ -406,17 +406,17 @@ impl Strategy<'_> {
                         }
                     }
                 }
-                if let Some(old) = old {
-                    if old.get("immutable") == Some(&json!(true)) && (old.get("data") != obj.get("data") || old.get("binaryData") != obj.get("binaryData")) {
-                        errs.push(FieldError::forbidden("data", "field is immutable when `immutable` is set"));
-                    }
+                if let Some(old) = old
+                    && old.get("immutable") == Some(&json!(true))
+                    && (old.get("data") != obj.get("data") || old.get("binaryData") != obj.get("binaryData"))
+                {
+                    errs.push(FieldError::forbidden("data", "field is immutable when `immutable` is set"));
                 }
-                if self.info.kind == "Secret" {
-                    if let Some(old) = old {
-                        if old.get("type") != obj.get("type") {
-                            errs.push(FieldError::invalid("type", obj.get("type").unwrap_or(&Value::Null), "field is immutable"));
-                        }
-                    }
+                if self.info.kind == "Secret"
+                    && let Some(old) = old
+                    && old.get("type") != obj.get("type")
+                {
+                    errs.push(FieldError::invalid("type", obj.get("type").unwrap_or(&Value::Null), "field is immutable"));
                 }
             }
             ("apiextensions.k8s.io", "CustomResourceDefinition") => validate_crd(obj, &mut errs),
@@ -646,12 +646,11 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
         for key in ["containers", "initContainers"] {
             for c in spec.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
                 for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
-                    if let Some(p) = p.as_object_mut() {
-                        if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
-                            if let Some(cp) = p.get("containerPort").cloned() {
-                                p.insert("hostPort".into(), cp);
-                            }
-                        }
+                    if let Some(p) = p.as_object_mut()
+                        && p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+                        && let Some(cp) = p.get("containerPort").cloned()
+                    {
+                        p.insert("hostPort".into(), cp);
                     }
                 }
             }
@@ -785,17 +784,17 @@ fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     errs.push(FieldError::invalid(format!("{p}.ports[{j}].containerPort"), &json!(cp), "must be between 1 and 65535, inclusive"));
                 }
             }
-            if let Some(pp) = c.get("imagePullPolicy").and_then(Value::as_str) {
-                if !["Always", "IfNotPresent", "Never"].contains(&pp) {
-                    errs.push(FieldError::not_supported(format!("{p}.imagePullPolicy"), &json!(pp), &["Always", "IfNotPresent", "Never"]));
-                }
+            if let Some(pp) = c.get("imagePullPolicy").and_then(Value::as_str)
+                && !["Always", "IfNotPresent", "Never"].contains(&pp)
+            {
+                errs.push(FieldError::not_supported(format!("{p}.imagePullPolicy"), &json!(pp), &["Always", "IfNotPresent", "Never"]));
             }
         }
     }
-    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
-        if !["Always", "OnFailure", "Never"].contains(&rp) {
-            errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), &json!(rp), &["Always", "OnFailure", "Never"]));
-        }
+    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
+        && !["Always", "OnFailure", "Never"].contains(&rp)
+    {
+        errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), &json!(rp), &["Always", "OnFailure", "Never"]));
     }
     if let Some(vols) = spec.get("volumes").and_then(Value::as_array) {
         let mut seen = std::collections::HashSet::new();
@@ -834,10 +833,10 @@ fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>) {
         Some(spec) => validate_pod_spec(spec, "spec.template.spec", errs),
         None => errs.push(FieldError::required("spec.template.spec.containers", "")),
     }
-    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
-        if r < 0 {
-            errs.push(FieldError::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
-        }
+    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+        && r < 0
+    {
+        errs.push(FieldError::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0"));
     }
 }
 
@@ -929,10 +928,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         if !name.is_empty() && !names.insert(name.to_string()) {
             errs.push(FieldError::duplicate(format!("spec.ports[{i}].name"), &json!(name)));
         }
-        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
-            if ty == "ClusterIP" && np != 0 {
-                errs.push(FieldError::forbidden(format!("spec.ports[{i}].nodePort"), "may not be used when `type` is 'ClusterIP'"));
-            }
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64)
+            && ty == "ClusterIP"
+            && np != 0
+        {
+            errs.push(FieldError::forbidden(format!("spec.ports[{i}].nodePort"), "may not be used when `type` is 'ClusterIP'"));
         }
     }
     if ty == "ExternalName" && spec.get("externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -982,20 +982,19 @@ pub fn validate_object_meta(obj: &Value, rule: NameRule, namespaced: bool) -> Ve
     let generate = get_str(obj, &["metadata", "generateName"]).unwrap_or("");
     if name.is_empty() && generate.is_empty() {
         errs.push(FieldError::required("metadata.name", "name or generateName is required"));
-    } else if !name.is_empty() {
-        if let Err(msgs) = crate::validation::validate_name(rule, name) {
-            for m in msgs {
-                errs.push(FieldError::invalid("metadata.name", &json!(name), m));
-            }
+    } else if !name.is_empty()
+        && let Err(msgs) = crate::validation::validate_name(rule, name)
+    {
+        for m in msgs {
+            errs.push(FieldError::invalid("metadata.name", &json!(name), m));
         }
     }
-    if namespaced {
-        if let Some(ns) = crate::meta::namespace(obj) {
-            if let Err(msgs) = validate_dns1123_label(ns) {
-                for m in msgs {
-                    errs.push(FieldError::invalid("metadata.namespace", &json!(ns), m));
-                }
-            }
+    if namespaced
+        && let Some(ns) = crate::meta::namespace(obj)
+        && let Err(msgs) = validate_dns1123_label(ns)
+    {
+        for m in msgs {
+            errs.push(FieldError::invalid("metadata.namespace", &json!(ns), m));
         }
     }
     if let Some(labels) = get(obj, &["metadata", "labels"]).and_then(Value::as_object) {
@@ -1009,7 +1008,7 @@ pub fn validate_object_meta(obj: &Value, rule: NameRule, namespaced: bool) -> Ve
                 Some(s) => {
                     if let Err(msgs) = validate_label_value(s) {
                         for m in msgs {
-                            errs.push(FieldError::invalid(format!("metadata.labels"), &json!(s), m));
+                            errs.push(FieldError::invalid("metadata.labels".to_string(), &json!(s), m));
                         }
                     }
                 }

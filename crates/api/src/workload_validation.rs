@@ -16,10 +16,10 @@ fn at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a Value> {
 /// `ValidateNonnegativeField` for every (pointer, field path) that is set.
 fn nonnegative(obj: &Value, fields: &[(&str, &str)], errs: &mut Errs) {
     for (ptr, path) in fields {
-        if let Some(n) = at(obj, ptr).and_then(Value::as_i64) {
-            if n < 0 {
-                errs.push(FieldError::invalid(*path, &json!(n), "must be greater than or equal to 0"));
-            }
+        if let Some(n) = at(obj, ptr).and_then(Value::as_i64)
+            && n < 0
+        {
+            errs.push(FieldError::invalid(*path, &json!(n), "must be greater than or equal to 0"));
         }
     }
 }
@@ -58,10 +58,10 @@ fn rolling_update(ru: &Value, path: &str, errs: &mut Errs) {
     if u.is_some_and(|(n, _)| n == 0) && s.is_none_or(|(n, _)| n == 0) {
         errs.push(FieldError::invalid(&unavailable_path, unavailable.unwrap_or(&Value::Null), "may not be 0 when `maxSurge` is 0"));
     }
-    if let (Some((n, true)), Some(v)) = (u, unavailable) {
-        if n > 100 {
-            errs.push(FieldError::invalid(&unavailable_path, v, "must not be greater than 100%"));
-        }
+    if let (Some((n, true)), Some(v)) = (u, unavailable)
+        && n > 100
+    {
+        errs.push(FieldError::invalid(&unavailable_path, v, "must not be greater than 100%"));
     }
 }
 
@@ -151,10 +151,11 @@ pub fn stateful_set(obj: &Value, old: Option<&Value>, errs: &mut Errs) {
         ],
         errs,
     );
-    if let Some(p) = at(obj, "/spec/podManagementPolicy").and_then(Value::as_str) {
-        if p != "OrderedReady" && p != "Parallel" {
-            errs.push(FieldError::not_supported("spec.podManagementPolicy", &json!(p), &["OrderedReady", "Parallel"]));
-        }
+    if let Some(p) = at(obj, "/spec/podManagementPolicy").and_then(Value::as_str)
+        && p != "OrderedReady"
+        && p != "Parallel"
+    {
+        errs.push(FieldError::not_supported("spec.podManagementPolicy", &json!(p), &["OrderedReady", "Parallel"]));
     }
     if let Some(strategy) = at(obj, "/spec/updateStrategy") {
         let ru = strategy.get("rollingUpdate").filter(|v| !v.is_null());
@@ -257,10 +258,10 @@ pub fn cron_job(obj: &Value, errs: &mut Errs) {
         ],
         errs,
     );
-    if let Some(p) = at(obj, "/spec/concurrencyPolicy").and_then(Value::as_str) {
-        if !["Allow", "Forbid", "Replace"].contains(&p) {
-            errs.push(FieldError::not_supported("spec.concurrencyPolicy", &json!(p), &["Allow", "Forbid", "Replace"]));
-        }
+    if let Some(p) = at(obj, "/spec/concurrencyPolicy").and_then(Value::as_str)
+        && !["Allow", "Forbid", "Replace"].contains(&p)
+    {
+        errs.push(FieldError::not_supported("spec.concurrencyPolicy", &json!(p), &["Allow", "Forbid", "Replace"]));
     }
     job_spec(obj, "/spec/jobTemplate/spec", "spec.jobTemplate.spec", errs);
     if let Some(spec) = at(obj, "/spec/jobTemplate/spec/template/spec") {

@@ -307,10 +307,10 @@ impl Allocators {
     /// Releases what `old` held and `new` (if any) no longer holds.
     pub async fn release_unused(&self, old: &Value, new: Option<&Value>) {
         let ip_of = |v: &Value| v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<Ipv4Addr>().ok());
-        if let Some(ip) = ip_of(old) {
-            if new.and_then(ip_of) != Some(ip) {
-                log_release(self.ips.release(&ip.to_string()).await);
-            }
+        if let Some(ip) = ip_of(old)
+            && new.and_then(ip_of) != Some(ip)
+        {
+            log_release(self.ips.release(&ip.to_string()).await);
         }
         let ports_of = |v: &Value| -> Vec<(u16, String)> {
             v.pointer("/spec/ports")

@@ -234,10 +234,10 @@ fn remove_path(obj: &mut Value, path: &[String]) {
         if let (Ok(keys), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
             a.retain(|item| !keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
         }
-    } else if let Some(v) = last.strip_prefix("v:") {
-        if let (Ok(val), Some(a)) = (serde_json::from_str::<Value>(v), cur.as_array_mut()) {
-            a.retain(|item| *item != val);
-        }
+    } else if let Some(v) = last.strip_prefix("v:")
+        && let (Ok(val), Some(a)) = (serde_json::from_str::<Value>(v), cur.as_array_mut())
+    {
+        a.retain(|item| *item != val);
     }
 }
 

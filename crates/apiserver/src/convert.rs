@@ -5,10 +5,10 @@ use r8s_api::ResourceInfo;
 use serde_json::{Map, Value, json};
 
 fn move_field(from: &mut Map<String, Value>, to: &mut Map<String, Value>, a: &str, b: &str) {
-    if let Some(v) = from.remove(a) {
-        if !v.is_null() {
-            to.insert(b.to_string(), v);
-        }
+    if let Some(v) = from.remove(a)
+        && !v.is_null()
+    {
+        to.insert(b.to_string(), v);
     }
 }
 
@@ -105,18 +105,15 @@ fn hpa_v1_to_v2(obj: Value) -> Value {
     let Value::Object(mut m) = obj else {
         return obj;
     };
-    if let Some(Value::Object(spec)) = m.get_mut("spec") {
-        if let Some(t) = spec.remove("targetCPUUtilizationPercentage") {
-            spec.insert(
-                "metrics".into(),
-                json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": t}}}]),
-            );
-        }
+    if let Some(Value::Object(spec)) = m.get_mut("spec")
+        && let Some(t) = spec.remove("targetCPUUtilizationPercentage")
+    {
+        spec.insert("metrics".into(), json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": t}}}]));
     }
-    if let Some(Value::Object(status)) = m.get_mut("status") {
-        if let Some(c) = status.remove("currentCPUUtilizationPercentage") {
-            status.insert("currentMetrics".into(), json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": c}}}]));
-        }
+    if let Some(Value::Object(status)) = m.get_mut("status")
+        && let Some(c) = status.remove("currentCPUUtilizationPercentage")
+    {
+        status.insert("currentMetrics".into(), json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": c}}}]));
     }
     Value::Object(m)
 }

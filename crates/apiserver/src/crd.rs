@@ -169,10 +169,10 @@ pub fn apply_defaults(obj: &mut Value, schema: &Value) {
         Value::Object(m) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, ps) in props {
-                    if !m.contains_key(k) {
-                        if let Some(d) = ps.get("default") {
-                            m.insert(k.clone(), d.clone());
-                        }
+                    if !m.contains_key(k)
+                        && let Some(d) = ps.get("default")
+                    {
+                        m.insert(k.clone(), d.clone());
                     }
                     if let Some(child) = m.get_mut(k) {
                         apply_defaults(child, ps);
@@ -241,39 +241,39 @@ fn walk(v: &Value, s: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if s.get("x-kubernetes-int-or-string") == Some(&json!(true)) && !matches!(v, Value::String(_) | Value::Number(_)) {
         errs.push(FieldError::invalid(path, v, "must be an integer or a string"));
     }
-    if let Some(en) = s.get("enum").and_then(Value::as_array) {
-        if !en.contains(v) {
-            let allowed: Vec<String> = en.iter().map(|e| e.as_str().map(|x| format!("{x:?}")).unwrap_or_else(|| e.to_string())).collect();
-            errs.push(FieldError {
-                kind: r8s_api::errors::FieldErrorKind::NotSupported,
-                field: path.to_string(),
-                value: Some(r8s_api::errors::render_value(v)),
-                detail: format!("supported values: {}", allowed.join(", ")),
-            });
-        }
+    if let Some(en) = s.get("enum").and_then(Value::as_array)
+        && !en.contains(v)
+    {
+        let allowed: Vec<String> = en.iter().map(|e| e.as_str().map(|x| format!("{x:?}")).unwrap_or_else(|| e.to_string())).collect();
+        errs.push(FieldError {
+            kind: r8s_api::errors::FieldErrorKind::NotSupported,
+            field: path.to_string(),
+            value: Some(r8s_api::errors::render_value(v)),
+            detail: format!("supported values: {}", allowed.join(", ")),
+        });
     }
     if let Some(n) = v.as_f64() {
-        if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-            if n < min {
-                errs.push(FieldError::invalid(path, v, format!("should be greater than or equal to {min}")));
-            }
+        if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            errs.push(FieldError::invalid(path, v, format!("should be greater than or equal to {min}")));
         }
-        if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-            if n > max {
-                errs.push(FieldError::invalid(path, v, format!("should be less than or equal to {max}")));
-            }
+        if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            errs.push(FieldError::invalid(path, v, format!("should be less than or equal to {max}")));
         }
     }
     if let Some(st) = v.as_str() {
-        if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
-            if st.chars().count() as u64 > max {
-                errs.push(FieldError::too_long(path, max));
-            }
+        if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
+            && st.chars().count() as u64 > max
+        {
+            errs.push(FieldError::too_long(path, max));
         }
-        if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
-            if (st.chars().count() as u64) < min {
-                errs.push(FieldError::invalid(path, v, format!("should be at least {min} chars long")));
-            }
+        if let Some(min) = s.get("minLength").and_then(Value::as_u64)
+            && (st.chars().count() as u64) < min
+        {
+            errs.push(FieldError::invalid(path, v, format!("should be at least {min} chars long")));
         }
     }
     match v {

@@ -32,16 +32,19 @@ const GROUP_ORDER: &[&str] = &[
     "flowcontrol.apiserver.k8s.io",
 ];
 
+/// One version of a group and its resources.
+pub type VersionResources = (String, Vec<ResourceRef>);
+
 /// Group -> versions (preferred first) -> resources.
-pub fn grouped(cat: &Catalog) -> Vec<(String, Vec<(String, Vec<ResourceRef>)>)> {
+pub fn grouped(cat: &Catalog) -> Vec<(String, Vec<VersionResources>)> {
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<ResourceRef>>> = BTreeMap::new();
     for r in cat.all() {
         groups.entry(r.group.clone()).or_default().entry(r.version.clone()).or_default().push(r);
     }
-    let mut out: Vec<(String, Vec<(String, Vec<ResourceRef>)>)> = groups
+    let mut out: Vec<(String, Vec<VersionResources>)> = groups
         .into_iter()
         .map(|(g, versions)| {
-            let mut vs: Vec<(String, Vec<ResourceRef>)> = versions.into_iter().collect();
+            let mut vs: Vec<VersionResources> = versions.into_iter().collect();
             for (_, rs) in vs.iter_mut() {
                 rs.sort_by(|a, b| a.plural.cmp(&b.plural));
             }

@@ -146,11 +146,11 @@ impl Walk<'_> {
         if let Some(name) = ref_name(schema) {
             let name = name.to_string();
             // A reference's own type errors name the referring property's type.
-            if let Some(d) = self.defs.get(&name) {
-                if !self.compatible(v, d) {
-                    self.mismatch(v, schema, None);
-                    return;
-                }
+            if let Some(d) = self.defs.get(&name)
+                && !self.compatible(v, d)
+            {
+                self.mismatch(v, schema, None);
+                return;
             }
             return self.def(v, &name);
         }

@@ -153,7 +153,7 @@ pub fn query_bool(query: &Query, key: &str) -> bool {
 fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
     let label_selector = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let field_selector = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or("")).map_err(|e| ApiError::bad_request(e))?;
+    let field_selector = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
     let st = strategy(info);
     for r in &field_selector.requirements {
         if !st.supports_field(&r.field) {
@@ -199,10 +199,10 @@ pub fn write_options(ctx: &RequestContext, default_manager: bool) -> ApiResult<W
             .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
             .filter(|s| !s.is_empty());
     }
-    if let Some(m) = &field_manager {
-        if m.len() > 128 {
-            return Err(ApiError::bad_request("fieldManager: Too long: must have at most 128 bytes"));
-        }
+    if let Some(m) = &field_manager
+        && m.len() > 128
+    {
+        return Err(ApiError::bad_request("fieldManager: Too long: must have at most 128 bytes"));
     }
     let field_validation = FieldValidation::parse(query.get("fieldValidation").map(String::as_str)).map_err(ApiError::bad_request)?;
     Ok(WriteOptions {
@@ -408,12 +408,12 @@ fn delete_options(query: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {
     if let Some(p) = query.get("propagationPolicy") {
         opts.propagation_policy = Some(p.clone());
     }
-    if let Some(p) = &opts.propagation_policy {
-        if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-            )));
-        }
+    if let Some(p) = &opts.propagation_policy
+        && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        )));
     }
     if query.get("dryRun").map(String::as_str) == Some("All") {
         opts.dry_run = true;
@@ -516,10 +516,11 @@ where
     reg.update_with(info, ns, name, None, opts, |mut cur| {
         let scale = scale_of(info, &cur);
         let new_scale = f(scale)?;
-        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if !rv.is_empty() && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                return Err(ApiError::stale(info, name));
-            }
+        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+            && !rv.is_empty()
+            && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        {
+            return Err(ApiError::stale(info, name));
         }
         let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
         if replicas < 0 {

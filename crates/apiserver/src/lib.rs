@@ -73,12 +73,11 @@ fn local_addresses() -> Vec<IpAddr> {
     if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
         let lines: Vec<&str> = trie.lines().collect();
         for w in lines.windows(2) {
-            if w[1].contains("/32 host LOCAL") {
-                if let Some(ip) = w[0].trim().trim_start_matches("|-- ").trim().parse::<IpAddr>().ok() {
-                    if !out.contains(&ip) {
-                        out.push(ip);
-                    }
-                }
+            if w[1].contains("/32 host LOCAL")
+                && let Ok(ip) = w[0].trim().trim_start_matches("|-- ").trim().parse::<IpAddr>()
+                && !out.contains(&ip)
+            {
+                out.push(ip);
             }
         }
     }
@@ -132,11 +131,13 @@ pub fn build_state(
 pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<RunningServer> {
     let service_cidr: ipnet::Ipv4Net = cfg.service_cidr.parse().map_err(|_| anyhow::anyhow!("invalid --service-cluster-ip-range {}", cfg.service_cidr))?;
     let first_ip = alloc::nth(&service_cidr, 1);
-    let mut names = r8s_pki::ServingNames::default();
-    names.dns_names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut names = r8s_pki::ServingNames {
+        dns_names: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..Default::default()
+    };
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let h = h.trim().to_lowercase();
         if !h.is_empty() {
@@ -198,10 +199,10 @@ pub fn spawn_compactor(store: Arc<dyn Store>, interval: std::time::Duration, kee
             // resume, as with upstream's compaction.
             let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await) else { continue };
             let target = last.min(current - keep);
-            if target > compacted {
-                if let Err(e) = store.compact(target).await {
-                    tracing::warn!(error = %e, "compaction failed");
-                }
+            if target > compacted
+                && let Err(e) = store.compact(target).await
+            {
+                tracing::warn!(error = %e, "compaction failed");
             }
             last = current;
         }

@@ -16,10 +16,13 @@ use crate::status::{ApiError, ApiResult};
 
 const REF: &str = "#/components/schemas/";
 
+/// A rendered document: (catalog generation, hash, bytes).
+type CachedDocument = (u64, String, std::sync::Arc<Vec<u8>>);
+
 #[derive(Default)]
 pub struct OpenApi {
-    /// group-version path -> (catalog generation, hash, document bytes)
-    cache: Mutex<HashMap<String, (u64, String, std::sync::Arc<Vec<u8>>)>>,
+    /// group-version path -> its document
+    cache: Mutex<HashMap<String, CachedDocument>>,
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -46,16 +49,16 @@ impl OpenApi {
     fn document(&self, cat: &Catalog, group: &str, version: &str) -> Option<(String, std::sync::Arc<Vec<u8>>)> {
         let key = gv_path(group, version);
         let generation = cat.generation();
-        if let Some((g, h, d)) = self.cache.lock().unwrap().get(&key) {
-            if *g == generation {
-                return Some((h.clone(), d.clone()));
-            }
+        if let Some((g, h, d)) = self.cache.lock().unwrap().get(&key)
+            && *g == generation
+        {
+            return Some((h.clone(), d.clone()));
         }
         let resources: Vec<ResourceRef> = cat.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
         if resources.is_empty() {
             return None;
         }
-        let doc = build_document(cat, group, version, &resources);
+        let doc = build_document(cat, version, &resources);
         let bytes = std::sync::Arc::new(serde_json::to_vec(&doc).unwrap());
         let hash = hash_hex(&bytes);
         self.cache.lock().unwrap().insert(key, (generation, hash.clone(), bytes.clone()));
@@ -364,10 +367,10 @@ fn decorate(defs: &mut Map<String, Value>) {
         let short = name.rsplit('.').next().unwrap_or(name);
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             for (field, ps) in props.iter_mut() {
-                if retains_keys(short, field) {
-                    if let Some(m) = ps.as_object_mut() {
-                        m.insert("x-kubernetes-patch-strategy".into(), json!("retainKeys"));
-                    }
+                if retains_keys(short, field)
+                    && let Some(m) = ps.as_object_mut()
+                {
+                    m.insert("x-kubernetes-patch-strategy".into(), json!("retainKeys"));
                 }
             }
         }
@@ -406,7 +409,7 @@ fn decorate(defs: &mut Map<String, Value>) {
     }
 }
 
-fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[ResourceRef]) -> Value {
+fn build_document(cat: &Catalog, version: &str, resources: &[ResourceRef]) -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut paths = Map::new();
     let mut kind_schemas: Vec<(String, ResourceRef)> = Vec::new();
@@ -485,10 +488,9 @@ fn build_document(cat: &Catalog, group: &str, version: &str, resources: &[Resour
         defs.extend(g.take_definitions(true));
     }
     decorate(&mut defs);
-    let title = if group.is_empty() { "Kubernetes".to_string() } else { "Kubernetes".to_string() };
     json!({
         "openapi": "3.0.0",
-        "info": {"title": title, "version": format!("{}", version)},
+        "info": {"title": "Kubernetes", "version": format!("{}", version)},
         "paths": paths,
         "components": {"schemas": defs}
     })

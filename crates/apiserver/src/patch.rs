@@ -88,18 +88,18 @@ fn smp_object(doc: &Value, patch: &Value, field: &str) -> Result<Option<Value>, 
         }
     }
     for (k, v) in p {
-        if let Some(list_field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(cur)), Some(del)) = (out.get_mut(list_field), v.as_array()) {
-                cur.retain(|x| !del.contains(x));
-            }
+        if let Some(list_field) = k.strip_prefix("$deleteFromPrimitiveList/")
+            && let (Some(Value::Array(cur)), Some(del)) = (out.get_mut(list_field), v.as_array())
+        {
+            cur.retain(|x| !del.contains(x));
         }
     }
     for (k, v) in p {
-        if let Some(list_field) = k.strip_prefix("$setElementOrder/") {
-            if let (Some(Value::Array(cur)), Some(order)) = (out.get_mut(list_field), v.as_array()) {
-                let key = smp_merge_key(field, list_field).unwrap_or("");
-                reorder(cur, order, key);
-            }
+        if let Some(list_field) = k.strip_prefix("$setElementOrder/")
+            && let (Some(Value::Array(cur)), Some(order)) = (out.get_mut(list_field), v.as_array())
+        {
+            let key = smp_merge_key(field, list_field).unwrap_or("");
+            reorder(cur, order, key);
         }
     }
     Ok(Some(Value::Object(out)))

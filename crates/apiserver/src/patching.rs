@@ -70,7 +70,7 @@ pub async fn patch(
     let opts = WriteOptions { origin: WriteOrigin::Patch, ..write_options(ctx, true)? };
     if sub == Some(Subresource::Scale) {
         let updated = update_scale(reg, info, ns, name, &opts, |scale| apply_patch(fmt, info, name, &scale, &patch)).await?;
-        return Ok(crate::handlers::render_object(state, info, scale_of(info, &updated), Output::Json, query, StatusCode::OK)?);
+        return crate::handlers::render_object(state, info, scale_of(info, &updated), Output::Json, query, StatusCode::OK);
     }
     let updated = reg.update_with(info, ns, name, sub, &opts, |current| apply_patch(fmt, info, name, &current, &patch)).await?;
     Ok(with_warnings(render_object(state, info, updated, out, query, StatusCode::OK)?, &opts))

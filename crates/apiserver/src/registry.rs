@@ -358,12 +358,10 @@ impl Registry {
                 return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
             }
             let name_empty = md.get("name").and_then(Value::as_str).is_none_or(str::is_empty);
-            if name_empty {
-                if let Some(g) = md.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
-                    let base = if g.len() > 58 { &g[..58] } else { g };
-                    let name = format!("{base}{}", random_suffix(5));
-                    md.insert("name".into(), json!(name));
-                }
+            if name_empty && let Some(g) = md.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                let base = if g.len() > 58 { &g[..58] } else { g };
+                let name = format!("{base}{}", random_suffix(5));
+                md.insert("name".into(), json!(name));
             }
             md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             md.insert("creationTimestamp".into(), json!(now_rfc3339()));
@@ -526,10 +524,11 @@ impl Registry {
     /// A CRD write is answered once this server serves (or stops serving) what it defines:
     /// the CRD follower learns of it through the watch like every other server does.
     async fn after_write(&self, info: &ResourceInfo, obj: &Value) {
-        if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
-            if let Some(rev) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok()) {
-                self.catalog.wait_crds_seen(rev, Duration::from_secs(5)).await;
-            }
+        if info.group == "apiextensions.k8s.io"
+            && info.kind == "CustomResourceDefinition"
+            && let Some(rev) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok())
+        {
+            self.catalog.wait_crds_seen(rev, Duration::from_secs(5)).await;
         }
     }
 
@@ -558,10 +557,11 @@ impl Registry {
             if wanted.is_object() {
                 self.check_fields(info, &mut wanted, opts)?;
             }
-            if let Some(rv) = wanted.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                if !rv.is_empty() && rv != rev.to_string() {
-                    return Err(ApiError::stale(info, name));
-                }
+            if let Some(rv) = wanted.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                && !rv.is_empty()
+                && rv != rev.to_string()
+            {
+                return Err(ApiError::stale(info, name));
             }
             let mut obj = self.prepare_update(info, &sinfo, &current, wanted, sub, opts).await?;
             let final_delete = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
@@ -666,10 +666,10 @@ impl Registry {
                 } else if let Some(m) = merged.as_object_mut() {
                     m.remove("status");
                 }
-                if let (Some(md), Some(new_md)) = (merged.get_mut("metadata").and_then(Value::as_object_mut), obj.get("metadata").and_then(Value::as_object)) {
-                    if let Some(rv) = new_md.get("resourceVersion") {
-                        md.insert("resourceVersion".into(), rv.clone());
-                    }
+                if let (Some(md), Some(new_md)) = (merged.get_mut("metadata").and_then(Value::as_object_mut), obj.get("metadata").and_then(Value::as_object))
+                    && let Some(rv) = new_md.get("resourceVersion")
+                {
+                    md.insert("resourceVersion".into(), rv.clone());
                 }
                 obj = merged;
             }
@@ -687,25 +687,22 @@ impl Registry {
                         }
                     }
                 }
-                if md.get("managedFields").is_none() {
-                    if let Some(mf) = cur_md.get("managedFields") {
-                        md.insert("managedFields".into(), mf.clone());
-                    }
+                if md.get("managedFields").is_none()
+                    && let Some(mf) = cur_md.get("managedFields")
+                {
+                    md.insert("managedFields".into(), mf.clone());
                 }
                 // A deleting object may only lose finalizers.
                 if cur_md.get("deletionTimestamp").is_some() {
                     let old_f: Vec<Value> = cur_md.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
-                    if let Some(new_f) = md.get("finalizers").and_then(Value::as_array) {
-                        if new_f.iter().any(|f| !old_f.contains(f)) {
-                            return Err(ApiError::invalid(
-                                info,
-                                &name,
-                                &[r8s_api::errors::FieldError::forbidden(
-                                    "metadata.finalizers",
-                                    "no new finalizers can be added if the object is being deleted",
-                                )],
-                            ));
-                        }
+                    if let Some(new_f) = md.get("finalizers").and_then(Value::as_array)
+                        && new_f.iter().any(|f| !old_f.contains(f))
+                    {
+                        return Err(ApiError::invalid(
+                            info,
+                            &name,
+                            &[r8s_api::errors::FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                        ));
                     }
                 }
                 // Binding sets spec.nodeName and the PodScheduled condition in one write.
@@ -781,26 +778,26 @@ impl Registry {
                 self.admission.validate(self, &attrs).await?;
                 admitted = true;
             }
-            if let Some(uid) = &opts.precondition_uid {
-                if current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str()) {
-                    return Err(ApiError::conflict(
-                        info,
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
-                        ),
-                    ));
-                }
+            if let Some(uid) = &opts.precondition_uid
+                && current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+                    ),
+                ));
             }
-            if let Some(prv) = &opts.precondition_rv {
-                if *prv != rev.to_string() {
-                    return Err(ApiError::conflict(
-                        info,
-                        name,
-                        &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"),
-                    ));
-                }
+            if let Some(prv) = &opts.precondition_rv
+                && *prv != rev.to_string()
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rev}"),
+                ));
             }
             let mut obj = current.clone();
             let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());

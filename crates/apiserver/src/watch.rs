@@ -134,10 +134,10 @@ pub async fn serve(
                     return;
                 }
                 for ev in &sub.replay {
-                    if let Some(k) = filter(ev) {
-                        if tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() {
-                            return;
-                        }
+                    if let Some(k) = filter(ev)
+                        && tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err()
+                    {
+                        return;
                     }
                     last_rev = ev.rev;
                 }
@@ -155,9 +155,8 @@ pub async fn serve(
                             Ok(ev) => {
                                 if ev.rev <= last_rev { continue; }
                                 last_rev = ev.rev;
-                                if let Some(k) = filter(&ev) {
-                                    if tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
-                                }
+                                if let Some(k) = filter(&ev)
+                                    && tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
                             }
                             // Fell behind the live feed: catch up from the cache's window of
                             // recent events (or end the watch if even that has moved on).
@@ -166,9 +165,8 @@ pub async fn serve(
                                     for ev in &again.replay {
                                         if ev.rev <= last_rev { continue; }
                                         last_rev = ev.rev;
-                                        if let Some(k) = filter(ev) {
-                                            if tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
-                                        }
+                                        if let Some(k) = filter(ev)
+                                            && tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
                                     }
                                     live = again.live;
                                 }
@@ -202,9 +200,8 @@ pub async fn serve(
                             Some(Ok(b)) => {
                                 for e in &b.events {
                                     let Some(ev) = cache_event(&sinfo, e) else { continue };
-                                    if let Some(k) = filter(&ev) {
-                                        if tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
-                                    }
+                                    if let Some(k) = filter(&ev)
+                                        && tx.send(Ok(enc.event(k.as_str(), &ev.obj))).await.is_err() { return; }
                                 }
                                 last_rev = last_rev.max(b.revision);
                             }

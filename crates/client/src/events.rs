@@ -10,12 +10,15 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+/// What identifies an event for aggregation (object, type, reason, message).
+type EventKey = (String, String, String, String);
+
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
     host: Option<String>,
-    seen: Arc<Mutex<HashMap<(String, String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
 pub fn object_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectReference {

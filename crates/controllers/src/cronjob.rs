@@ -124,56 +124,56 @@ impl Controller {
         let since_s = self.to_sched(Utc.timestamp_millis_opt(since_real).single().unwrap_or(now));
         let mut active_refs: Vec<serde_json::Value> =
             active.iter().map(|j| json!({"apiVersion": "batch/v1", "kind": "Job", "name": j.name_any(), "namespace": ns, "uid": j.uid(), "resourceVersion": j.resource_version()})).collect();
-        if spec.suspend != Some(true) {
-            if let Some(t) = schedule.last_between(wall(since_s), wall(now_s)).map(instant) {
-                let real_t = self.to_real(t);
-                let too_late = spec.starting_deadline_seconds.is_some_and(|d| (now - real_t).num_seconds() > d);
-                let job_name = format!("{name}-{}", t.timestamp() / 60);
-                let exists = mine.iter().any(|j| j.name_any() == job_name);
-                let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-                if !too_late && !exists {
-                    if policy == "Forbid" && !active.is_empty() {
-                        // Skipped: upstream leaves lastScheduleTime for the next chance.
-                    } else {
-                        if policy == "Replace" {
-                            for j in &active {
-                                let _ = japi.delete(&j.name_any(), &DeleteParams::background()).await;
-                                self.recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {}", j.name_any()));
-                            }
-                            active_refs.clear();
+        if spec.suspend != Some(true)
+            && let Some(t) = schedule.last_between(wall(since_s), wall(now_s)).map(instant)
+        {
+            let real_t = self.to_real(t);
+            let too_late = spec.starting_deadline_seconds.is_some_and(|d| (now - real_t).num_seconds() > d);
+            let job_name = format!("{name}-{}", t.timestamp() / 60);
+            let exists = mine.iter().any(|j| j.name_any() == job_name);
+            let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
+            if !too_late && !exists {
+                if policy == "Forbid" && !active.is_empty() {
+                    // Skipped: upstream leaves lastScheduleTime for the next chance.
+                } else {
+                    if policy == "Replace" {
+                        for j in &active {
+                            let _ = japi.delete(&j.name_any(), &DeleteParams::background()).await;
+                            self.recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {}", j.name_any()));
                         }
-                        let tmpl = spec.job_template.clone();
-                        let md = tmpl.metadata.clone().unwrap_or_default();
-                        let mut annotations = md.annotations.unwrap_or_default();
-                        annotations.insert("batch.kubernetes.io/cronjob-scheduled-timestamp".into(), real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                        let job = Job {
-                            metadata: kube::api::ObjectMeta {
-                                name: Some(job_name.clone()),
-                                namespace: Some(ns.clone()),
-                                labels: md.labels,
-                                annotations: Some(annotations),
-                                owner_references: Some(vec![util::owner_ref(cj.as_ref())]),
-                                ..Default::default()
-                            },
-                            spec: tmpl.spec,
-                            status: None,
-                        };
-                        match japi.create(&PostParams::default(), &job).await {
-                            Ok(created) => {
-                                self.recorder.normal(cj.as_ref(), "SuccessfulCreate", format!("Created job {job_name}"));
-                                active_refs
+                        active_refs.clear();
+                    }
+                    let tmpl = spec.job_template.clone();
+                    let md = tmpl.metadata.clone().unwrap_or_default();
+                    let mut annotations = md.annotations.unwrap_or_default();
+                    annotations.insert("batch.kubernetes.io/cronjob-scheduled-timestamp".into(), real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    let job = Job {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(job_name.clone()),
+                            namespace: Some(ns.clone()),
+                            labels: md.labels,
+                            annotations: Some(annotations),
+                            owner_references: Some(vec![util::owner_ref(cj.as_ref())]),
+                            ..Default::default()
+                        },
+                        spec: tmpl.spec,
+                        status: None,
+                    };
+                    match japi.create(&PostParams::default(), &job).await {
+                        Ok(created) => {
+                            self.recorder.normal(cj.as_ref(), "SuccessfulCreate", format!("Created job {job_name}"));
+                            active_refs
                                     .push(json!({"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "namespace": ns, "uid": created.uid(), "resourceVersion": created.resource_version()}));
-                            }
-                            Err(e) if r8s_client::is_conflict(&e) => {}
-                            Err(e) => {
-                                self.recorder.warning(cj.as_ref(), "FailedCreate", format!("Error creating job: {}", util::api_message(&e)));
-                                return Err(e.into());
-                            }
+                        }
+                        Err(e) if r8s_client::is_conflict(&e) => {}
+                        Err(e) => {
+                            self.recorder.warning(cj.as_ref(), "FailedCreate", format!("Error creating job: {}", util::api_message(&e)));
+                            return Err(e.into());
                         }
                     }
                 }
-                status["lastScheduleTime"] = json!(real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             }
+            status["lastScheduleTime"] = json!(real_t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         }
         status["active"] = if active_refs.is_empty() { serde_json::Value::Null } else { json!(active_refs) };
         let cur = serde_json::to_value(&cj.status)?;

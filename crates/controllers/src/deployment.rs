@@ -479,6 +479,15 @@ fn strip_times(v: Option<&Value>) -> Vec<(String, String, String, String)> {
         .unwrap_or_default()
 }
 
+/// Upstream's `DeploymentProgressing`: more updated, ready or available replicas than the
+/// deployment's last status, or fewer old ones.
+fn status_progressed(d: &Deployment, total: i32, updated: i32, ready: i32, avail: i32) -> bool {
+    let old = d.status.clone().unwrap_or_default();
+    let old_updated = old.updated_replicas.unwrap_or(0);
+    let old_old = old.replicas.unwrap_or(0) - old_updated;
+    updated > old_updated || total - updated < old_old || ready > old.ready_replicas.unwrap_or(0) || avail > old.available_replicas.unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,13 +499,4 @@ mod tests {
         assert_eq!(resolve(Some(&IntOrString::Int(2)), 3, "25%", false), 2);
         assert_eq!(resolve(Some(&IntOrString::String("50%".into())), 5, "25%", true), 3);
     }
-}
-
-/// Upstream's `DeploymentProgressing`: more updated, ready or available replicas than the
-/// deployment's last status, or fewer old ones.
-fn status_progressed(d: &Deployment, total: i32, updated: i32, ready: i32, avail: i32) -> bool {
-    let old = d.status.clone().unwrap_or_default();
-    let old_updated = old.updated_replicas.unwrap_or(0);
-    let old_old = old.replicas.unwrap_or(0) - old_updated;
-    updated > old_updated || total - updated < old_old || ready > old.ready_replicas.unwrap_or(0) || avail > old.available_replicas.unwrap_or(0)
 }

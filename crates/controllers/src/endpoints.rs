@@ -29,6 +29,9 @@ pub struct Controller {
     queue: WorkQueue<ObjKey>,
 }
 
+/// A set of ports (name, number, protocol, appProtocol): endpoints with the same set share a slice.
+type PortSet = Vec<(String, i32, String, Option<String>)>;
+
 fn selects(svc: &Service, p: &Pod) -> bool {
     let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) else {
         return false;
@@ -129,7 +132,7 @@ impl Controller {
             .collect();
         // Group pods by the ports they resolve to.
         let svc_ports = spec.ports.clone().unwrap_or_default();
-        let mut groups: BTreeMap<Vec<(String, i32, String, Option<String>)>, Vec<&Member>> = BTreeMap::new();
+        let mut groups: BTreeMap<PortSet, Vec<&Member>> = BTreeMap::new();
         for m in &members {
             let ports: Vec<(String, i32, String, Option<String>)> = svc_ports
                 .iter()
@@ -156,21 +159,15 @@ impl Controller {
             "nodeName": spec.and_then(|s| s.node_name.clone()),
             "targetRef": {"kind": "Pod", "namespace": p.namespace(), "name": p.name_any(), "uid": p.uid()},
         });
-        if let Some(h) = spec.and_then(|s| s.hostname.clone()) {
-            if spec.and_then(|s| s.subdomain.as_deref()) == Some(svc_name) {
-                a["hostname"] = json!(h);
-            }
+        if let Some(h) = spec.and_then(|s| s.hostname.clone())
+            && spec.and_then(|s| s.subdomain.as_deref()) == Some(svc_name)
+        {
+            a["hostname"] = json!(h);
         }
         a
     }
 
-    async fn write_endpoints(
-        &self,
-        svc: &Service,
-        api: &Api<Endpoints>,
-        groups: &BTreeMap<Vec<(String, i32, String, Option<String>)>, Vec<&Member>>,
-        publish_all: bool,
-    ) -> anyhow::Result<()> {
+    async fn write_endpoints(&self, svc: &Service, api: &Api<Endpoints>, groups: &BTreeMap<PortSet, Vec<&Member>>, publish_all: bool) -> anyhow::Result<()> {
         let name = svc.name_any();
         let subsets: Vec<Value> = groups
             .iter()
@@ -247,7 +244,7 @@ impl Controller {
         svc: &Service,
         api: &Api<EndpointSlice>,
         existing: &[Arc<EndpointSlice>],
-        groups: &BTreeMap<Vec<(String, i32, String, Option<String>)>, Vec<&Member>>,
+        groups: &BTreeMap<PortSet, Vec<&Member>>,
     ) -> anyhow::Result<()> {
         let name = svc.name_any();
         // The slices we want: per port set, chunks of at most 100 endpoints.

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(300);
 
+/// Creations and deletions still expected, and since when.
+type Pending = (i64, i64, Instant);
+
 #[derive(Default)]
 pub struct Expectations {
-    map: Mutex<HashMap<(String, String), (i64, i64, Instant)>>,
+    map: Mutex<HashMap<(String, String), Pending>>,
 }
 
 impl Expectations {

@@ -44,6 +44,9 @@ fn group_of(api_version: &str) -> String {
     api_version.split_once('/').map(|(g, _)| g.to_string()).unwrap_or_default()
 }
 
+/// An owner reference, whether the owner exists, and its resource (and whether it is namespaced).
+type OwnerState = (OwnerReference, Option<bool>, Option<(ApiResource, bool)>);
+
 pub struct Collector {
     informers: Informers,
     graph: Mutex<Graph>,
@@ -250,7 +253,7 @@ impl Collector {
             };
             let deps: Vec<Node> = g.dependents.get(&uid).into_iter().flatten().filter_map(|d| g.nodes.get(d).cloned()).collect();
             // For each owner: Some(deleting-in-foreground) if present, None if absent.
-            let owner_states: Vec<(OwnerReference, Option<bool>, Option<(ApiResource, bool)>)> = node
+            let owner_states: Vec<OwnerState> = node
                 .owners
                 .iter()
                 .map(|r| {

@@ -105,7 +105,7 @@ impl Controller {
         // CPU utilization over the ready pods that report usage.
         let target_util = spec.metrics.iter().flatten().find_map(|m| {
             let r = m.resource.as_ref()?;
-            (r.name == "cpu").then(|| r.target.average_utilization).flatten()
+            (r.name == "cpu").then_some(r.target.average_utilization).flatten()
         });
         let min = spec.min_replicas.unwrap_or(1);
         let max = spec.max_replicas;

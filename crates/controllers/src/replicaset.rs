@@ -111,20 +111,20 @@ impl<K: Replicated> Controller<K> {
             self.queue.add(key);
         }
         // A label change may move a pod between owners; an orphan may be adopted.
-        if let (Some(o), Some(n)) = (old, new) {
-            if let Some(k) = self.owner_key(o) {
-                if o.labels() != n.labels() {
-                    self.queue.add(k);
-                }
-            }
+        if let (Some(o), Some(n)) = (old, new)
+            && let Some(k) = self.owner_key(o)
+            && o.labels() != n.labels()
+        {
+            self.queue.add(k);
         }
-        if let Some(n) = new {
-            if util::controller_ref(n.as_ref()).is_none() && util::is_active(n) {
-                let ns = n.namespace().unwrap_or_default();
-                for o in self.informers.get::<K>().list_ns(&ns) {
-                    if util::selector_matches(&o.selector(), n.labels()) {
-                        self.queue.add(key_of(o.as_ref()));
-                    }
+        if let Some(n) = new
+            && util::controller_ref(n.as_ref()).is_none()
+            && util::is_active(n)
+        {
+            let ns = n.namespace().unwrap_or_default();
+            for o in self.informers.get::<K>().list_ns(&ns) {
+                if util::selector_matches(&o.selector(), n.labels()) {
+                    self.queue.add(key_of(o.as_ref()));
                 }
             }
         }

@@ -30,10 +30,10 @@ impl Controller {
         {
             let q = c.queue.clone();
             sas.on_change(move |old, new| {
-                if new.is_none() {
-                    if let Some(o) = old.filter(|o| o.name_any() == "default") {
-                        q.add((String::new(), o.namespace().unwrap_or_default()));
-                    }
+                if new.is_none()
+                    && let Some(o) = old.filter(|o| o.name_any() == "default")
+                {
+                    q.add((String::new(), o.namespace().unwrap_or_default()));
                 }
             });
         }

@@ -67,10 +67,10 @@ impl Controller {
         let uid = set.uid().unwrap_or_default();
         let mut pods: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
         for p in self.informers.get::<Pod>().list_ns(&ns) {
-            if util::controller_ref(p.as_ref()).is_some_and(|r| r.uid == uid) {
-                if let Some(i) = ordinal(&name, &p.name_any()) {
-                    pods.insert(i, p);
-                }
+            if util::controller_ref(p.as_ref()).is_some_and(|r| r.uid == uid)
+                && let Some(i) = ordinal(&name, &p.name_any())
+            {
+                pods.insert(i, p);
             }
         }
         let ordered = spec.pod_management_policy.as_deref() != Some("Parallel");

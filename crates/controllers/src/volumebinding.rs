@@ -56,10 +56,10 @@ impl Controller {
             pvcs.on_change(move |old, new| {
                 q.add(key_of(new.or(old).unwrap().as_ref()));
                 // A deleted claim releases its volume.
-                if new.is_none() {
-                    if let Some(v) = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.volume_name.clone()) {
-                        vq.add((String::new(), v));
-                    }
+                if new.is_none()
+                    && let Some(v) = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.volume_name.clone())
+                {
+                    vq.add((String::new(), v));
                 }
             });
         }

@@ -241,12 +241,12 @@ impl Cache {
                 }
             }
         }
-        if let Some(o) = pod.owner_references().iter().find(|o| o.controller == Some(true)) {
-            if let Some(set) = self.by_owner.get_mut(&o.uid) {
-                set.remove(uid);
-                if set.is_empty() {
-                    self.by_owner.remove(&o.uid);
-                }
+        if let Some(o) = pod.owner_references().iter().find(|o| o.controller == Some(true))
+            && let Some(set) = self.by_owner.get_mut(&o.uid)
+        {
+            set.remove(uid);
+            if set.is_empty() {
+                self.by_owner.remove(&o.uid);
             }
         }
         let ns = pod.namespace().unwrap_or_default();

@@ -71,10 +71,10 @@ impl Cycle {
             }
         }
         // NodeName
-        if let Some(want) = spec.and_then(|s| s.node_name.as_deref()).filter(|s| !s.is_empty()) {
-            if want != n.name_any() {
-                return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match the requested node name"));
-            }
+        if let Some(want) = spec.and_then(|s| s.node_name.as_deref()).filter(|s| !s.is_empty())
+            && want != n.name_any()
+        {
+            return Err(Reject::new(Code::UnresolvableAndUnschedulable, "node(s) didn't match the requested node name"));
         }
         // TaintToleration
         taint_filter(n, spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]))?;
@@ -120,10 +120,10 @@ pub fn node_affinity_matches(pod: &Pod, node_name: &str, labels: &BTreeMap<Strin
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };
-    if let Some(sel) = &spec.node_selector {
-        if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return false;
-        }
+    if let Some(sel) = &spec.node_selector
+        && sel.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return false;
     }
     let required = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
     match required {

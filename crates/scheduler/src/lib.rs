@@ -269,10 +269,8 @@ impl Scheduler {
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(msg.as_str())));
-                if !already {
-                    if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
-                        tracing::debug!(error = %e, "updating PodScheduled condition failed");
-                    }
+                if !already && let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(&patch)).await {
+                    tracing::debug!(error = %e, "updating PodScheduled condition failed");
                 }
             }
         }

@@ -46,10 +46,10 @@ impl PodIpam {
     }
 
     pub fn release(&mut self, pod: &Pod) {
-        if let Some((node, ip)) = self.by_pod.remove(&pod.uid().unwrap_or_default()) {
-            if let Some(u) = self.used.get_mut(&node) {
-                u.remove(&ip);
-            }
+        if let Some((node, ip)) = self.by_pod.remove(&pod.uid().unwrap_or_default())
+            && let Some(u) = self.used.get_mut(&node)
+        {
+            u.remove(&ip);
         }
     }
 }

@@ -236,10 +236,10 @@ impl Shared {
         for entry in log.range(from as u64..=to as u64).map_err(internal)? {
             let (_, v) = entry.map_err(internal)?;
             let buf = v.value();
-            if event_key(buf).is_some_and(|k| k.starts_with(prefix)) {
-                if let Some(ev) = decode_event(buf) {
-                    out.push(ev);
-                }
+            if event_key(buf).is_some_and(|k| k.starts_with(prefix))
+                && let Some(ev) = decode_event(buf)
+            {
+                out.push(ev);
             }
         }
         Ok(out)

@@ -108,18 +108,18 @@ async fn limit_ranger(reg: &Registry, ns: &str, obj: &mut Value) -> ApiResult<()
                 }
                 for (k, min) in item.get("min").and_then(Value::as_object).into_iter().flatten() {
                     let req = q(res.pointer(&format!("/requests/{k}")));
-                    if let (Some(r), Some(m)) = (req, q(Some(min))) {
-                        if r < m {
-                            errors.push(format!("minimum {k} usage per Container is {}, but request is {}", min.as_str().unwrap_or(""), format_milli(r)));
-                        }
+                    if let (Some(r), Some(m)) = (req, q(Some(min)))
+                        && r < m
+                    {
+                        errors.push(format!("minimum {k} usage per Container is {}, but request is {}", min.as_str().unwrap_or(""), format_milli(r)));
                     }
                 }
                 for (k, max) in item.get("max").and_then(Value::as_object).into_iter().flatten() {
                     let lim = q(res.pointer(&format!("/limits/{k}")));
-                    if let (Some(l), Some(m)) = (lim, q(Some(max))) {
-                        if l > m {
-                            errors.push(format!("maximum {k} usage per Container is {}, but limit is {}", max.as_str().unwrap_or(""), format_milli(l)));
-                        }
+                    if let (Some(l), Some(m)) = (lim, q(Some(max)))
+                        && l > m
+                    {
+                        errors.push(format!("maximum {k} usage per Container is {}, but limit is {}", max.as_str().unwrap_or(""), format_milli(l)));
                     }
                 }
                 for (k, ratio) in item.get("maxLimitRequestRatio").and_then(Value::as_object).into_iter().flatten() {
@@ -256,10 +256,11 @@ impl Plugin for Defaulting {
     }
     fn admit<'a>(&'a self, _reg: &'a Registry, a: &'a mut Attributes) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
-            if matches!(a.operation, Operation::Create | Operation::Update) && a.subresource.is_none() {
-                if let Some(obj) = a.object.as_mut() {
-                    r8s_api::strategy::strategy(&a.resource).default(obj);
-                }
+            if matches!(a.operation, Operation::Create | Operation::Update)
+                && a.subresource.is_none()
+                && let Some(obj) = a.object.as_mut()
+            {
+                r8s_api::strategy::strategy(&a.resource).default(obj);
             }
             Ok(())
         })

@@ -50,9 +50,11 @@ impl State {
         let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
         let pa = aff.and_then(|a| a.pod_affinity.as_ref());
         let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
-        let mut st = State::default();
-        st.affinity = pa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect();
-        st.anti = paa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect();
+        let mut st = State {
+            affinity: pa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect(),
+            anti: paa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten().map(|t| mk(t, 1)).collect(),
+            ..Default::default()
+        };
         st.preferred = pa
             .and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref())
             .into_iter()
@@ -93,10 +95,10 @@ impl State {
                         .and_then(|a| a.pod_anti_affinity.as_ref())
                         .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
                     for t in terms.into_iter().flatten() {
-                        if against_us(&e.pod.namespace().unwrap_or_default(), t) {
-                            if let Some(v) = info.labels.get(&t.topology_key) {
-                                st.existing_anti.push((t.topology_key.clone(), v.clone()));
-                            }
+                        if against_us(&e.pod.namespace().unwrap_or_default(), t)
+                            && let Some(v) = info.labels.get(&t.topology_key)
+                        {
+                            st.existing_anti.push((t.topology_key.clone(), v.clone()));
                         }
                     }
                 }

@@ -76,24 +76,23 @@ impl State {
                 }
             })
             .collect();
-        if constraints.is_empty() {
-            if let Some(owner) = pod
+        if constraints.is_empty()
+            && let Some(owner) = pod
                 .owner_references()
                 .iter()
                 .find(|o| o.controller == Some(true) && ["ReplicaSet", "ReplicationController", "StatefulSet"].contains(&o.kind.as_str()))
-            {
-                for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
-                    constraints.push(Constraint {
-                        key: key.into(),
-                        max_skew: skew,
-                        required: false,
-                        selector: Selector::Owner(owner.uid.clone()),
-                        counts: HashMap::new(),
-                        domains: 0,
-                        min: 0,
-                        self_match: 0,
-                    });
-                }
+        {
+            for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
+                constraints.push(Constraint {
+                    key: key.into(),
+                    max_skew: skew,
+                    required: false,
+                    selector: Selector::Owner(owner.uid.clone()),
+                    counts: HashMap::new(),
+                    domains: 0,
+                    min: 0,
+                    self_match: 0,
+                });
             }
         }
         if constraints.is_empty() {
@@ -129,10 +128,10 @@ impl State {
                 if info.node.is_none() || is_terminating(p) || gone.contains(&p.uid().unwrap_or_default()) || p.namespace().as_deref() != Some(ns.as_str()) {
                     continue;
                 }
-                if let Some(v) = info.labels.get(&c.key) {
-                    if eligible.as_ref().is_none_or(|e| e.contains(v)) {
-                        *c.counts.entry(v.clone()).or_insert(0) += 1;
-                    }
+                if let Some(v) = info.labels.get(&c.key)
+                    && eligible.as_ref().is_none_or(|e| e.contains(v))
+                {
+                    *c.counts.entry(v.clone()).or_insert(0) += 1;
                 }
             }
         }
