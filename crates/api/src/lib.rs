@@ -2,6 +2,7 @@
 //! selectors), server-side table printers, label/field selectors and name rules. No I/O here.
 
 pub mod errors;
+pub mod kinds;
 pub mod matching;
 pub mod meta;
 pub mod printers;

@@ -1,8 +1,14 @@
 //! The resource table: one entry per served resource. Routes, discovery, OpenAPI, short names,
-//! printing and field selectors are all driven from here, so adding a kind is one entry here plus
-//! its strategy.
+//! printing and field selectors are all driven from here; each entry names its kind module
+//! (`kinds/`) and the Rust type of its version, so adding a built-in kind is one module plus one
+//! entry here.
 
 use std::sync::Arc;
+
+use k8s_openapi::api::{apps, autoscaling, batch, certificates, coordination, core, discovery, events, networking, policy, rbac, scheduling, storage};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
+
+use crate::kinds::{self, Behavior, Typed};
 
 /// Subresources a resource can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +110,8 @@ pub struct ResourceInfo {
     pub preferred: bool,
     /// Set for custom resources (served from a CRD).
     pub custom: bool,
+    /// The kind's behaviour (its module under `kinds/`) and this version's Rust type.
+    pub behavior: Behavior,
 }
 
 pub type ResourceRef = Arc<ResourceInfo>;
@@ -161,10 +169,12 @@ struct Entry {
     /// Storage group/version if different from `gv`; `(resource)` storage name if shared.
     storage: Option<(&'static str, &'static str)>,
     preferred: bool,
+    behavior: Behavior,
 }
 
 use Subresource::*;
 
+#[allow(clippy::too_many_arguments)]
 const fn e(
     gv: &'static str,
     kind: &'static str,
@@ -173,58 +183,151 @@ const fn e(
     namespaced: bool,
     all: bool,
     subs: &'static [Subresource],
+    behavior: Behavior,
 ) -> Entry {
-    Entry { gv, kind, plural, short, namespaced, all, subs, storage: None, preferred: true }
+    Entry { gv, kind, plural, short, namespaced, all, subs, storage: None, preferred: true, behavior }
+}
+
+/// A kind module and the Rust type of the entry's version.
+macro_rules! b {
+    ($kind:expr, $ty:ty) => {
+        Behavior { kind: &$kind, typed: Some(&Typed::<$ty>::NEW) }
+    };
 }
 
 /// The built-in resources (Kubernetes 1.32), in discovery order within each group.
 const BUILTIN: &[Entry] = &[
-    e("v1", "Binding", "bindings", &[], true, false, &[]),
-    e("v1", "ComponentStatus", "componentstatuses", &["cs"], false, false, &[]),
-    e("v1", "ConfigMap", "configmaps", &["cm"], true, false, &[]),
-    e("v1", "Endpoints", "endpoints", &["ep"], true, false, &[]),
-    e("v1", "Event", "events", &["ev"], true, false, &[]),
-    e("v1", "LimitRange", "limitranges", &["limits"], true, false, &[]),
-    e("v1", "Namespace", "namespaces", &["ns"], false, false, &[Finalize, Status]),
-    e("v1", "Node", "nodes", &["no"], false, false, &[Proxy, Status]),
-    e("v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], true, false, &[Status]),
-    e("v1", "PersistentVolume", "persistentvolumes", &["pv"], false, false, &[Status]),
-    e("v1", "Pod", "pods", &["po"], true, true, &[Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Proxy, Status]),
-    e("v1", "PodTemplate", "podtemplates", &[], true, false, &[]),
-    e("v1", "ReplicationController", "replicationcontrollers", &["rc"], true, true, &[Scale, Status]),
-    e("v1", "ResourceQuota", "resourcequotas", &["quota"], true, false, &[Status]),
-    e("v1", "Secret", "secrets", &[], true, false, &[]),
-    e("v1", "ServiceAccount", "serviceaccounts", &["sa"], true, false, &[Token]),
-    e("v1", "Service", "services", &["svc"], true, true, &[Proxy, Status]),
-    e("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", &["crd", "crds"], false, false, &[Status]),
-    e("apps/v1", "ControllerRevision", "controllerrevisions", &[], true, false, &[]),
-    e("apps/v1", "DaemonSet", "daemonsets", &["ds"], true, true, &[Status]),
-    e("apps/v1", "Deployment", "deployments", &["deploy"], true, true, &[Scale, Status]),
-    e("apps/v1", "ReplicaSet", "replicasets", &["rs"], true, true, &[Scale, Status]),
-    e("apps/v1", "StatefulSet", "statefulsets", &["sts"], true, true, &[Scale, Status]),
-    Entry { storage: None, preferred: true, ..e("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true, true, &[Status]) },
+    e("v1", "Binding", "bindings", &[], true, false, &[], b!(kinds::Generic, core::v1::Binding)),
+    e("v1", "ComponentStatus", "componentstatuses", &["cs"], false, false, &[], b!(kinds::Generic, core::v1::ComponentStatus)),
+    e("v1", "ConfigMap", "configmaps", &["cm"], true, false, &[], b!(kinds::ConfigMap, core::v1::ConfigMap)),
+    e("v1", "Endpoints", "endpoints", &["ep"], true, false, &[], b!(kinds::Endpoints, core::v1::Endpoints)),
+    e("v1", "Event", "events", &["ev"], true, false, &[], b!(kinds::Event, core::v1::Event)),
+    e("v1", "LimitRange", "limitranges", &["limits"], true, false, &[], b!(kinds::LimitRange, core::v1::LimitRange)),
+    e("v1", "Namespace", "namespaces", &["ns"], false, false, &[Finalize, Status], b!(kinds::Namespace, core::v1::Namespace)),
+    e("v1", "Node", "nodes", &["no"], false, false, &[Proxy, Status], b!(kinds::Node, core::v1::Node)),
+    e(
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        &["pvc"],
+        true,
+        false,
+        &[Status],
+        b!(kinds::PersistentVolumeClaim, core::v1::PersistentVolumeClaim),
+    ),
+    e("v1", "PersistentVolume", "persistentvolumes", &["pv"], false, false, &[Status], b!(kinds::PersistentVolume, core::v1::PersistentVolume)),
+    e(
+        "v1",
+        "Pod",
+        "pods",
+        &["po"],
+        true,
+        true,
+        &[Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Proxy, Status],
+        b!(kinds::Pod, core::v1::Pod),
+    ),
+    e("v1", "PodTemplate", "podtemplates", &[], true, false, &[], b!(kinds::PodTemplate, core::v1::PodTemplate)),
+    e(
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        &["rc"],
+        true,
+        true,
+        &[Scale, Status],
+        b!(kinds::ReplicationController, core::v1::ReplicationController),
+    ),
+    e("v1", "ResourceQuota", "resourcequotas", &["quota"], true, false, &[Status], b!(kinds::ResourceQuota, core::v1::ResourceQuota)),
+    e("v1", "Secret", "secrets", &[], true, false, &[], b!(kinds::Secret, core::v1::Secret)),
+    e("v1", "ServiceAccount", "serviceaccounts", &["sa"], true, false, &[Token], b!(kinds::ServiceAccount, core::v1::ServiceAccount)),
+    e("v1", "Service", "services", &["svc"], true, true, &[Proxy, Status], b!(kinds::Service, core::v1::Service)),
+    e(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        &["crd", "crds"],
+        false,
+        false,
+        &[Status],
+        b!(kinds::CustomResourceDefinition, apiext::CustomResourceDefinition),
+    ),
+    e("apps/v1", "ControllerRevision", "controllerrevisions", &[], true, false, &[], b!(kinds::ControllerRevision, apps::v1::ControllerRevision)),
+    e("apps/v1", "DaemonSet", "daemonsets", &["ds"], true, true, &[Status], b!(kinds::DaemonSet, apps::v1::DaemonSet)),
+    e("apps/v1", "Deployment", "deployments", &["deploy"], true, true, &[Scale, Status], b!(kinds::Deployment, apps::v1::Deployment)),
+    e("apps/v1", "ReplicaSet", "replicasets", &["rs"], true, true, &[Scale, Status], b!(kinds::ReplicaSet, apps::v1::ReplicaSet)),
+    e("apps/v1", "StatefulSet", "statefulsets", &["sts"], true, true, &[Scale, Status], b!(kinds::StatefulSet, apps::v1::StatefulSet)),
+    Entry {
+        storage: None,
+        preferred: true,
+        ..e(
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            &["hpa"],
+            true,
+            true,
+            &[Status],
+            b!(kinds::HorizontalPodAutoscaler, autoscaling::v2::HorizontalPodAutoscaler),
+        )
+    },
     Entry {
         storage: Some(("autoscaling/v2", "")),
         preferred: false,
-        ..e("autoscaling/v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true, true, &[Status])
+        ..e(
+            "autoscaling/v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            &["hpa"],
+            true,
+            true,
+            &[Status],
+            b!(kinds::HorizontalPodAutoscaler, autoscaling::v1::HorizontalPodAutoscaler),
+        )
     },
-    e("batch/v1", "CronJob", "cronjobs", &["cj"], true, true, &[Status]),
-    e("batch/v1", "Job", "jobs", &[], true, true, &[Status]),
-    e("certificates.k8s.io/v1", "CertificateSigningRequest", "certificatesigningrequests", &["csr"], false, false, &[Approval, Status]),
-    e("coordination.k8s.io/v1", "Lease", "leases", &[], true, false, &[]),
-    e("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", &[], true, false, &[]),
+    e("batch/v1", "CronJob", "cronjobs", &["cj"], true, true, &[Status], b!(kinds::CronJob, batch::v1::CronJob)),
+    e("batch/v1", "Job", "jobs", &[], true, true, &[Status], b!(kinds::Job, batch::v1::Job)),
+    e(
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        &["csr"],
+        false,
+        false,
+        &[Approval, Status],
+        b!(kinds::CertificateSigningRequest, certificates::v1::CertificateSigningRequest),
+    ),
+    e("coordination.k8s.io/v1", "Lease", "leases", &[], true, false, &[], b!(kinds::Lease, coordination::v1::Lease)),
+    e("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", &[], true, false, &[], b!(kinds::EndpointSlice, discovery::v1::EndpointSlice)),
     // events.k8s.io/v1 Events share storage with core v1 Events, converted on the way in and out.
-    Entry { storage: Some(("v1", "events")), ..e("events.k8s.io/v1", "Event", "events", &["ev"], true, false, &[]) },
-    e("networking.k8s.io/v1", "IngressClass", "ingressclasses", &[], false, false, &[]),
-    e("networking.k8s.io/v1", "Ingress", "ingresses", &["ing"], true, false, &[Status]),
-    e("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", &["netpol"], true, false, &[]),
-    e("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], true, false, &[Status]),
-    e("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", &[], false, false, &[]),
-    e("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", &[], false, false, &[]),
-    e("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", &[], true, false, &[]),
-    e("rbac.authorization.k8s.io/v1", "Role", "roles", &[], true, false, &[]),
-    e("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", &["pc"], false, false, &[]),
-    e("storage.k8s.io/v1", "StorageClass", "storageclasses", &["sc"], false, false, &[]),
+    Entry { storage: Some(("v1", "events")), ..e("events.k8s.io/v1", "Event", "events", &["ev"], true, false, &[], b!(kinds::Event, events::v1::Event)) },
+    e("networking.k8s.io/v1", "IngressClass", "ingressclasses", &[], false, false, &[], b!(kinds::IngressClass, networking::v1::IngressClass)),
+    e("networking.k8s.io/v1", "Ingress", "ingresses", &["ing"], true, false, &[Status], b!(kinds::Ingress, networking::v1::Ingress)),
+    e("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", &["netpol"], true, false, &[], b!(kinds::NetworkPolicy, networking::v1::NetworkPolicy)),
+    e(
+        "policy/v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        &["pdb"],
+        true,
+        false,
+        &[Status],
+        b!(kinds::PodDisruptionBudget, policy::v1::PodDisruptionBudget),
+    ),
+    e(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        &[],
+        false,
+        false,
+        &[],
+        b!(kinds::RoleBinding, rbac::v1::ClusterRoleBinding),
+    ),
+    e("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", &[], false, false, &[], b!(kinds::Role, rbac::v1::ClusterRole)),
+    e("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", &[], true, false, &[], b!(kinds::RoleBinding, rbac::v1::RoleBinding)),
+    e("rbac.authorization.k8s.io/v1", "Role", "roles", &[], true, false, &[], b!(kinds::Role, rbac::v1::Role)),
+    e("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", &["pc"], false, false, &[], b!(kinds::PriorityClass, scheduling::v1::PriorityClass)),
+    e("storage.k8s.io/v1", "StorageClass", "storageclasses", &["sc"], false, false, &[], b!(kinds::StorageClass, storage::v1::StorageClass)),
 ];
 
 fn split_gv(gv: &str) -> (String, String) {
@@ -270,6 +373,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
                 storage_resource: storage_res,
                 preferred: en.preferred,
                 custom: false,
+                behavior: en.behavior,
                 group,
                 version,
             }

@@ -5,46 +5,6 @@ use r8s_api::errors::FieldError;
 use r8s_api::resources::{ALL_VERBS, ResourceInfo, Subresource};
 use serde_json::{Map, Value, json};
 
-/// Marks a new CRD's names accepted and the CRD established (what upstream's CRD controllers
-/// report once the API is served, which here happens synchronously on write).
-pub fn accept(crd: &mut Value) {
-    let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
-    let mut accepted = names.clone();
-    if let Some(m) = accepted.as_object_mut() {
-        if !m.contains_key("singular") {
-            let kind = m.get("kind").and_then(Value::as_str).unwrap_or("").to_lowercase();
-            m.insert("singular".into(), json!(kind));
-        }
-        if !m.contains_key("listKind") {
-            let kind = m.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-            m.insert("listKind".into(), json!(format!("{kind}List")));
-        }
-    }
-    if let Some(spec_names) = crd.pointer_mut("/spec/names") {
-        *spec_names = accepted.clone();
-    }
-    let storage: Vec<Value> = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|v| v.get("storage") == Some(&json!(true)))
-        .filter_map(|v| v.get("name").cloned())
-        .collect();
-    let now = r8s_api::meta::now_rfc3339();
-    crd["status"] = json!({
-        "acceptedNames": accepted,
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts", "message": "no conflicts found"},
-            {"type": "Established", "status": "True", "lastTransitionTime": now, "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}
-        ],
-        "storedVersions": storage,
-    });
-    if let Some(spec) = crd.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.entry("conversion").or_insert(json!({"strategy": "None"}));
-    }
-}
-
 /// The served resources a CRD defines, each with its schema.
 pub fn resources(crd: &Value) -> Vec<(ResourceInfo, Option<Value>)> {
     let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
@@ -89,6 +49,7 @@ pub fn resources(crd: &Value) -> Vec<(ResourceInfo, Option<Value>)> {
                 storage_resource: format!("{group}/{plural}"),
                 preferred: i == 0,
                 custom: true,
+                behavior: r8s_api::kinds::Behavior::CUSTOM,
             };
             let _ = &storage;
             (info, v.pointer("/schema/openAPIV3Schema").cloned())

@@ -20,9 +20,9 @@ fn schemas() -> &'static Schemas {
     S.get_or_init(|| {
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
         let mut roots = HashMap::new();
-        for (g, v, k) in crate::typed::KINDS {
-            if let Some(name) = crate::typed::schema_for(&mut generator, g, v, k) {
-                roots.insert((g.to_string(), v.to_string(), k.to_string()), name);
+        for r in r8s_api::resources::builtin_resources() {
+            if let Some(name) = crate::typed::schema_for(&mut generator, &r) {
+                roots.insert((r.group.clone(), r.version.clone(), r.kind.clone()), name);
             }
         }
         let defs = generator.take_definitions(true);

@@ -19,7 +19,8 @@ use crate::catalog::Catalog;
 use crate::pipeline::RequestContext;
 use crate::registry::{DeleteOptions, FieldValidation, ListOptions, ListResult, Registry, WriteOptions, WriteOrigin};
 use crate::request::{BodyFormat, Output, ResourcePath, Route, body_format, decode_body, decode_object, negotiate, parse_query, parse_route};
-use crate::status::{ApiError, ApiResult, success_status};
+use crate::status::{ApiError, ApiResult};
+use crate::subresources::scale::{scale_of, update_scale};
 use crate::{convert, table};
 
 pub struct AppState {
@@ -35,7 +36,7 @@ pub struct AppState {
 
 type Query = HashMap<String, String>;
 
-fn json_response(code: StatusCode, v: &Value, out: Output) -> Response {
+pub fn json_response(code: StatusCode, v: &Value, out: Output) -> Response {
     match out {
         Output::Yaml => {
             let body = serde_yaml::to_string(v).unwrap_or_default();
@@ -297,11 +298,11 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
         }
         (Method::POST, Some(n), Some(Subresource::Binding)) => {
             let b = decode_object(&body, body_format(headers)?)?;
-            bind(state, ctx, &info, ns, n, &b).await
+            crate::subresources::binding::bind(state, ctx, &info, ns, n, &b).await
         }
         (Method::POST, Some(n), Some(Subresource::Eviction)) => {
             let b = decode_object(&body, body_format(headers)?)?;
-            evict(state, &info, ns, n, &b).await
+            crate::subresources::eviction::evict(state, &info, ns, n, &b).await
         }
         (Method::POST, None, Some(Subresource::Binding)) => Err(ApiError::method_not_allowed()),
         (Method::PUT, Some(n), sub) => {
@@ -476,139 +477,4 @@ fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Outp
             }
         }
     }
-}
-
-/// The autoscaling/v1 Scale of a scalable object.
-pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
-    let selector = match obj.pointer("/spec/selector") {
-        Some(Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
-            r8s_api::printers::label_selector_string(Some(&Value::Object(m.clone())))
-        }
-        Some(Value::Object(m)) => {
-            let mut parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
-            parts.sort();
-            parts.join(",")
-        }
-        _ => String::new(),
-    };
-    let md = obj.get("metadata").cloned().unwrap_or(json!({}));
-    let mut smd = json!({});
-    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
-        if let Some(v) = md.get(k) {
-            smd[k] = v.clone();
-        }
-    }
-    let _ = info;
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": smd,
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
-    })
-}
-
-/// Updates spec.replicas through the scale subresource: `f` maps the current Scale to the new.
-pub async fn update_scale<F>(reg: &Registry, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &WriteOptions, mut f: F) -> ApiResult<Value>
-where
-    F: FnMut(Value) -> ApiResult<Value>,
-{
-    reg.update_with(info, ns, name, None, opts, |mut cur| {
-        let scale = scale_of(info, &cur);
-        let new_scale = f(scale)?;
-        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-            && !rv.is_empty()
-            && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-        {
-            return Err(ApiError::stale(info, name));
-        }
-        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
-        if replicas < 0 {
-            return Err(ApiError::invalid(
-                info,
-                name,
-                &[r8s_api::errors::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")],
-            ));
-        }
-        cur["spec"]["replicas"] = json!(replicas);
-        Ok(cur)
-    })
-    .await
-}
-
-async fn bind(state: &AppState, ctx: &RequestContext, info: &ResourceInfo, ns: Option<&str>, name: &str, binding: &Value) -> ApiResult<Response> {
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
-    if node.is_empty() {
-        return Err(ApiError::invalid(info, name, &[r8s_api::errors::FieldError::required("target.name", "")]));
-    }
-    let opts = write_options(ctx, false)?;
-    let now = r8s_api::meta::now_rfc3339();
-    state
-        .registry
-        .update_with(info, ns, name, Some(Subresource::Binding), &opts, |mut pod| {
-            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-                return Err(ApiError::conflict(info, name, "pod is being deleted, cannot be assigned to a host"));
-            }
-            if let Some(existing) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                return Err(ApiError::conflict(info, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            // The PodScheduled condition goes in the same write.
-            let conds = r8s_api::meta::obj_mut(&mut pod, &["status"]).entry("conditions").or_insert(json!([]));
-            if let Some(list) = conds.as_array_mut() {
-                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-            }
-            Ok(pod)
-        })
-        .await?;
-    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
-}
-
-async fn evict(state: &AppState, info: &ResourceInfo, ns: Option<&str>, name: &str, eviction: &Value) -> ApiResult<Response> {
-    let pod = state.registry.get(info, ns, name).await?;
-    let labels = r8s_api::meta::labels(&pod);
-    let pdb_info = state.catalog.find("policy", "v1", "poddisruptionbudgets").expect("pdb resource");
-    let pdbs = state.registry.list(&pdb_info, ns, &ListOptions::default()).await?;
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-    let terminal = phase == "Succeeded" || phase == "Failed";
-    for b in &pdbs.items {
-        let pdb: Value = serde_json::from_slice(b).map_err(ApiError::internal)?;
-        let Some(sel) = pdb.pointer("/spec/selector") else {
-            continue;
-        };
-        if terminal || !r8s_api::strategy::selector_matches(sel, &labels) {
-            continue;
-        }
-        let pdb_name = r8s_api::meta::name(&pdb).to_string();
-        // Check and take the disruption in one compare-and-swap of the budget, so concurrent
-        // evictions (kubectl drain sends them in parallel) cannot both spend the last one.
-        state
-            .registry
-            .update_with(&pdb_info, ns, &pdb_name, Some(Subresource::Status), &WriteOptions::default(), |mut p| {
-                let a = p.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-                if a < 1 {
-                    let current = p.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
-                    let desired = p.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
-                    return Err(ApiError::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
-                        "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")}]
-                    })));
-                }
-                p["status"]["disruptionsAllowed"] = json!(a - 1);
-                // The disruption controller must not count this pod as healthy while it goes.
-                let disrupted = r8s_api::meta::obj_mut(&mut p, &["status"]).entry("disruptedPods").or_insert(json!({}));
-                if let Some(m) = disrupted.as_object_mut() {
-                    m.insert(name.to_string(), json!(r8s_api::meta::now_rfc3339()));
-                }
-                Ok(p)
-            })
-            .await?;
-    }
-    let mut opts = DeleteOptions::default();
-    if let Some(d) = eviction.get("deleteOptions") {
-        opts.grace_period_seconds = d.get("gracePeriodSeconds").and_then(Value::as_i64);
-        opts.precondition_uid = d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-    }
-    state.registry.delete(info, ns, name, &opts).await?;
-    Ok(json_response(StatusCode::CREATED, &success_status(json!({})), Output::Json))
 }

@@ -30,6 +30,7 @@ pub mod request;
 pub mod request_info;
 pub mod server;
 pub mod status;
+pub mod subresources;
 pub mod table;
 pub mod typed;
 pub mod watch;

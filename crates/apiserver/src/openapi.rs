@@ -432,7 +432,7 @@ fn build_document(cat: &Catalog, version: &str, resources: &[ResourceRef]) -> Va
             custom_defs.push((name.clone(), schema));
             name
         } else {
-            match crate::typed::schema_for(&mut generator, &r.group, &r.version, &r.kind) {
+            match crate::typed::schema_for(&mut generator, r) {
                 Some(n) => n,
                 None => continue,
             }

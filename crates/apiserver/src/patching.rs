@@ -9,12 +9,13 @@ use http::StatusCode;
 use r8s_api::{ResourceInfo, Subresource};
 use serde_json::{Value, json};
 
-use crate::handlers::{AppState, render_object, scale_of, update_scale, with_warnings, write_options};
+use crate::handlers::{AppState, render_object, with_warnings, write_options};
 use crate::patch::{json_patch, merge_patch, strategic_merge_patch};
 use crate::pipeline::RequestContext;
 use crate::registry::{FieldValidation, WriteOptions, WriteOrigin};
 use crate::request::{BodyFormat, Output, body_format, decode_body};
 use crate::status::{ApiError, ApiResult};
+use crate::subresources::scale::{scale_of, update_scale};
 
 fn apply_patch(fmt: BodyFormat, info: &ResourceInfo, name: &str, current: &Value, patch: &Value) -> ApiResult<Value> {
     match fmt {

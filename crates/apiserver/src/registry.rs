@@ -13,7 +13,7 @@ use r8s_api::selectors::{FieldSelector, LabelSelector};
 use r8s_api::strategy::{strategy, validate_object_meta};
 use r8s_api::{ResourceInfo, ResourceRef, Subresource};
 use r8s_store::{Precondition, Store, WriteOutcome, prefix_end};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::admission::{Attributes, Operation};
 use crate::alloc::Allocators;
@@ -391,7 +391,7 @@ impl Registry {
         let mut obj = attrs.object.take().unwrap_or_default();
         crate::fields::record_operation(&mut obj, None, opts, &info.api_version());
         // Service allocations.
-        let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() {
+        let allocation = if st.kind().allocates_service_addresses() {
             Some(self.alloc.allocate(&mut obj, None, opts.dry_run).await.map_err(|e| alloc_error(info, &name, e))?)
         } else {
             None
@@ -467,15 +467,7 @@ impl Registry {
     /// What the kind's strategy does to a new object before admission sees it (upstream does
     /// these while decoding or in PrepareForCreate).
     fn prepare_create_kind(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
-        if info.group.is_empty() && info.kind == "Secret" {
-            merge_string_data(obj);
-        }
-        if info.group == "batch" && info.kind == "Job" {
-            job_selector(obj);
-        }
-        if info.group == "apiextensions.k8s.io" && info.kind == "CustomResourceDefinition" {
-            crate::crd::accept(obj);
-        }
+        info.behavior.kind.normalize(obj, true);
         if info.custom {
             self.custom_schema(info, obj)?;
         }
@@ -549,6 +541,7 @@ impl Registry {
     {
         let sinfo = self.storage(info);
         let key = sinfo.key(ns, name);
+        let kind = sinfo.behavior.kind;
         for _attempt in 0..16 {
             let Some((current, rev)) = self.read(info, ns, name).await? else {
                 return Err(ApiError::not_found(info, name));
@@ -566,11 +559,8 @@ impl Registry {
             let mut obj = self.prepare_update(info, &sinfo, &current, wanted, sub, opts).await?;
             let final_delete = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
                 && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
-                && !(sinfo.kind == "Pod" && sinfo.group.is_empty() && current.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
-                // A namespace goes only once the namespace controller has emptied it and removed
-                // its spec finalizer ("kubernetes").
-                && !(sinfo.kind == "Namespace" && sinfo.group.is_empty() && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()));
-            let allocation = if sinfo.kind == "Service" && sinfo.group.is_empty() && sub.is_none() {
+                && kind.may_remove(&current, &obj);
+            let allocation = if kind.allocates_service_addresses() && sub.is_none() {
                 Some(self.alloc.allocate(&mut obj, Some(&current), opts.dry_run).await.map_err(|e| alloc_error(info, name, e))?)
             } else {
                 None
@@ -606,7 +596,7 @@ impl Registry {
             match self.store().put(&key, bytes, Precondition::ModRevision(rev)).await? {
                 WriteOutcome::Done { kv, .. } => {
                     set_rv(&mut obj, kv.mod_revision);
-                    if sinfo.kind == "Service" && sinfo.group.is_empty() {
+                    if kind.allocates_service_addresses() {
                         self.alloc.release_unused(&current, Some(&obj)).await;
                     }
                     self.after_write(&sinfo, &obj).await;
@@ -714,9 +704,7 @@ impl Registry {
                         }
                     }
                 }
-                if sinfo.group.is_empty() && sinfo.kind == "Secret" {
-                    merge_string_data(&mut obj);
-                }
+                st.kind().normalize(&mut obj, false);
                 if sinfo.custom {
                     self.custom_schema(sinfo, &mut obj)?;
                 }
@@ -752,7 +740,7 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
         let rv_missing = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).is_none_or(str::is_empty);
-        if rv_missing && sub.is_none() && self.read(info, ns, name).await?.is_none() && allow_create_on_update(info) {
+        if rv_missing && sub.is_none() && self.read(info, ns, name).await?.is_none() && info.behavior.kind.allow_create_on_update() {
             return self.create(info, ns, obj, opts).await;
         }
         self.update_with(info, ns, name, sub, opts, |_current| Ok(obj.clone())).await
@@ -761,9 +749,9 @@ impl Registry {
     /// DELETE with upstream's graceful deletion and finalizer semantics.
     pub async fn delete(&self, info: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Value> {
         let sinfo = self.storage(info);
-        if sinfo.group.is_empty() && sinfo.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
-            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"))
-                .with_details(json!({"name": name, "kind": "namespaces"})));
+        let kind = sinfo.behavior.kind;
+        if let Some(msg) = kind.protected(name) {
+            return Err(ApiError::forbidden(msg).with_details(json!({"name": name, "kind": sinfo.plural})));
         }
         let key = sinfo.key(ns, name);
         let mut admitted = false;
@@ -809,33 +797,22 @@ impl Registry {
                     _ => {}
                 }
             }
-            // Graceful deletion: bound pods wait for their kubelet.
-            let is_pod = sinfo.group.is_empty() && sinfo.kind == "Pod";
-            let is_ns = sinfo.group.is_empty() && sinfo.kind == "Namespace";
-            let mut grace = 0i64;
-            if is_pod {
-                let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
-                let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-                let terminal = phase == "Succeeded" || phase == "Failed";
-                grace =
-                    opts.grace_period_seconds.unwrap_or_else(|| current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30));
-                if !bound || terminal {
-                    grace = 0;
-                }
-                if already_deleting {
-                    let cur_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
-                    // A shorter grace period may replace a longer one.
-                    if grace >= cur_grace && grace != 0 {
-                        return Ok(convert::from_storage(info, current));
-                    }
-                }
+            // Graceful deletion (bound pods wait for their kubelet) and deletions that wait
+            // (namespaces), as the kind says.
+            let graceful = kind.graceful();
+            let waits = kind.deletion_waits();
+            let grace = kind.deletion_grace(&current, opts.grace_period_seconds);
+            // A second graceful delete may only shorten the grace period.
+            let cur_grace = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+            if graceful && already_deleting && grace >= cur_grace && grace != 0 {
+                return Ok(convert::from_storage(info, current));
             }
-            let needs_wait = !finalizers.is_empty() || grace > 0 || is_ns;
+            let needs_wait = !finalizers.is_empty() || grace > 0 || waits;
             if needs_wait {
                 let md = meta::metadata_mut(&mut obj);
-                if !already_deleting || grace > 0 || (is_pod && grace == 0) {
+                if !already_deleting || grace > 0 || (graceful && grace == 0) {
                     let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                    if !already_deleting || is_pod {
+                    if !already_deleting || graceful {
                         md.insert("deletionTimestamp".into(), json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
                         md.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
@@ -844,10 +821,8 @@ impl Registry {
                 if finalizers.is_empty() {
                     md.remove("finalizers");
                 }
-                if is_ns {
-                    obj["status"]["phase"] = json!("Terminating");
-                }
-                let pod_done = is_pod && grace == 0 && finalizers.is_empty();
+                kind.mark_deleting(&mut obj);
+                let pod_done = graceful && grace == 0 && finalizers.is_empty();
                 if !pod_done {
                     if opts.dry_run {
                         return Ok(convert::from_storage(info, obj));
@@ -928,44 +903,4 @@ fn alloc_error(info: &ResourceInfo, name: &str, e: crate::alloc::AllocError) -> 
         crate::alloc::AllocError::Invalid(errs) => ApiError::invalid(info, name, &errs),
         crate::alloc::AllocError::Store(e) => e.into(),
     }
-}
-
-fn allow_create_on_update(info: &ResourceInfo) -> bool {
-    // Upstream allows create-on-update for these (e.g. `kubectl replace` of a missing lease).
-    matches!((info.group.as_str(), info.kind.as_str()), ("", "Endpoints") | ("coordination.k8s.io", "Lease") | ("", "Event") | ("events.k8s.io", "Event"))
-        || info.group == "rbac.authorization.k8s.io"
-        || info.custom
-        || matches!(info.kind.as_str(), "PriorityClass" | "LimitRange")
-}
-
-/// `stringData` is merged into `data` (base64) and never stored.
-fn merge_string_data(obj: &mut Value) {
-    let Some(m) = obj.as_object_mut() else { return };
-    if let Some(Value::Object(sd)) = m.remove("stringData") {
-        let data = m.entry("data").or_insert_with(|| Value::Object(Map::new()));
-        if !data.is_object() {
-            *data = Value::Object(Map::new());
-        }
-        let data = data.as_object_mut().unwrap();
-        for (k, v) in sd {
-            if let Some(s) = v.as_str() {
-                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
-            }
-        }
-    }
-}
-
-/// Jobs get a generated selector and labels tied to their uid (unless manualSelector).
-fn job_selector(obj: &mut Value) {
-    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
-        return;
-    }
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = meta::name(obj).to_string();
-    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    let labels = meta::obj_mut(obj, &["spec", "template", "metadata", "labels"]);
-    labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
-    labels.insert("batch.kubernetes.io/job-name".into(), json!(name));
-    labels.insert("controller-uid".into(), json!(uid));
-    labels.insert("job-name".into(), json!(name));
 }

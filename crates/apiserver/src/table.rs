@@ -34,14 +34,14 @@ pub fn table(state: &AppState, info: &ResourceInfo, items: &[Value], list_md: Op
     let custom_cols = if info.custom { Some(state.catalog.columns(info)) } else { None };
     let defs = match &custom_cols {
         Some(c) => custom_columns(c),
-        None => column_definitions(&columns(&info.group, &info.kind)),
+        None => column_definitions(&columns(info)),
     };
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {
             let cs = match &custom_cols {
                 Some(c) => crate::crd::custom_cells(c, obj),
-                None => cells(&info.group, &info.kind, obj),
+                None => cells(info, obj),
             };
             let object = match include {
                 "None" => Value::Null,

@@ -2,9 +2,9 @@
 //! deletes the dependents of owners being deleted in the foreground (`foregroundDeletion`
 //! finalizer) and releases the dependents of owners deleted with `orphan`.
 //!
-//! The graph covers the built-in kinds controllers own (through their shared typed informers)
-//! and every custom resource (a metadata watch per CRD's storage version, started as CRDs
-//! appear).
+//! The graph covers every built-in kind of the resource table (the shared typed informers where
+//! controllers hold them, a watch each otherwise) and every custom resource (a watch per CRD's
+//! storage version, started as CRDs appear).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,31 @@ impl Collector {
             self.observe(&res, None, Some(o.meta()));
         }
         self.graph.lock().unwrap().known_kinds.insert((res.group.clone(), res.kind.clone()), res.clone());
+    }
+
+    /// Adds every other built-in resource the table serves with list, watch and delete (as
+    /// upstream's collector monitors all deletable resources but events), a watch each: a kind
+    /// added to the table is collected without a change here.
+    pub fn track_table(self: &Arc<Self>) {
+        for r in r8s_api::resources::builtin_resources() {
+            let deletable = ["list", "watch", "delete"].iter().all(|v| r.verbs.iter().any(|x| x == v));
+            if !deletable || !r.preferred || r.storage_version != r.api_version() || r.plural == "events" {
+                continue;
+            }
+            let key = (r.group.clone(), r.kind.clone());
+            {
+                let mut g = self.graph.lock().unwrap();
+                if g.known_kinds.contains_key(&key) || !g.watching.insert(key.clone()) {
+                    continue;
+                }
+                if !r.namespaced {
+                    g.cluster_scoped.insert(key);
+                }
+            }
+            let res = ApiResource { api_version: r.api_version(), group: r.group, version: r.version, kind: r.kind, plural: r.plural };
+            let me = self.clone();
+            tokio::spawn(async move { me.watch_dynamic(res).await });
+        }
     }
 
     /// Adds the custom resources of every CRD, now and as CRDs are created.

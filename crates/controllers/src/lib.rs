@@ -28,11 +28,9 @@ pub mod volumebinding;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ReplicationController, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use r8s_client::informer::Informers;
 
 #[derive(Clone, Debug)]
@@ -97,7 +95,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     let gc = gc::Collector::new(informers.clone());
     tokio::spawn(async move {
         // Workers start first: a kind whose informer has not synced yet only means its
-        // objects count as present owners (never collected by mistake).
+        // objects count as present owners (never collected by mistake). Kinds the controllers
+        // already hold informers for share them; the rest of the resource table is watched.
         gc.run();
         gc.track::<Pod>("pods").await;
         gc.track::<ReplicaSet>("replicasets").await;
@@ -111,17 +110,11 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
         gc.track::<PersistentVolumeClaim>("persistentvolumeclaims").await;
         gc.track::<EndpointSlice>("endpointslices").await;
         gc.track::<Service>("services").await;
-        gc.track::<ConfigMap>("configmaps").await;
-        gc.track::<Secret>("secrets").await;
         gc.track::<ServiceAccount>("serviceaccounts").await;
-        gc.track::<Role>("roles").await;
-        gc.track::<RoleBinding>("rolebindings").await;
-        gc.track::<ClusterRole>("clusterroles").await;
-        gc.track::<ClusterRoleBinding>("clusterrolebindings").await;
-        gc.track::<Ingress>("ingresses").await;
-        gc.track::<NetworkPolicy>("networkpolicies").await;
         gc.track::<PodDisruptionBudget>("poddisruptionbudgets").await;
         gc.track::<HorizontalPodAutoscaler>("horizontalpodautoscalers").await;
+        // Every other built-in resource of the table, through a watch each.
+        gc.track_table();
         gc.resync();
         gc.track_custom_resources().await;
     });

@@ -1,0 +1,75 @@
+//! HorizontalPodAutoscalers (stored as autoscaling/v2): defaults (minReplicas 1, 80% CPU) and
+//! the printer.
+
+use serde_json::{Value, json};
+
+use super::Kind;
+use crate::meta::{default_field, obj_mut};
+use crate::printers::{AGE, Column, NAME, age, arr, col, i, int_col, s};
+
+pub struct HorizontalPodAutoscaler;
+
+impl Kind for HorizontalPodAutoscaler {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({"currentReplicas": 0, "desiredReplicas": 0}))
+    }
+
+    fn default(&self, obj: &mut Value) {
+        let spec = obj_mut(obj, &["spec"]);
+        default_field(spec, "minReplicas", json!(1));
+        if spec.get("metrics").is_none() {
+            spec.insert(
+                "metrics".into(),
+                json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+            );
+        }
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![NAME, col("Reference", 0), col("Targets", 0), col("MinPods", 0), int_col("MaxPods", 0), int_col("Replicas", 0), AGE]
+    }
+
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let reference = format!("{}/{}", s(obj, "/spec/scaleTargetRef/kind"), s(obj, "/spec/scaleTargetRef/name"));
+        let targets = hpa_targets(obj);
+        let min = obj.pointer("/spec/minReplicas").map(|v| v.to_string()).unwrap_or_else(|| "<unset>".into());
+        vec![
+            json!(crate::meta::name(obj)),
+            json!(reference),
+            json!(targets),
+            json!(min),
+            json!(i(obj, "/spec/maxReplicas")),
+            json!(i(obj, "/status/currentReplicas")),
+            age(obj),
+        ]
+    }
+}
+
+fn hpa_targets(obj: &Value) -> String {
+    let metrics = arr(obj, "/spec/metrics");
+    if metrics.is_empty() {
+        return "<none>".into();
+    }
+    let current = arr(obj, "/status/currentMetrics");
+    let mut parts = Vec::new();
+    for (idx, m) in metrics.iter().enumerate() {
+        if s(m, "/type") == "Resource" {
+            let res = s(m, "/resource/name");
+            let cur =
+                current.get(idx).and_then(|c| c.pointer("/resource/current/averageUtilization")).map(|v| format!("{v}%")).unwrap_or_else(|| "<unknown>".into());
+            if let Some(u) = m.pointer("/resource/target/averageUtilization") {
+                parts.push(format!("{res}: {cur}/{u}%"));
+            } else {
+                parts.push(format!("{res}: <unknown>/{}", s(m, "/resource/target/averageValue")));
+            }
+        } else {
+            parts.push("<unknown>/<unknown>".into());
+        }
+    }
+    let n = parts.len();
+    if n > 2 { format!("{} + {} more...", parts[..2].join(", "), n - 2) } else { parts.join(", ") }
+}

@@ -1,0 +1,48 @@
+//! PersistentVolumeClaims: volumeMode default, Pending on create, the printer.
+
+use serde_json::{Value, json};
+
+use super::Kind;
+use crate::meta::{default_field, obj_mut};
+use crate::printers::{AGE, Column, NAME, access_modes, age, arr, col, or_unset, s};
+
+pub struct PersistentVolumeClaim;
+
+impl Kind for PersistentVolumeClaim {
+    fn initial_status(&self, _obj: &Value) -> Option<Value> {
+        Some(json!({"phase": "Pending"}))
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_field(obj_mut(obj, &["spec"]), "volumeMode", json!("Filesystem"));
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            NAME,
+            col("Status", 0),
+            col("Volume", 0),
+            col("Capacity", 0),
+            col("Access Modes", 0),
+            col("StorageClass", 0),
+            col("VolumeAttributesClass", 0),
+            AGE,
+            col("VolumeMode", 1),
+        ]
+    }
+
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let bound = s(obj, "/status/phase") == "Bound";
+        vec![
+            json!(crate::meta::name(obj)),
+            json!(s(obj, "/status/phase")),
+            json!(s(obj, "/spec/volumeName")),
+            json!(if bound { s(obj, "/status/capacity/storage") } else { String::new() }),
+            json!(if bound { access_modes(arr(obj, "/status/accessModes")) } else { String::new() }),
+            json!(s(obj, "/spec/storageClassName")),
+            json!(or_unset(s(obj, "/spec/volumeAttributesClassName"))),
+            age(obj),
+            json!(s(obj, "/spec/volumeMode")),
+        ]
+    }
+}
