@@ -229,3 +229,33 @@ async fn custom_resources_follow_field_validation() {
     assert_eq!(warnings(&h), vec!["299 - \"unknown field \\\"spec.colour\\\"\"".to_string()]);
     assert_eq!(v["spec"], json!({"size": 1}));
 }
+
+#[tokio::test]
+async fn duplicate_fields_follow_field_validation() {
+    let s = TestServer::start();
+    let c = s.client().await;
+    let url = "/api/v1/namespaces/default/configmaps";
+    let body = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dup", "name": "dup"}, "data": {"a": "1", "a": "2"}}"#.to_vec();
+    let (code, v, _) = raw_with_headers(&c, "POST", &format!("{url}?fieldValidation=Strict"), "application/json", body.clone()).await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(
+        v["message"],
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: duplicate field \"metadata.name\", duplicate field \"data.a\""
+    );
+    let (code, v, h) = raw_with_headers(&c, "POST", url, "application/json", body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(warnings(&h), vec!["299 - \"duplicate field \\\"metadata.name\\\"\"", "299 - \"duplicate field \\\"data.a\\\"\""]);
+    // The last value wins, as with Go's decoder.
+    assert_eq!(v["data"], json!({"a": "2"}));
+    // Patches too.
+    let (code, v, _) = raw_with_headers(
+        &c,
+        "PATCH",
+        &format!("{url}/dup?fieldValidation=Strict"),
+        "application/merge-patch+json",
+        br#"{"data": {"b": "1", "b": "2"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["message"], "strict decoding error: duplicate field \"data.b\"");
+}

@@ -217,6 +217,30 @@ pub fn write_options(ctx: &RequestContext, default_manager: bool) -> ApiResult<W
     })
 }
 
+/// Duplicate fields in a JSON body, handled as the request's fieldValidation says.
+pub fn check_duplicates(info: &ResourceInfo, body: &Bytes, opts: &WriteOptions) -> ApiResult<()> {
+    let dups = crate::duplicates::find(body);
+    if dups.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = dups.iter().map(|p| format!("duplicate field \"{p}\"")).collect();
+    match opts.field_validation {
+        FieldValidation::Strict => {
+            let msg = format!("strict decoding error: {}", listed.join(", "));
+            Err(ApiError::bad_request(if opts.origin == WriteOrigin::Body {
+                format!("{} in version \"{}\" cannot be handled as a {}: {msg}", info.kind, info.version, info.kind)
+            } else {
+                msg
+            }))
+        }
+        FieldValidation::Warn => {
+            listed.into_iter().for_each(|w| opts.warn(w));
+            Ok(())
+        }
+        FieldValidation::Ignore => Ok(()),
+    }
+}
+
 /// Adds the request's warnings as `Warning: 299 - "..."` headers, as upstream does.
 pub fn with_warnings(mut resp: Response, opts: &WriteOptions) -> Response {
     for w in opts.warnings.lock().unwrap().iter() {
@@ -293,6 +317,7 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
             let mut obj = decode_object(&body, fmt)?;
             check_type(&info, &mut obj)?;
             let opts = write_options(ctx, true)?;
+            check_duplicates(&info, &body, &opts)?;
             let created = reg.create(&info, ns, obj, &opts).await?;
             Ok(with_warnings(render_object(state, &info, created, out, query, StatusCode::CREATED)?, &opts))
         }
@@ -327,6 +352,7 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
                 return render_object(state, &info, updated, out, query, StatusCode::OK);
             }
             check_type(&info, &mut obj)?;
+            check_duplicates(&info, &body, &opts)?;
             let updated = reg.update(&info, ns, n, obj, sub, &opts).await?;
             Ok(with_warnings(render_object(state, &info, updated, out, query, StatusCode::OK)?, &opts))
         }

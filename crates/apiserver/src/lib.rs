@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod convert;
 pub mod crd;
 pub mod discovery;
+pub mod duplicates;
 pub mod fieldcheck;
 pub mod fields;
 pub mod handlers;

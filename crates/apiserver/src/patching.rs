@@ -69,6 +69,7 @@ pub async fn patch(
     }
     let patch = decode_body(body, false)?;
     let opts = WriteOptions { origin: WriteOrigin::Patch, ..write_options(ctx, true)? };
+    crate::handlers::check_duplicates(info, body, &opts)?;
     if sub == Some(Subresource::Scale) {
         let updated = update_scale(reg, info, ns, name, &opts, |scale| apply_patch(fmt, info, name, &scale, &patch)).await?;
         return crate::handlers::render_object(state, info, scale_of(info, &updated), Output::Json, query, StatusCode::OK);
