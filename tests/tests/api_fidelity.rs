@@ -159,3 +159,20 @@ async fn deployment_progressing_reasons_follow_upstream() {
     assert!(seen.contains(&("ReplicaSetUpdated".into(), format!("ReplicaSet \"{new_rs}\" is progressing."))), "{seen:?}");
     assert_eq!(seen.last().unwrap(), &("NewReplicaSetAvailable".to_string(), format!("ReplicaSet \"{new_rs}\" has successfully progressed.")));
 }
+
+#[test]
+fn job_suspended_and_resumed_conditions_follow_upstream() {
+    let s = TestServer::start_cluster(&[]);
+    s.k_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: later}\nspec:\n  suspend: true\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let cond = || {
+        s.k(&["get", "job", "later", "-o", "jsonpath={.status.conditions[?(@.type==\"Suspended\")].status}/{.status.conditions[?(@.type==\"Suspended\")].reason}/{.status.conditions[?(@.type==\"Suspended\")].message}"])
+    };
+    r8s_tests::wait_for("Suspended=True", Duration::from_secs(30), || (cond() == "True/JobSuspended/Job suspended").then_some(()));
+    s.k(&["patch", "job", "later", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#]);
+    r8s_tests::wait_for("Suspended=False", Duration::from_secs(30), || (cond() == "False/JobResumed/Job resumed").then_some(()));
+    let events = s.k(&["get", "events", "--field-selector", "involvedObject.name=later", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("Suspended") && events.contains("Resumed"), "{events}");
+}

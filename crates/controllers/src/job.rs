@@ -116,6 +116,9 @@ impl Controller {
         let mut completion_time = None;
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
+        if !suspended && set_suspended(&mut conditions, false, &now) {
+            self.recorder.normal(job.as_ref(), "Resumed", "Job resumed".into());
+        }
         let deadline_hit = spec.active_deadline_seconds.is_some_and(|d| Timestamp::now().duration_since(start_time.0).as_secs() >= d) && !suspended;
         let done = match completions {
             Some(c) => succeeded >= c,
@@ -144,6 +147,10 @@ impl Controller {
         } else if suspended {
             for p in &active {
                 let _ = api.delete(&p.name_any(), &DeleteParams::default()).await;
+            }
+            // Upstream's JobSuspended condition and Suspended event, once.
+            if set_suspended(&mut conditions, true, &now) {
+                self.recorder.normal(job.as_ref(), "Suspended", "Job suspended".into());
             }
         } else if self.expectations.satisfied(&key) {
             // How many more to run, and which indexes.
@@ -296,6 +303,28 @@ impl Controller {
     }
 }
 
+/// Upstream's `ensureJobConditionStatus` for the Suspended condition: True (JobSuspended) while
+/// suspended; a True one turns False (JobResumed) on resume; none is added for a job never
+/// suspended. Returns whether it changed.
+fn set_suspended(conditions: &mut Vec<Value>, suspended: bool, now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> bool {
+    let want = if suspended { "True" } else { "False" };
+    let existing = conditions.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some("Suspended"));
+    let (reason, message) = if suspended { ("JobSuspended", "Job suspended") } else { ("JobResumed", "Job resumed") };
+    match existing {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some(want) => false,
+        Some(c) => {
+            *c = json!({"type": "Suspended", "status": want, "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now});
+            true
+        }
+        None if suspended => {
+            conditions
+                .push(json!({"type": "Suspended", "status": "True", "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now}));
+            true
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +333,21 @@ mod tests {
     fn completed_indexes_are_ranges() {
         assert_eq!(compress(&[0, 1, 2, 4, 6, 7].into_iter().collect()), "0-2,4,6-7");
         assert_eq!(compress(&BTreeSet::new()), "");
+    }
+
+    #[test]
+    fn suspended_condition_as_upstream() {
+        let now = r8s_client::now();
+        let mut conds = vec![];
+        assert!(!set_suspended(&mut conds, false, &now), "never suspended: no condition");
+        assert!(conds.is_empty());
+        assert!(set_suspended(&mut conds, true, &now));
+        assert!(!set_suspended(&mut conds, true, &now));
+        assert_eq!((conds[0]["status"].as_str(), conds[0]["reason"].as_str()), (Some("True"), Some("JobSuspended")));
+        assert!(set_suspended(&mut conds, false, &now));
+        assert_eq!(
+            (conds[0]["status"].as_str(), conds[0]["reason"].as_str(), conds[0]["message"].as_str()),
+            (Some("False"), Some("JobResumed"), Some("Job resumed"))
+        );
     }
 }
