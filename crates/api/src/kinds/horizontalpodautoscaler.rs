@@ -27,6 +27,7 @@ impl Kind for HorizontalPodAutoscaler {
                 json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
             );
         }
+        default_behavior(spec);
     }
 
     fn columns(&self) -> Vec<Column> {
@@ -72,4 +73,38 @@ fn hpa_targets(obj: &Value) -> String {
     }
     let n = parts.len();
     if n > 2 { format!("{} + {} more...", parts[..2].join(", "), n - 2) } else { parts.join(", ") }
+}
+
+/// SetDefaults_HorizontalPodAutoscalerBehavior: a behavior that is set gets upstream's scale-up
+/// and scale-down rules wherever it leaves them out.
+fn default_behavior(spec: &mut serde_json::Map<String, Value>) {
+    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else { return };
+    let rules = [
+        ("scaleUp", 0, json!([{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}])),
+        ("scaleDown", 300, json!([{"type": "Percent", "value": 100, "periodSeconds": 15}])),
+    ];
+    for (dir, window, policies) in rules {
+        let rule = behavior.entry(dir).or_insert_with(|| json!({}));
+        let Some(rule) = rule.as_object_mut() else { continue };
+        default_field(rule, "stabilizationWindowSeconds", json!(window));
+        default_field(rule, "selectPolicy", json!("Max"));
+        default_field(rule, "policies", policies);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behavior_defaults_only_when_set() {
+        let mut h = json!({"spec": {"maxReplicas": 3}});
+        HorizontalPodAutoscaler.default(&mut h);
+        assert!(h["spec"].get("behavior").is_none());
+        let mut h = json!({"spec": {"maxReplicas": 3, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}});
+        HorizontalPodAutoscaler.default(&mut h);
+        assert_eq!(h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], json!(60));
+        assert_eq!(h["spec"]["behavior"]["scaleDown"]["selectPolicy"], json!("Max"));
+        assert_eq!(h["spec"]["behavior"]["scaleUp"]["policies"][0], json!({"type": "Pods", "value": 4, "periodSeconds": 15}));
+    }
 }

@@ -17,6 +17,9 @@ impl Kind for PersistentVolume {
         let spec = obj_mut(obj, &["spec"]);
         default_field(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
         default_field(spec, "volumeMode", json!("Filesystem"));
+        if let Some(hp) = spec.get_mut("hostPath").and_then(Value::as_object_mut) {
+            default_field(hp, "type", json!(""));
+        }
     }
 
     fn columns(&self) -> Vec<Column> {
