@@ -176,3 +176,39 @@ fn job_suspended_and_resumed_conditions_follow_upstream() {
     let events = s.k(&["get", "events", "--field-selector", "involvedObject.name=later", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("Suspended") && events.contains("Resumed"), "{events}");
 }
+
+#[test]
+fn more_kinds_validate_as_upstream() {
+    let s = TestServer::start();
+    let err = |yaml: &str| {
+        let out = s.kubectl_stdin(&["create", "-f", "-"], yaml);
+        assert!(!out.status.success(), "{yaml} was accepted");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    assert_eq!(
+        err(
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: h}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 5\n  maxReplicas: 2\n"
+        ),
+        "The HorizontalPodAutoscaler \"h\" is invalid: spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
+    );
+    assert_eq!(
+        err("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: c}\nspec: {resources: {requests: {storage: 1Gi}}}\n"),
+        "The PersistentVolumeClaim \"c\" is invalid: spec.accessModes: Required value: at least 1 access mode is required"
+    );
+    assert_eq!(
+        err("apiVersion: v1\nkind: Secret\nmetadata: {name: t}\ntype: kubernetes.io/tls\ndata: {tls.crt: YQ==}\n"),
+        "The Secret \"t\" is invalid: data[tls.key]: Required value"
+    );
+    assert_eq!(
+        err("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\nrules: [{apiGroups: [\"\"], resources: [pods]}]\n"),
+        "The Role \"r\" is invalid: rules[0].verbs: Required value: verbs must contain at least one value"
+    );
+    s.k_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: b}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: a}\nsubjects: [{kind: User, name: u}]\n",
+    );
+    let out = s.kubectl(&["patch", "rolebinding", "b", "--type=merge", "-p", r#"{"roleRef":{"name":"other"}}"#]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("roleRef: Invalid value"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot change roleRef"));
+}

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::Kind;
+use crate::errors::FieldError;
 use crate::meta::{default_field, obj_mut};
 use crate::printers::{AGE, Column, NAME, age, arr, col, i, int_col, s};
 
@@ -28,6 +29,26 @@ impl Kind for HorizontalPodAutoscaler {
             );
         }
         default_behavior(spec);
+    }
+
+    /// ValidateHorizontalPodAutoscalerSpec.
+    fn validate(&self, obj: &Value, _old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        for f in ["kind", "name"] {
+            if obj.pointer(&format!("/spec/scaleTargetRef/{f}")).and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push(FieldError::required(format!("spec.scaleTargetRef.{f}"), ""));
+            }
+        }
+        let min = obj.pointer("/spec/minReplicas").and_then(Value::as_i64);
+        let max = obj.pointer("/spec/maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+        if let Some(m) = min.filter(|m| *m < 1) {
+            errs.push(FieldError::invalid("spec.minReplicas", &json!(m), "must be greater than or equal to 1"));
+        }
+        if max < 1 {
+            errs.push(FieldError::invalid("spec.maxReplicas", &json!(max), "must be greater than 0"));
+        }
+        if min.is_some_and(|m| max < m) {
+            errs.push(FieldError::invalid("spec.maxReplicas", &json!(max), "must be greater than or equal to `minReplicas`"));
+        }
     }
 
     fn columns(&self) -> Vec<Column> {

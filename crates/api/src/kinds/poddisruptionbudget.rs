@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Kind;
+use crate::errors::FieldError;
 use crate::printers::{AGE, Column, NAME, age, col, i, int_col};
 
 pub struct PodDisruptionBudget;
@@ -10,6 +11,14 @@ pub struct PodDisruptionBudget;
 impl Kind for PodDisruptionBudget {
     fn tracks_generation(&self) -> bool {
         true
+    }
+
+    /// ValidatePodDisruptionBudgetSpec: one of minAvailable and maxUnavailable.
+    fn validate(&self, obj: &Value, _old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        let set = |f: &str| obj.pointer(&format!("/spec/{f}")).is_some_and(|v| !v.is_null());
+        if set("minAvailable") && set("maxUnavailable") {
+            errs.push(FieldError::invalid("spec", obj.get("spec").unwrap_or(&Value::Null), "minAvailable and maxUnavailable cannot be both set"));
+        }
     }
 
     fn columns(&self) -> Vec<Column> {

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::Kind;
+use crate::errors::FieldError;
 use crate::meta::default_field;
 use crate::printers::{AGE, Column, NAME, age, arr, col, s};
 use crate::validation::NameRule;
@@ -14,6 +15,15 @@ pub struct Role;
 impl Kind for Role {
     fn name_rule(&self) -> NameRule {
         NameRule::PathSegment
+    }
+
+    /// ValidatePolicyRule: every rule names verbs.
+    fn validate(&self, obj: &Value, _old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        for (i, rule) in arr(obj, "/rules").iter().enumerate() {
+            if rule.get("verbs").and_then(Value::as_array).is_none_or(|v| v.is_empty()) {
+                errs.push(FieldError::required(format!("rules[{i}].verbs"), "verbs must contain at least one value"));
+            }
+        }
     }
 
     fn allow_create_on_update(&self) -> bool {
@@ -31,6 +41,22 @@ impl Kind for RoleBinding {
 
     fn allow_create_on_update(&self) -> bool {
         true
+    }
+
+    /// ValidateRoleBinding: a role reference of a supported kind; it never changes.
+    fn validate(&self, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        let kind = s(obj, "/roleRef/kind");
+        if kind != "Role" && kind != "ClusterRole" {
+            errs.push(FieldError::not_supported("roleRef.kind", &json!(kind), &["ClusterRole", "Role"]));
+        }
+        if s(obj, "/roleRef/name").is_empty() {
+            errs.push(FieldError::required("roleRef.name", ""));
+        }
+        if let Some(old) = old
+            && old.get("roleRef") != obj.get("roleRef")
+        {
+            errs.push(FieldError::invalid("roleRef", obj.get("roleRef").unwrap_or(&Value::Null), "cannot change roleRef"));
+        }
     }
 
     fn default(&self, obj: &mut Value) {

@@ -38,6 +38,19 @@ impl Kind for Secret {
 
     fn validate(&self, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         validate_data(obj, old, errs);
+        // ValidateSecret: the keys each type requires.
+        let required: &[&str] = match obj.get("type").and_then(Value::as_str).unwrap_or("Opaque") {
+            "kubernetes.io/tls" => &["tls.crt", "tls.key"],
+            "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
+            "kubernetes.io/dockercfg" => &[".dockercfg"],
+            "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
+            _ => &[],
+        };
+        for k in required {
+            if obj.pointer(&format!("/data/{k}")).is_none() {
+                errs.push(FieldError::required(format!("data[{k}]"), ""));
+            }
+        }
         if let Some(old) = old
             && old.get("type") != obj.get("type")
         {

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Kind;
+use crate::errors::FieldError;
 use crate::meta::default_field;
 use crate::printers::{AGE, Column, NAME, age, col, s};
 
@@ -13,6 +14,26 @@ impl Kind for StorageClass {
         if let Some(m) = obj.as_object_mut() {
             default_field(m, "reclaimPolicy", json!("Delete"));
             default_field(m, "volumeBindingMode", json!("Immediate"));
+        }
+    }
+
+    fn validate(&self, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        if s(obj, "/provisioner").is_empty() {
+            errs.push(FieldError::required("provisioner", ""));
+        }
+        if let Some(p) = obj.get("reclaimPolicy").and_then(Value::as_str)
+            && p != "Delete"
+            && p != "Retain"
+        {
+            errs.push(FieldError::not_supported("reclaimPolicy", &json!(p), &["Delete", "Retain"]));
+        }
+        // Everything but metadata and allowVolumeExpansion is immutable.
+        if let Some(old) = old {
+            for f in ["parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"] {
+                if old.get(f) != obj.get(f) {
+                    errs.push(FieldError::forbidden(f, "updates to provisioner are forbidden.".replace("provisioner", f)));
+                }
+            }
         }
     }
 
