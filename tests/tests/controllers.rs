@@ -144,6 +144,12 @@ fn job_completes_and_cronjob_fires() {
         let st = s.k(&["get", "cronjob", "tick", "-o", "jsonpath={.status.lastScheduleTime}/{.status.lastSuccessfulTime}"]);
         (st.len() > 10 && !st.ends_with('/')).then_some(())
     });
+    // The finished run is reported once, as upstream's controller does.
+    let saw = format!("Saw completed job: {job}, condition: Complete");
+    wait_for("SawCompletedJob event", T, || {
+        let msgs = s.k(&["get", "events", "--field-selector", "involvedObject.name=tick,reason=SawCompletedJob", "-o", "jsonpath={.items[*].message}"]);
+        msgs.contains(&saw).then_some(())
+    });
     // History is capped at successfulJobsHistoryLimit (3) as the schedule keeps firing.
     wait_for("four runs seen, three kept", T, || {
         let names = s.k(&["get", "events", "--field-selector", "involvedObject.name=tick,reason=SuccessfulDelete", "-o", "name"]);

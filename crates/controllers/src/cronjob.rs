@@ -75,6 +75,13 @@ impl Controller {
         if status.is_null() {
             status = json!({});
         }
+        // Jobs the last status listed as active that have finished: reported once, as upstream.
+        let was_active: Vec<String> = cj.status.as_ref().and_then(|s| s.active.as_ref()).into_iter().flatten().filter_map(|r| r.name.clone()).collect();
+        for j in &mine {
+            if let Some(cond) = crate::job::finished(j).filter(|_| was_active.contains(&j.name_any())) {
+                self.recorder.normal(cj.as_ref(), "SawCompletedJob", format!("Saw completed job: {}, condition: {cond}", j.name_any()));
+            }
+        }
         // Finished jobs: record success and report them once.
         let last_success =
             mine.iter().filter(|j| crate::job::finished(j) == Some("Complete")).filter_map(|j| j.status.as_ref()?.completion_time.clone()).max_by_key(|t| t.0);
