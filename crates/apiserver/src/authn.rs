@@ -32,10 +32,25 @@ impl UserInfo {
     }
 }
 
-/// The verified client certificate of the request's TLS connection (DER), as a request
-/// extension the TLS server attaches.
+/// The verified client certificate of the request's TLS connection, as a request extension
+/// the TLS server attaches to every request of the connection. The subject is parsed once per
+/// connection (the `OnceLock` is shared by the connection's requests); which identity a
+/// request carries is still decided per request by the chain.
 #[derive(Clone, Debug)]
-pub struct PeerCertificate(pub Vec<u8>);
+pub struct PeerCertificate {
+    der: std::sync::Arc<Vec<u8>>,
+    subject: std::sync::Arc<std::sync::OnceLock<Option<UserInfo>>>,
+}
+
+impl PeerCertificate {
+    pub fn new(der: Vec<u8>) -> Self {
+        PeerCertificate { der: std::sync::Arc::new(der), subject: Default::default() }
+    }
+
+    fn user(&self) -> Option<UserInfo> {
+        self.subject.get_or_init(|| UserInfo::from_certificate(&self.der)).clone()
+    }
+}
 
 /// The identity an in-process transport attaches to its requests (never set from the network:
 /// only code in this process can put it in a request's extensions).
@@ -63,7 +78,7 @@ impl Authenticator for X509 {
         Box::pin(async move {
             match req.extensions.get::<PeerCertificate>() {
                 None => AuthResult::NoCredentials,
-                Some(c) => match UserInfo::from_certificate(&c.0) {
+                Some(c) => match c.user() {
                     Some(u) => AuthResult::Authenticated(u),
                     None => AuthResult::Invalid("x509: certificate has no usable subject".into()),
                 },
@@ -121,11 +136,11 @@ mod tests {
         parts.extensions.insert(InProcessIdentity(UserInfo::internal("scheduler")));
         let u = chain.authenticate(&parts).await.unwrap().unwrap();
         assert_eq!(u.name, "system:scheduler");
-        parts.extensions.insert(PeerCertificate(b"not a certificate".to_vec()));
+        parts.extensions.insert(PeerCertificate::new(b"not a certificate".to_vec()));
         // The in-process identity comes first in the chain.
         assert_eq!(chain.authenticate(&parts).await.unwrap().unwrap().name, "system:scheduler");
         let (mut parts, _) = http::Request::new(()).into_parts();
-        parts.extensions.insert(PeerCertificate(b"not a certificate".to_vec()));
+        parts.extensions.insert(PeerCertificate::new(b"not a certificate".to_vec()));
         assert!(chain.authenticate(&parts).await.is_err());
     }
 }

@@ -242,7 +242,7 @@ impl WatchCache {
     /// prefix saw no change learns it is current from a progress notification it asks for.
     pub async fn wait_consistent(&self, store: &dyn r8s_store::Store, timeout: Duration) -> r8s_store::Result<bool> {
         let rev = store.current_revision().await?;
-        if self.revision() >= rev || self.wait_for(rev, Duration::from_millis(20)).await {
+        if self.revision() >= rev {
             return Ok(true);
         }
         store.request_progress().await?;

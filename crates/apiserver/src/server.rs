@@ -57,7 +57,7 @@ async fn serve_connection(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, _pe
     let tls = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await??;
     // The verified client certificate goes with every request of the connection; who the
     // user is gets decided per request by the authenticator chain.
-    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| PeerCertificate(c.as_ref().to_vec()));
+    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| PeerCertificate::new(c.as_ref().to_vec()));
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
         let peer = peer.clone();
