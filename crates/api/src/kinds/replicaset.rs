@@ -35,20 +35,30 @@ impl Kind for ReplicaSet {
     }
 
     fn columns(&self) -> Vec<Column> {
-        vec![NAME, int_col("Desired", 0), int_col("Current", 0), int_col("Ready", 0), AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)]
+        replica_columns()
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let (c, im) = containers_images(obj, "/spec/template/spec/containers");
-        vec![
-            json!(crate::meta::name(obj)),
-            json!(i(obj, "/spec/replicas")),
-            json!(i(obj, "/status/replicas")),
-            json!(i(obj, "/status/readyReplicas")),
-            age(obj),
-            json!(c),
-            json!(im),
-            json!(label_selector_string(obj.pointer("/spec/selector"))),
-        ]
+        replica_cells(obj, label_selector_string(obj.pointer("/spec/selector")))
     }
+}
+
+/// The columns ReplicaSets and ReplicationControllers share.
+pub(crate) fn replica_columns() -> Vec<Column> {
+    vec![NAME, int_col("Desired", 0), int_col("Current", 0), int_col("Ready", 0), AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)]
+}
+
+/// A ReplicaSet's or ReplicationController's row, with its selector as printed.
+pub(crate) fn replica_cells(obj: &Value, selector: String) -> Vec<Value> {
+    let (c, im) = containers_images(obj, "/spec/template/spec/containers");
+    vec![
+        json!(crate::meta::name(obj)),
+        json!(i(obj, "/spec/replicas")),
+        json!(i(obj, "/status/replicas")),
+        json!(i(obj, "/status/readyReplicas")),
+        age(obj),
+        json!(c),
+        json!(im),
+        json!(selector),
+    ]
 }

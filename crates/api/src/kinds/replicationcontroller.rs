@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use super::Kind;
 use crate::errors::FieldError;
 use crate::kinds::podspec::{default_template, validate_pod_spec};
+use crate::kinds::replicaset::{replica_cells, replica_columns};
 use crate::meta::{default_field, obj_mut};
-use crate::printers::{AGE, Column, NAME, age, col, containers_images, i, int_col, map_selector_string, s};
+use crate::printers::{Column, map_selector_string, s};
 
 pub struct ReplicationController;
 
@@ -45,20 +46,10 @@ impl Kind for ReplicationController {
     }
 
     fn columns(&self) -> Vec<Column> {
-        vec![NAME, int_col("Desired", 0), int_col("Current", 0), int_col("Ready", 0), AGE, col("Containers", 1), col("Images", 1), col("Selector", 1)]
+        replica_columns()
     }
 
     fn cells(&self, obj: &Value) -> Vec<Value> {
-        let (c, im) = containers_images(obj, "/spec/template/spec/containers");
-        vec![
-            json!(crate::meta::name(obj)),
-            json!(i(obj, "/spec/replicas")),
-            json!(i(obj, "/status/replicas")),
-            json!(i(obj, "/status/readyReplicas")),
-            age(obj),
-            json!(c),
-            json!(im),
-            json!(map_selector_string(obj.pointer("/spec/selector"))),
-        ]
+        replica_cells(obj, map_selector_string(obj.pointer("/spec/selector")))
     }
 }
