@@ -44,7 +44,10 @@ async fn bad_requests_answer_with_upstream_status() {
     assert_eq!(v["message"], "the API version in the data (apps/v1) does not match the expected API version (v1)");
     let (code, v) = post(serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})).unwrap(), "application/json").await;
     assert_eq!(code, 400);
-    assert_eq!(v["message"], "the kind in the data (Secret) does not match the expected kind (ConfigMap)");
+    assert_eq!(
+        v["message"],
+        "the object provided is unrecognized (must be of type ConfigMap): converting (v1.Secret) to (core.ConfigMap): unknown conversion ({\"apiVersion\":\"v1\",\"kind\":\"Sec ...)"
+    );
 
     // Wrong field types.
     let (code, v) =

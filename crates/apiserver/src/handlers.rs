@@ -315,7 +315,7 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
                 return Err(ApiError::unsupported_media_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")));
             }
             let mut obj = decode_object(&body, fmt)?;
-            check_type(&info, &mut obj)?;
+            check_type(&info, &mut obj, &body)?;
             let opts = write_options(ctx, true)?;
             check_duplicates(&info, &body, &opts)?;
             let created = reg.create(&info, ns, obj, &opts).await?;
@@ -351,7 +351,7 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
                     .await?;
                 return render_object(state, &info, updated, out, query, StatusCode::OK);
             }
-            check_type(&info, &mut obj)?;
+            check_type(&info, &mut obj, &body)?;
             check_duplicates(&info, &body, &opts)?;
             let updated = reg.update(&info, ns, n, obj, sub, &opts).await?;
             Ok(with_warnings(render_object(state, &info, updated, out, query, StatusCode::OK)?, &opts))
@@ -389,8 +389,8 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
 
 /// The body's apiVersion and kind must name this resource. Missing ones are filled from the
 /// URL, as upstream's decoder does with the endpoint's default group/version/kind; only a
-/// mismatch is an error.
-fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+/// mismatch is an error, worded as upstream's decoder words it.
+fn check_type(info: &ResourceInfo, obj: &mut Value, body: &[u8]) -> ApiResult<()> {
     let Some(m) = obj.as_object_mut() else {
         return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&obj.to_string()))));
     };
@@ -405,9 +405,30 @@ fn check_type(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", info.api_version())));
     }
     if kind != info.kind {
-        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", info.kind)));
+        // Upstream decodes the body as its own kind, fails to convert it into the endpoint's
+        // and reports it with a summary of the body (transformDecodeError).
+        let version = av.rsplit('/').next().unwrap_or(av);
+        let internal = if info.group.is_empty() { "core" } else { info.group.split('.').next().unwrap_or(&info.group) };
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): converting ({version}.{kind}) to ({internal}.{}): unknown conversion ({})",
+            info.kind,
+            info.kind,
+            summarize(body)
+        )));
     }
     Ok(())
+}
+
+/// Upstream's summarizeData: the first 30 bytes of a JSON body (hex for anything else).
+fn summarize(body: &[u8]) -> String {
+    const MAX: usize = 30;
+    let cut = &body[..body.len().min(MAX)];
+    let more = if body.len() > MAX { " ..." } else { "" };
+    match body.first() {
+        None => "<empty>".into(),
+        Some(b'{') => format!("{}{more}", String::from_utf8_lossy(cut)),
+        Some(_) => format!("{}{more}", cut.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
 }
 
 fn truncate(s: &str) -> String {
