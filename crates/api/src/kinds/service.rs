@@ -56,6 +56,13 @@ fn default_service(obj: &mut Value) {
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         default_field(spec, "externalTrafficPolicy", json!("Cluster"));
+    } else if spec.get("externalTrafficPolicy") == Some(&json!("Cluster")) {
+        // A type change away from NodePort/LoadBalancer drops what only those types have (as
+        // upstream's dropTypeDependentFields does for values left at their default).
+        spec.remove("externalTrafficPolicy");
+    }
+    if ty != "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts") == Some(&json!(true)) {
+        spec.remove("allocateLoadBalancerNodePorts");
     }
     if ty == "LoadBalancer" {
         default_field(spec, "allocateLoadBalancerNodePorts", json!(true));
@@ -88,6 +95,26 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         errs.push(FieldError::not_supported("spec.type", &json!(ty), &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
     }
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    if headless && (ty == "NodePort" || ty == "LoadBalancer") {
+        errs.push(FieldError::invalid("spec.clusterIPs[0]", &json!("None"), "may not be set to 'None' for LoadBalancer or NodePort services"));
+    }
+    let one_of = |field: &str, allowed: &[&str], errs: &mut Vec<FieldError>| {
+        if let Some(v) = spec.get(field).and_then(Value::as_str)
+            && !allowed.contains(&v)
+        {
+            errs.push(FieldError::not_supported(format!("spec.{field}"), &json!(v), allowed));
+        }
+    };
+    one_of("sessionAffinity", &["ClientIP", "None"], errs);
+    one_of("externalTrafficPolicy", &["Cluster", "Local"], errs);
+    one_of("internalTrafficPolicy", &["Cluster", "Local"], errs);
+    if spec.get("externalTrafficPolicy").and_then(Value::as_str).is_some() && ty != "NodePort" && ty != "LoadBalancer" {
+        errs.push(FieldError::invalid(
+            "spec.externalTrafficPolicy",
+            &spec["externalTrafficPolicy"],
+            "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
+        ));
+    }
     let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
     if ports.is_empty() && ty != "ExternalName" && !headless {
         errs.push(FieldError::required("spec.ports", ""));
@@ -97,6 +124,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
         if !(1..=65535).contains(&port) {
             errs.push(FieldError::invalid(format!("spec.ports[{i}].port"), &json!(port), "must be between 1 and 65535, inclusive"));
+        }
+        if let Some(proto) = p.get("protocol").and_then(Value::as_str)
+            && !["SCTP", "TCP", "UDP"].contains(&proto)
+        {
+            errs.push(FieldError::not_supported(format!("spec.ports[{i}].protocol"), &json!(proto), &["SCTP", "TCP", "UDP"]));
         }
         let name = p.get("name").and_then(Value::as_str).unwrap_or("");
         if ports.len() > 1 && name.is_empty() {
@@ -169,6 +201,28 @@ fn service_cells(obj: &Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_validation_as_upstream() {
+        let check = |spec: Value| {
+            let mut errs = vec![];
+            Service.validate(&json!({"spec": spec}), None, &mut errs);
+            errs.iter().map(FieldError::message).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            check(json!({"sessionAffinity": "Sticky", "ports": [{"port": 80}]})),
+            vec!["spec.sessionAffinity: Unsupported value: \"Sticky\": supported values: \"ClientIP\", \"None\""]
+        );
+        assert_eq!(
+            check(json!({"externalTrafficPolicy": "Local", "ports": [{"port": 80}]})),
+            vec!["spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set when `type` is 'NodePort' or 'LoadBalancer'"]
+        );
+        assert_eq!(
+            check(json!({"ports": [{"port": 80, "protocol": "ICMP"}]})),
+            vec!["spec.ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\""]
+        );
+        assert!(check(json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]}))[0].contains("may not be set to 'None'"));
+    }
 
     #[test]
     fn service_ports() {
