@@ -133,7 +133,7 @@ fn deleting_a_namespace_empties_it() {
     s.k(&["create", "configmap", "cfg", "--from-literal=a=b", "-n", "team"]);
     s.k(&["rollout", "status", "deploy/app", "-n", "team", "--timeout=60s"]);
     s.k(&["delete", "namespace", "team", "--wait=false"]);
-    let phase = s.k(&["get", "ns", "team", "-o", "jsonpath={.status.phase}"]);
+    let phase = String::from_utf8_lossy(&s.kubectl(&["get", "ns", "team", "-o", "jsonpath={.status.phase}", "--ignore-not-found"]).stdout).into_owned();
     // Terminating until emptied (it may already be gone on a fast machine).
     assert!(phase == "Terminating" || phase.is_empty(), "{phase}");
     wait_for("namespace team removed", T, || (!s.kubectl(&["get", "ns", "team"]).status.success()).then_some(()));
@@ -169,4 +169,28 @@ fn custom_resources_are_garbage_collected_with_their_owners() {
     s.k(&["delete", "cm", "owner"]);
     wait_for("custom resource collected", T, || (!s.kubectl(&["get", plural, "child"]).status.success()).then_some(()));
     wait_for("its dependent collected", T, || (!s.kubectl(&["get", "cm", "grandchild"]).status.success()).then_some(()));
+}
+
+#[test]
+fn a_terminating_namespace_reports_what_holds_it() {
+    let s = TestServer::start_cluster(&[]);
+    s.k(&["create", "namespace", "held"]);
+    s.k_stdin(
+        &["create", "-n", "held", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pinned, finalizers: [example.com/hold]}\ndata: {a: b}\n",
+    );
+    s.k(&["delete", "namespace", "held", "--wait=false"]);
+    let cond = |t: &str| {
+        s.k(&["get", "ns", "held", "-o", &format!("jsonpath={{.status.conditions[?(@.type==\"{t}\")].status}}/{{.status.conditions[?(@.type==\"{t}\")].reason}}/{{.status.conditions[?(@.type==\"{t}\")].message}}")])
+    };
+    wait_for("the finalizer reported", T, || {
+        (cond("NamespaceFinalizersRemaining")
+            == "True/SomeFinalizersRemain/Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances")
+            .then_some(())
+    });
+    assert_eq!(cond("NamespaceContentRemaining"), "True/SomeResourcesRemain/Some resources are remaining: configmaps. has 1 resource instances");
+    assert_eq!(cond("NamespaceDeletionDiscoveryFailure"), "False/ResourcesDiscovered/All resources successfully discovered");
+    assert_eq!(s.k(&["get", "ns", "held", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    s.k(&["patch", "configmap", "pinned", "-n", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    wait_for("namespace held removed", T, || (!s.kubectl(&["get", "ns", "held"]).status.success()).then_some(()));
 }

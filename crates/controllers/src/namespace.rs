@@ -53,6 +53,9 @@ impl Controller {
         let client = self.informers.client().clone();
         let discovery = Discovery::new(client.clone()).run().await?;
         let mut remaining = 0usize;
+        // What is left, for the conditions upstream reports on a terminating namespace.
+        let mut left: Vec<String> = Vec::new();
+        let mut finalizers: std::collections::BTreeMap<String, usize> = Default::default();
         for group in discovery.groups() {
             for (res, caps) in group.recommended_resources() {
                 if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE) {
@@ -67,6 +70,10 @@ impl Controller {
                     continue;
                 }
                 remaining += items.len();
+                left.push(format!("{}.{} has {} resource instances", res.plural, res.group, items.len()));
+                for f in items.iter().flat_map(|o| o.metadata.finalizers.iter().flatten()) {
+                    *finalizers.entry(f.clone()).or_default() += 1;
+                }
                 if caps.supports_operation(verbs::DELETE_COLLECTION) {
                     api.delete_collection(&DeleteParams::background(), &ListParams::default()).await?;
                 } else {
@@ -76,6 +83,7 @@ impl Controller {
                 }
             }
         }
+        self.report(&ns, &left, &finalizers).await?;
         if remaining > 0 {
             // Pods wait for their kubelets and objects for their finalizers: look again soon.
             return Ok(Some(Duration::from_millis(500)));
@@ -89,5 +97,53 @@ impl Controller {
             Err(e) if r8s_client::is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The deletion conditions upstream's namespace controller keeps on a terminating
+    /// namespace (`kubectl describe namespace` shows them), written when they change.
+    async fn report(&self, ns: &Namespace, left: &[String], finalizers: &std::collections::BTreeMap<String, usize>) -> anyhow::Result<()> {
+        let mut left = left.to_vec();
+        left.sort();
+        let remaining = if left.is_empty() {
+            ("False", "ContentRemoved", "All content successfully removed".to_string())
+        } else {
+            ("True", "SomeResourcesRemain", format!("Some resources are remaining: {}", left.join(", ")))
+        };
+        let with_finalizers = if finalizers.is_empty() {
+            ("False", "ContentHasNoFinalizers", "All content-preserving finalizers finished".to_string())
+        } else {
+            let list: Vec<String> = finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
+            ("True", "SomeFinalizersRemain", format!("Some content in the namespace has finalizers remaining: {}", list.join(", ")))
+        };
+        let wanted = [
+            ("NamespaceDeletionDiscoveryFailure", ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string())),
+            ("NamespaceDeletionGroupVersionParsingFailure", ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string())),
+            ("NamespaceDeletionContentFailure", ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".to_string())),
+            ("NamespaceContentRemaining", remaining),
+            ("NamespaceFinalizersRemaining", with_finalizers),
+        ];
+        let current = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let now = r8s_client::now();
+        let mut changed = false;
+        let conditions: Vec<serde_json::Value> = wanted
+            .iter()
+            .map(|(t, (status, reason, message))| {
+                let prev = current.iter().find(|c| c.type_ == *t);
+                let same = prev.is_some_and(|p| p.status == *status && p.reason.as_deref() == Some(*reason) && p.message.as_deref() == Some(message.as_str()));
+                changed |= !same;
+                let since = prev.filter(|p| p.status == *status).and_then(|p| p.last_transition_time.clone()).unwrap_or(now.clone());
+                serde_json::json!({"type": t, "status": status, "reason": reason, "message": message, "lastTransitionTime": since})
+            })
+            .collect();
+        if changed {
+            let api: Api<Namespace> = Api::all(self.informers.client().clone());
+            let patch = serde_json::json!({"status": {"conditions": conditions}});
+            match api.patch_status(&ns.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                Err(e) if r8s_client::is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
