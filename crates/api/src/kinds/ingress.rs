@@ -1,9 +1,9 @@
-//! Ingresses: pathType default and the printer.
+//! Ingresses: validation (pathType required in networking.k8s.io/v1) and the printer.
 
 use serde_json::{Value, json};
 
 use super::Kind;
-use crate::meta::default_field;
+use crate::errors::FieldError;
 use crate::printers::{AGE, Column, NAME, age, arr, col, format_list_limited, s};
 
 pub struct Ingress;
@@ -13,11 +13,26 @@ impl Kind for Ingress {
         true
     }
 
-    fn default(&self, obj: &mut Value) {
-        for r in obj.pointer_mut("/spec/rules").and_then(Value::as_array_mut).into_iter().flatten() {
-            for p in r.pointer_mut("/http/paths").and_then(Value::as_array_mut).into_iter().flatten() {
-                if let Some(m) = p.as_object_mut() {
-                    default_field(m, "pathType", json!("ImplementationSpecific"));
+    /// ValidateIngressSpec: rules or a default backend; every HTTP path has a pathType
+    /// (networking.k8s.io/v1 does not default it) and Exact/Prefix paths are absolute.
+    fn validate(&self, obj: &Value, _old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        let rules = arr(obj, "/spec/rules");
+        if rules.is_empty() && obj.pointer("/spec/defaultBackend").is_none() {
+            errs.push(FieldError::invalid("spec", obj.get("spec").unwrap_or(&Value::Null), "either `defaultBackend` or `rules` must be specified"));
+        }
+        for (i, r) in rules.iter().enumerate() {
+            for (j, p) in arr(r, "/http/paths").iter().enumerate() {
+                let at = format!("spec.rules[{i}].http.paths[{j}]");
+                let path = s(p, "/path");
+                match p.get("pathType").and_then(Value::as_str) {
+                    None => errs.push(FieldError::required(format!("{at}.pathType"), "pathType must be specified")),
+                    Some("Exact" | "Prefix") if !path.starts_with('/') => {
+                        errs.push(FieldError::invalid(format!("{at}.path"), &json!(path), "must be an absolute path"));
+                    }
+                    Some("Exact" | "Prefix" | "ImplementationSpecific") => {}
+                    Some(other) => {
+                        errs.push(FieldError::not_supported(format!("{at}.pathType"), &json!(other), &["Exact", "ImplementationSpecific", "Prefix"]))
+                    }
                 }
             }
         }
@@ -40,5 +55,25 @@ impl Kind for Ingress {
             json!(ports),
             age(obj),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_need_a_type() {
+        let mut errs = vec![];
+        let ing = json!({"spec": {"rules": [{"http": {"paths": [{"path": "/", "backend": {}}, {"path": "x", "pathType": "Prefix", "backend": {}}]}}]}});
+        Ingress.validate(&ing, None, &mut errs);
+        let msgs: Vec<String> = errs.iter().map(FieldError::message).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified",
+                "spec.rules[0].http.paths[1].path: Invalid value: \"x\": must be an absolute path"
+            ]
+        );
     }
 }
