@@ -115,4 +115,18 @@ fn autoscaler_follows_reported_cpu_usage() {
     });
     let ev = s.k(&["get", "events", "--field-selector", "reason=SuccessfulRescale", "-o", "jsonpath={.items[*].message}"]);
     assert!(ev.contains("New size: 4; reason: cpu resource utilization (percentage of request) above target"), "{ev}");
+    // Still at 200% with 4 pods, the recommendation (16) passes the maximum (5): upstream's
+    // conditions say so.
+    let cond = |t: &str| {
+        s.k(&[
+            "get",
+            "hpa",
+            "busy",
+            "-o",
+            &format!("jsonpath={{.status.conditions[?(@.type==\"{t}\")].status}}/{{.status.conditions[?(@.type==\"{t}\")].reason}}"),
+        ])
+    };
+    wait_for("ScalingLimited TooManyReplicas", T, || (cond("ScalingLimited") == "True/TooManyReplicas").then_some(()));
+    assert_eq!(cond("ScalingActive"), "True/ValidMetricFound");
+    assert!(cond("AbleToScale").starts_with("True/"), "{}", cond("AbleToScale"));
 }

@@ -139,12 +139,23 @@ impl Controller {
                 }
             }
         }
+        // Upstream's ScalingLimited condition: whether min/max bounded the recommendation.
+        let limited = if current == 0 {
+            ("False", "DesiredWithinRange", "the desired count is within the acceptable range")
+        } else if desired < min {
+            ("True", "TooFewReplicas", "the desired replica count is less than the minimum replica count")
+        } else if desired > max.max(min) {
+            ("True", "TooManyReplicas", "the desired replica count is more than the maximum replica count")
+        } else {
+            ("False", "DesiredWithinRange", "the desired count is within the acceptable range")
+        };
         if current == 0 {
             // Scaled to zero by hand: autoscaling is off until someone scales it up.
             desired = 0;
         } else {
             desired = desired.clamp(min, max.max(min));
         }
+        let recommended = desired;
         // Stabilization: scale down only to the highest recommendation of the window.
         let down_window = spec.behavior.as_ref().and_then(|b| b.scale_down.as_ref()).and_then(|s| s.stabilization_window_seconds).unwrap_or(300).max(0) as u64;
         let up_window = spec.behavior.as_ref().and_then(|b| b.scale_up.as_ref()).and_then(|s| s.stabilization_window_seconds).unwrap_or(0).max(0) as u64;
@@ -169,18 +180,36 @@ impl Controller {
             last_scale = Some(json!(r8s_client::now()));
         }
         let now = r8s_client::now();
-        let cond = |t: &str, s: &str, r: &str, m: &str| json!({"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": now});
+        let old_conds = hpa.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        // lastTransitionTime moves only when a condition's status does.
+        let cond = |t: &str, s: &str, r: &str, m: &str| {
+            let since = old_conds.iter().find(|c| c.type_ == t && c.status == s).and_then(|c| c.last_transition_time.clone()).unwrap_or(now.clone());
+            json!({"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": since})
+        };
+        let able = if desired != current {
+            cond("AbleToScale", "True", "SucceededRescale", &format!("the HPA controller was able to update the target scale to {desired}"))
+        } else if recommended < current && desired == current {
+            cond(
+                "AbleToScale",
+                "True",
+                "ScaleDownStabilized",
+                "recent recommendations were higher than current one, applying the highest recent recommendation",
+            )
+        } else {
+            cond("AbleToScale", "True", "ReadyForNewScale", "recommended size matches current size")
+        };
         let mut status = json!({
             "observedGeneration": hpa.metadata.generation,
             "currentReplicas": current,
             "desiredReplicas": desired,
             "lastScaleTime": last_scale,
             "conditions": [
-                cond("AbleToScale", "True", "ReadyForNewScale", "recommended size matches current size"),
+                able,
                 match utilization {
                     Some(_) => cond("ScalingActive", "True", "ValidMetricFound", "the HPA was able to successfully calculate a replica count from cpu resource utilization (percentage of request)"),
                     None => cond("ScalingActive", "False", "FailedGetResourceMetric", "the HPA was unable to compute the replica count: no usage reported for the pods"),
                 },
+                cond("ScalingLimited", limited.0, limited.1, limited.2),
             ],
         });
         if let Some((pct, avg)) = utilization {
@@ -192,7 +221,9 @@ impl Controller {
         let changed = ["currentReplicas", "desiredReplicas", "currentMetrics", "lastScaleTime", "observedGeneration"]
             .iter()
             .any(|f| cur.get(*f) != status.get(*f).filter(|v| !v.is_null()))
-            || cur.pointer("/conditions/1/status") != status.pointer("/conditions/1/status");
+            || (0..3).any(|i| {
+                ["type", "status", "reason"].iter().any(|f| cur.pointer(&format!("/conditions/{i}/{f}")) != status.pointer(&format!("/conditions/{i}/{f}")))
+            });
         if changed {
             match hapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(_) => {}
