@@ -6,7 +6,8 @@
 //! precondition. Several API servers over one store can therefore never hand out the same
 //! address, and a restarted server reads what is taken instead of rebuilding it from memory.
 //! A failed Service write releases what it took; bootstrap re-reserves what stored Services
-//! hold (a crash between a reservation and its Service write leaks that one key).
+//! hold; a repair pass releases keys no Service holds (a crash between a reservation and its
+//! Service write) once they are older than the previous pass.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -304,6 +305,37 @@ impl Allocators {
         }
     }
 
+    /// Releases reservations no Service holds (a crash between a reservation and its Service
+    /// write leaks one), as upstream's repair loops do. Only keys written before `since` (the
+    /// store revision of the previous pass) go, so an allocation still in flight on any server
+    /// is never taken back. `services` lists the Services (read after the keys, so a Service
+    /// older than `since` is seen); None skips the pass. Returns how many were released.
+    pub async fn repair(&self, since: i64, services: impl AsyncFnOnce() -> Option<Vec<Value>>) -> Result<usize, StoreError> {
+        let ips = self.ips.store.range(IPS, &prefix_end(IPS), 0, None).await?.kvs;
+        let ports = self.ports.store.range(PORTS, &prefix_end(PORTS), 0, None).await?.kvs;
+        let Some(services) = services().await else { return Ok(0) };
+        let mut held: HashSet<String> = HashSet::new();
+        for svc in &services {
+            if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
+                held.insert(format!("{IPS}{ip}"));
+            }
+            for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
+                    held.insert(format!("{PORTS}{}", port_item(np as u16, &protocol(p))));
+                }
+            }
+        }
+        let mut released = 0;
+        for kv in ips.iter().chain(ports.iter()).filter(|kv| kv.mod_revision < since && !held.contains(&kv.key)) {
+            // Only if untouched since it was read.
+            if let WriteOutcome::Done { .. } = self.ips.store.delete(&kv.key, Precondition::ModRevision(kv.mod_revision)).await? {
+                tracing::info!(key = %kv.key, "released a service allocation no Service holds");
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
     /// Releases what `old` held and `new` (if any) no longer holds.
     pub async fn release_unused(&self, old: &Value, new: Option<&Value>) {
         let ip_of = |v: &Value| v.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<Ipv4Addr>().ok());
@@ -381,6 +413,30 @@ mod tests {
         a.release_unused(&s1, None).await;
         let mut s4 = json!({"spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
         a.allocate(&mut s4, None, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn repair_releases_only_old_unheld_reservations() {
+        let (_d, s) = store();
+        let a = Allocators::new("10.96.0.0/12".parse().unwrap(), s.clone());
+        let mut kept = json!({"metadata": {"name": "kept", "namespace": "default"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        a.allocate(&mut kept, None, false).await.unwrap();
+        let mut leaked = json!({"metadata": {"name": "leaked", "namespace": "default"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        a.allocate(&mut leaked, None, false).await.unwrap();
+        let since = s.current_revision().await.unwrap() + 1;
+        // Reserved after the previous pass: kept even though no Service holds it yet.
+        let mut in_flight = json!({"metadata": {"name": "new", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}});
+        a.allocate(&mut in_flight, None, false).await.unwrap();
+        let services = vec![kept.clone()];
+        let released = a.repair(since, async || Some(services)).await.unwrap();
+        assert_eq!(released, 2, "the leaked service's address and node port");
+        // The leaked address is free again; the kept and in-flight ones are not.
+        let mut again = json!({"spec": {"clusterIP": leaked["spec"]["clusterIP"], "ports": [{"port": 80}]}});
+        a.allocate(&mut again, None, false).await.unwrap();
+        for ip in [&kept["spec"]["clusterIP"], &in_flight["spec"]["clusterIP"]] {
+            let mut clash = json!({"spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
+            assert!(a.allocate(&mut clash, None, false).await.is_err());
+        }
     }
 
     #[tokio::test]

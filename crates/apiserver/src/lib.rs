@@ -191,6 +191,31 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
     Ok(RunningServer { addr, state, kubeconfig_path })
 }
 
+/// Every `interval`, releases Service address and port reservations no Service holds and that
+/// are older than the previous pass (upstream's repair loops run every 3 minutes).
+pub fn spawn_allocation_repair(state: Arc<handlers::AppState>, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let store = state.catalog.store().clone();
+        let svc = state.catalog.find("", "v1", "services").expect("services");
+        let mut since = 0;
+        loop {
+            tokio::time::sleep(interval).await;
+            let Ok(now) = store.current_revision().await else { continue };
+            if since > 0 {
+                let list = async || {
+                    let res = state.registry.list(&svc, None, &registry::ListOptions::default()).await;
+                    // A failed list skips the pass: an empty one would release everything.
+                    res.ok().map(|r| r.items.iter().filter_map(|b| serde_json::from_slice(b).ok()).collect())
+                };
+                if let Err(e) = state.registry.alloc.repair(since, list).await {
+                    tracing::warn!(error = %e, "service allocation repair failed");
+                }
+            }
+            since = now;
+        }
+    });
+}
+
 /// Compacts the store's history every `interval`, keeping at least `keep` revisions.
 pub fn spawn_compactor(store: Arc<dyn Store>, interval: std::time::Duration, keep: i64) {
     tokio::spawn(async move {

@@ -206,6 +206,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     )
     .await?;
     r8s_apiserver::spawn_compactor(store, args.compaction_interval, 1000);
+    r8s_apiserver::spawn_allocation_repair(running.state.clone(), std::time::Duration::from_secs(180));
     // In-process components reach the API through the same handler as remote clients.
     if !args.disable_scheduler {
         let client = local::client(running.state.clone(), "kube-scheduler");
