@@ -53,12 +53,13 @@ impl RequestInfo {
             watch_prefix = true;
             rest.remove(0);
         }
-        // namespaces/<ns>/<resource>... (but "namespaces/<name>" alone is the namespace itself).
-        if rest.first().map(String::as_str) == Some("namespaces") && rest.len() > 2 {
+        // namespaces/<ns>/<resource>...; "namespaces/<name>" and its own subresources
+        // (status, finalize) are the namespace itself.
+        if rest.first().map(String::as_str) == Some("namespaces") && rest.len() > 1 {
             info.namespace = rest[1].clone();
-            rest.drain(..2);
-        } else if rest.first().map(String::as_str) == Some("namespaces") && rest.len() == 2 {
-            info.namespace = rest[1].clone();
+            if rest.len() > 2 && !["status", "finalize"].contains(&rest[2].as_str()) {
+                rest.drain(..2);
+            }
         }
         info.resource = rest.first().cloned().unwrap_or_default();
         info.name = rest.get(1).cloned().unwrap_or_default();
@@ -118,6 +119,8 @@ mod tests {
         assert_eq!(r.verb, "deletecollection");
         let r = ri(Method::DELETE, "/api/v1/namespaces/x", None);
         assert_eq!((r.verb.as_str(), r.resource.as_str(), r.name.as_str(), r.namespace.as_str()), ("delete", "namespaces", "x", "x"));
+        let r = ri(Method::PUT, "/api/v1/namespaces/x/finalize", None);
+        assert_eq!((r.verb.as_str(), r.resource.as_str(), r.name.as_str(), r.subresource.as_str()), ("update", "namespaces", "x", "finalize"));
         let r = ri(Method::GET, "/api/v1/namespaces", None);
         assert_eq!((r.verb.as_str(), r.resource.as_str()), ("list", "namespaces"));
     }
