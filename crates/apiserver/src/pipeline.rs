@@ -32,8 +32,8 @@ pub struct RequestContext {
     pub raw_body: std::sync::Mutex<Option<Body>>,
 }
 
-/// Paths anyone may read, before authentication decides anything (until RBAC exists, anonymous
-/// users get 401 everywhere else).
+/// Paths anyone may read, anonymous requests included (until RBAC exists, anonymous requests
+/// get 401 everywhere else).
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
