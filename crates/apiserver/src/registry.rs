@@ -423,7 +423,6 @@ impl Registry {
     /// Type-checks the object a write would store and handles its unknown fields as the
     /// request's `fieldValidation` says (`obj` is in `info`'s version).
     fn check_fields(&self, info: &ResourceInfo, obj: &mut Value, opts: &WriteOptions) -> ApiResult<()> {
-        let before = (opts.origin == WriteOrigin::Patch).then(|| obj.clone());
         let (unknown, type_error) = if info.custom {
             let mut unknown = Vec::new();
             if let Some(schema) = self.catalog.schema(info) {
@@ -439,7 +438,9 @@ impl Registry {
             return Err(match opts.origin {
                 WriteOrigin::Body | WriteOrigin::Apply => cannot_handle(&e),
                 // Upstream reports the patched object under the field "patch".
-                WriteOrigin::Patch => ApiError::invalid_patch(&before.map(|b| b.to_string()).unwrap_or_default(), &e),
+                // The patched object as checked (unknown fields already dropped): no copy of every
+                // patched object is kept just for this message.
+                WriteOrigin::Patch => ApiError::invalid_patch(&obj.to_string(), &e),
                 WriteOrigin::Internal => ApiError::internal(e),
             });
         }
@@ -647,6 +648,8 @@ impl Registry {
         }
         let mut obj = convert::to_storage(info, wanted);
         let st = strategy(sinfo);
+        // One set of admission attributes (one copy of the stored object) for both phases.
+        let mut attrs = self.attributes(Operation::Update, sinfo, sub, meta::namespace(current), &name, None, Some(current.clone()), opts);
         match sub {
             Some(Subresource::Status) => {
                 // Only status changes (plus nothing else) through the status subresource.
@@ -708,7 +711,7 @@ impl Registry {
                 if sinfo.custom {
                     self.custom_schema(sinfo, &mut obj)?;
                 }
-                let mut attrs = self.attributes(Operation::Update, sinfo, sub, meta::namespace(current), &name, Some(obj), Some(current.clone()), opts);
+                attrs.object = Some(obj);
                 self.admission.admit(self, &mut attrs).await?;
                 obj = attrs.object.take().unwrap_or_default();
                 if st.tracks_generation() && meta::spec_part(current) != meta::spec_part(&obj) {
@@ -722,7 +725,7 @@ impl Registry {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info, &name, &errs));
         }
-        let mut attrs = self.attributes(Operation::Update, sinfo, sub, meta::namespace(current), &name, Some(obj), Some(current.clone()), opts);
+        attrs.object = Some(obj);
         self.admission.validate(self, &attrs).await?;
         let mut obj = attrs.object.take().unwrap_or_default();
         crate::fields::record_operation(&mut obj, Some(current), opts, &info.api_version());
