@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod lab;
+
 /// Path of the `r8s` binary built by this workspace.
 pub fn r8s_bin() -> PathBuf {
     if let Ok(p) = std::env::var("R8S_BIN") {
@@ -43,6 +45,7 @@ pub struct TestServer {
     pub url: String,
     pub log: PathBuf,
     extra_args: Vec<String>,
+    bind_address: String,
 }
 
 impl TestServer {
@@ -63,7 +66,17 @@ impl TestServer {
         Self::start_raw(args)
     }
 
+    /// The whole control plane listening on `bind` (a lab's host-side address, so agents in
+    /// network namespaces reach it).
+    pub fn start_cluster_on(bind: &str, args: &[&str]) -> TestServer {
+        Self::start_raw_on(bind, args)
+    }
+
     fn start_raw(args: &[&str]) -> TestServer {
+        Self::start_raw_on("127.0.0.1", args)
+    }
+
+    fn start_raw_on(bind: &str, args: &[&str]) -> TestServer {
         let dir = tempfile::Builder::new().prefix("r8s-e2e-").tempdir().expect("tempdir");
         let mut s = TestServer {
             kubeconfig: dir.path().join("admin.kubeconfig"),
@@ -73,6 +86,7 @@ impl TestServer {
             child: None,
             url: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            bind_address: bind.into(),
         };
         s.spawn(0);
         s
@@ -88,9 +102,11 @@ impl TestServer {
             .arg("--https-listen-port")
             .arg(port.to_string())
             .arg("--bind-address")
-            .arg("127.0.0.1")
+            .arg(&self.bind_address)
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
+            // Node agents in tests run in network namespaces of their own (tests/src/lab.rs).
+            .arg("--disable-agent")
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)

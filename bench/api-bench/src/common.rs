@@ -58,7 +58,7 @@ pub fn start(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Result<(Serve
     let kc = dir.path().join("admin.kubeconfig");
     let _ = std::fs::remove_file(&kc);
     let child = Command::new(r8s_bin())
-        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string(), "--data-dir"])
         .arg(dir.path().join("data"))
         .arg("--write-kubeconfig")
         .arg(&kc)

@@ -99,8 +99,8 @@ impl<K: Object> Informer<K> {
         }
     }
 
-    async fn run(self: Arc<Self>, api: Api<K>) {
-        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    async fn run(self: Arc<Self>, api: Api<K>, cfg: watcher::Config) {
+        let mut stream = watcher(api, cfg).default_backoff().boxed();
         let mut relist: Option<HashSet<ObjKey>> = None;
         while let Some(ev) = stream.next().await {
             match ev {
@@ -131,11 +131,14 @@ impl<K: Object> Informer<K> {
     }
 }
 
+/// (type, field selector) of one shared informer.
+type InformerKey = (TypeId, String);
+
 /// The process's informers, one per type, started on first use.
 #[derive(Clone)]
 pub struct Informers {
     client: Client,
-    map: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+    map: Arc<Mutex<HashMap<InformerKey, Arc<dyn Any + Send + Sync>>>>,
 }
 
 impl Informers {
@@ -149,13 +152,24 @@ impl Informers {
 
     /// The shared informer of `K` (cluster-wide), started if it is not running yet.
     pub fn get<K: Object>(&self) -> Arc<Informer<K>> {
+        self.get_selected("")
+    }
+
+    /// A shared informer of the `K`s matching a field selector (`spec.nodeName=n1`): a kubelet
+    /// watches only its own pods. Informers with different selectors are separate watches.
+    pub fn get_selected<K: Object>(&self, field_selector: &str) -> Arc<Informer<K>> {
         let mut map = self.map.lock().unwrap();
-        if let Some(i) = map.get(&TypeId::of::<K>()) {
+        let key = (TypeId::of::<K>(), field_selector.to_string());
+        if let Some(i) = map.get(&key) {
             return i.clone().downcast::<Informer<K>>().expect("informer type");
         }
         let inf = Arc::new(Informer::<K>::new());
-        map.insert(TypeId::of::<K>(), inf.clone());
-        tokio::spawn(inf.clone().run(Api::<K>::all(self.client.clone())));
+        map.insert(key, inf.clone());
+        let mut cfg = watcher::Config::default();
+        if !field_selector.is_empty() {
+            cfg = cfg.fields(field_selector);
+        }
+        tokio::spawn(inf.clone().run(Api::<K>::all(self.client.clone()), cfg));
         inf
     }
 }

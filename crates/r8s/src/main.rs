@@ -27,6 +27,100 @@ enum Command {
     Scheduler(RemoteArgs),
     /// Run the controller-manager against a cluster.
     ControllerManager(ControllerManagerArgs),
+    /// Run a node agent (kubelet over CRI to containerd) that joins a cluster.
+    Agent(AgentArgs),
+    /// Run the kubelet alone (the same agent).
+    Kubelet(AgentArgs),
+}
+
+/// Flags of the node agent, shared by `server`, `agent` and `kubelet`.
+#[derive(Args, Clone)]
+struct NodeFlags {
+    /// The node's address (default: the default route's interface address).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// The node's name (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Use this CRI runtime (unix:///path) instead of starting containerd.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// Image archives imported at start (default DATA_DIR/agent/images).
+    #[arg(long)]
+    airgap_images_dir: Option<PathBuf>,
+    /// Static pod manifests (default DATA_DIR/manifests).
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
+    /// Parent cgroup of the pods' kubepods hierarchy.
+    #[arg(long, default_value = "/")]
+    cgroup_root: String,
+    /// Where the CNI plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// Node labels at registration (repeatable, key=value).
+    #[arg(long = "node-label")]
+    node_label: Vec<String>,
+    /// Node taints at registration (repeatable, key=value:Effect).
+    #[arg(long = "node-taint")]
+    node_taint: Vec<String>,
+    /// DNS servers pods with dnsPolicy ClusterFirst use (none: the node's resolv.conf).
+    #[arg(long = "cluster-dns")]
+    cluster_dns: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Kubelet HTTPS port.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The API server (overrides the kubeconfig's server).
+    #[arg(long)]
+    server: Option<String>,
+    /// Kubeconfig with the cluster's address and credentials (a kubeconfig the server wrote).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Where the agent keeps its state (DATA_DIR/agent).
+    #[arg(long, default_value = "/var/lib/r8s")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+impl NodeFlags {
+    fn config(&self, data_dir: &std::path::Path, extra_labels: &[(&str, &str)]) -> anyhow::Result<r8s_kubelet::Config> {
+        let node_ip = match self.node_ip {
+            Some(ip) => ip,
+            None => r8s_kubelet::sysinfo::default_node_ip().ok_or_else(|| anyhow::anyhow!("cannot find this host's address: pass --node-ip"))?,
+        };
+        let mut labels: Vec<(String, String)> = extra_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for l in &self.node_label {
+            let (k, v) = l.split_once('=').ok_or_else(|| anyhow::anyhow!("invalid --node-label {l:?}: want key=value"))?;
+            labels.push((k.into(), v.into()));
+        }
+        let taints = r8s_simnodes::parse_taints(&self.node_taint.join(","))?
+            .into_iter()
+            .map(|(key, value, effect)| k8s_openapi::api::core::v1::Taint { key, value: (!value.is_empty()).then_some(value), effect, time_added: None })
+            .collect();
+        let agent_dir = data_dir.join("agent");
+        Ok(r8s_kubelet::Config {
+            node_name: self.node_name.clone().unwrap_or_else(r8s_kubelet::sysinfo::hostname),
+            node_ip,
+            airgap_images_dir: self.airgap_images_dir.clone().unwrap_or_else(|| agent_dir.join("images")),
+            pod_manifest_path: self.pod_manifest_path.clone().unwrap_or_else(|| data_dir.join("manifests")),
+            data_dir: agent_dir,
+            runtime_endpoint: self.container_runtime_endpoint.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            cni_bin_dir: self.cni_bin_dir.clone(),
+            node_labels: labels,
+            node_taints: taints,
+            lease_renew_interval: Duration::from_secs(10),
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            kubelet_port: self.kubelet_port,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -124,6 +218,8 @@ struct ServerArgs {
     /// Do not run a node agent on this host.
     #[arg(long)]
     disable_agent: bool,
+    #[command(flatten)]
+    node: NodeFlags,
     #[arg(long = "service-cluster-ip-range", alias = "service-cidr", default_value = "10.96.0.0/12")]
     service_cluster_ip_range: String,
     #[command(flatten)]
@@ -182,6 +278,21 @@ fn main() -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }),
+        Command::Agent(args) | Command::Kubelet(args) => rt.block_on(agent(args)),
+    }
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    if let Some(server) = &args.server {
+        cfg.cluster_url = server.parse().with_context(|| format!("--server {server}"))?;
+    }
+    let client = kube::Client::try_from(cfg)?;
+    let node = args.node.config(&args.data_dir, &[])?;
+    tokio::select! {
+        r = r8s_kubelet::run(client, node) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
@@ -189,7 +300,6 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store: Arc<dyn r8s_store::Store> =
         Arc::new(r8s_store::embedded::EmbeddedStore::open(&args.data_dir.join("db")).with_context(|| format!("opening store in {}", args.data_dir.display()))?);
-    let _ = args.disable_agent;
     r8s_api::strategy::set_default_toleration_seconds(args.default_not_ready_toleration_seconds, args.default_unreachable_toleration_seconds);
     let running = r8s_apiserver::start(
         r8s_apiserver::Config {
@@ -224,6 +334,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             leader_elect(client.clone(), "kube-controller-manager", &r8s_client::leader::hostname()).await;
             if let Err(e) = r8s_controllers::start(r8s_client::informer::Informers::new(client), opts).await {
                 tracing::error!(error = %e, "controllers stopped");
+            }
+        });
+    }
+    if !args.disable_agent {
+        // The server's own node (k3s's labels for it); it reaches the API in-process.
+        let node = args.node.config(&args.data_dir, &[("node-role.kubernetes.io/control-plane", "true"), ("node-role.kubernetes.io/master", "true")])?;
+        let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
+        tokio::spawn(async move {
+            if let Err(e) = r8s_kubelet::run(client, node).await {
+                tracing::error!(error = format!("{e:#}"), "node agent stopped");
             }
         });
     }

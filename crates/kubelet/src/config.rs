@@ -1,0 +1,52 @@
+//! The agent's settings (kubelet flag names where upstream has them).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    /// The agent's own directory (DATA_DIR/agent): containerd root/state/socket, CNI config, pod
+    /// directories, logs.
+    pub data_dir: PathBuf,
+    /// `unix:///path` of an existing CRI runtime; None starts and supervises containerd.
+    pub runtime_endpoint: Option<String>,
+    /// Image archives (*.tar, OCI layout or `docker save`) imported at start.
+    pub airgap_images_dir: PathBuf,
+    /// Static pod manifests.
+    pub pod_manifest_path: PathBuf,
+    /// Parent of the pods' cgroup hierarchy ("/" gives /kubepods/...).
+    pub cgroup_root: String,
+    /// Where the distribution's CNI plugins live.
+    pub cni_bin_dir: PathBuf,
+    /// Labels added to the Node at registration (node-role labels for a server's node).
+    pub node_labels: Vec<(String, String)>,
+    pub node_taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// Lease renewal interval (upstream: 10 s).
+    pub lease_renew_interval: Duration,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    /// Port of the kubelet's HTTPS server.
+    pub kubelet_port: u16,
+}
+
+impl Config {
+    pub fn containerd_dir(&self) -> PathBuf {
+        self.data_dir.join("containerd")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.data_dir.join("cni")
+    }
+    pub fn pods_dir(&self) -> PathBuf {
+        self.data_dir.join("pods")
+    }
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.data_dir.join("pod-logs")
+    }
+    /// The kubepods cgroup (cgroupfs syntax) under the configured root.
+    pub fn kubepods_cgroup(&self) -> String {
+        format!("{}/kubepods", self.cgroup_root.trim_end_matches('/'))
+    }
+}

@@ -1,0 +1,222 @@
+//! The network lab for tests that run node agents: each node lives in a network namespace the
+//! test creates (ip netns + a veth pair to the host) with no route out of the machine, its own
+//! containerd, data dir and cgroup parent. Lab addresses come from 198.19.0.0/16 (the benchmark
+//! range): no packet to them, to pods or to services can leave this host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{TestServer, r8s_bin, wait_for};
+
+/// The test image: busybox-static with its applets, imported from the airgap directory.
+pub const BUSYBOX: &str = "r8s.test/busybox:1";
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("run sh")
+}
+
+fn must(cmd: &str) {
+    let out = sh(cmd);
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One node's network namespace: host side 198.19.N.1, node side 198.19.N.2.
+pub struct NetNs {
+    pub n: u32,
+    pub name: String,
+}
+
+impl NetNs {
+    /// Creates a namespace with a free index (an existing name means another test has it).
+    pub fn create() -> NetNs {
+        let start = (std::process::id() % 200) + 20;
+        for i in 0..230 {
+            let n = (start + i) % 250 + 1;
+            let name = format!("r8s-lab-{n}");
+            if sh(&format!("ip netns add {name}")).status.success() {
+                let ns = NetNs { n, name };
+                must(&format!(
+                    "ip link add r8sh{n} type veth peer name r8sn{n} && ip link set r8sn{n} netns {ns} && \
+                     ip addr add 198.19.{n}.1/24 dev r8sh{n} && ip link set r8sh{n} up && \
+                     ip netns exec {ns} ip addr add 198.19.{n}.2/24 dev r8sn{n} && \
+                     ip netns exec {ns} ip link set r8sn{n} up && ip netns exec {ns} ip link set lo up",
+                    ns = ns.name
+                ));
+                return ns;
+            }
+        }
+        panic!("no free lab network namespace index");
+    }
+
+    pub fn host_ip(&self) -> String {
+        format!("198.19.{}.1", self.n)
+    }
+
+    pub fn node_ip(&self) -> String {
+        format!("198.19.{}.2", self.n)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &str) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", cmd]).output().expect("ip netns exec")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip netns del {}; ip link del r8sh{} 2>/dev/null", self.name, self.n));
+    }
+}
+
+/// Builds the busybox test image into `dir` as an OCI archive (what the airgap directory takes).
+pub fn write_busybox_image(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let bin = std::fs::read("/usr/bin/busybox").expect("/usr/bin/busybox (apt-get install busybox-static)");
+    let applets = [
+        "sh", "sleep", "hostname", "echo", "cat", "ls", "wget", "httpd", "nc", "env", "true", "false", "kill", "ps", "date", "mkdir", "touch", "yes", "dd",
+        "id", "printf", "grep", "test", "head", "tail", "sed", "awk", "nslookup", "ip", "ifconfig", "mount", "rm", "cp", "mv", "tr", "wc", "seq", "tee",
+        "trap", "uname", "whoami", "stat", "chmod", "sync",
+    ];
+    let links: Vec<(String, &str)> = applets.iter().map(|a| (format!("/bin/{a}"), "busybox")).collect();
+    let link_refs: Vec<(&str, &str)> = links.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+    let img = r8s_kubelet::images::build_image(
+        BUSYBOX,
+        &[
+            ("/bin/busybox", 0o755, &bin),
+            ("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+            ("/etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n"),
+            ("/tmp/.keep", 0o644, b""),
+            ("/www/index.html", 0o644, b"hello from r8s\n"),
+        ],
+        &link_refs,
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    )
+    .expect("build busybox image");
+    let out = dir.join("busybox.tar");
+    r8s_kubelet::images::write_oci_archive(&img, &out).expect("write image archive");
+    out
+}
+
+/// A node agent (`r8s agent`) in its own namespace, registered with a lab server.
+pub struct Agent {
+    pub ns: NetNs,
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+/// A control plane reachable from lab namespaces, plus one agent.
+pub struct Lab {
+    // Dropped in this order: the agent (its log still exists), then the server and its dir.
+    pub agent: Agent,
+    pub server: TestServer,
+}
+
+impl Lab {
+    /// Starts a server on the namespace's host-side address and an agent inside it, and waits
+    /// until the node is Ready.
+    pub fn start() -> Lab {
+        let ns = NetNs::create();
+        let server = TestServer::start_cluster_on(&ns.host_ip(), &["--node-monitor-grace-period", "40s"]);
+        let agent = Agent::start(&server, ns);
+        Lab { server, agent }
+    }
+}
+
+impl Agent {
+    pub fn start(server: &TestServer, ns: NetNs) -> Agent {
+        let node_name = format!("lab-{}", ns.n);
+        let data_dir = server.dir.path().join(format!("agent-{}", ns.n));
+        let images = data_dir.join("agent").join("images");
+        write_busybox_image(&images);
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--server".into(),
+            server.url.clone(),
+            "--kubeconfig".into(),
+            server.kubeconfig.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--node-ip".into(),
+            ns.node_ip(),
+            "--node-name".into(),
+            node_name.clone(),
+            "--cgroup-root".into(),
+            format!("/r8s-lab-{}", ns.n),
+        ];
+        let log = server.dir.path().join(format!("agent-{}.log", ns.n));
+        let mut a = Agent { ns, node_name, data_dir, log, child: None, args };
+        a.spawn();
+        let name = a.node_name.clone();
+        wait_for(&format!("node {name} Ready"), Duration::from_secs(90), || {
+            let out = server.kubectl(&["get", "node", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        });
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("agent log");
+        // nsenter, not `ip netns exec`: the latter mounts a fresh /sys, which hides the cgroup
+        // hierarchies from containerd and runc.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns.name))
+            .arg(r8s_bin())
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn r8s agent");
+        self.child = Some(child);
+    }
+
+    /// kill -9 the agent (containerd dies with it; containers live on in their shims).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            eprintln!("--- last lines of the agent log ---");
+            for l in log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev() {
+                eprintln!("{l}");
+            }
+            let cd = std::fs::read_to_string(self.data_dir.join("agent/containerd/containerd.log")).unwrap_or_default();
+            eprintln!("--- containerd errors ---");
+            for l in cd.lines().filter(|l| l.contains("level=error")).rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        self.kill9();
+        // The agent's containers: their shims outlive containerd; stop them and the sandboxes'
+        // mounts so the data dir can go.
+        let state = self.data_dir.join("agent/containerd");
+        let _ = sh(&format!(
+            "for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address {s}'); do kill -9 $p; done; \
+             for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done",
+            s = state.join("containerd.sock").display(),
+            d = self.data_dir.display()
+        ));
+        let _ = sh(&format!("find /sys/fs/cgroup/*/r8s-lab-{n} -depth -type d -exec rmdir {{}} \\; 2>/dev/null", n = self.ns.n));
+    }
+}
