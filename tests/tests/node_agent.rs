@@ -27,4 +27,15 @@ fn kubectl_run_gives_a_running_pod_with_an_ip_exec_and_logs() {
     assert!(ip.starts_with("10.244."), "pod IP {ip} is from the node's podCIDR");
     let ready = jsonpath(&lab, &["pod", "mybusybox"], "{.status.containerStatuses[0].ready} {.status.containerStatuses[0].containerID}");
     assert!(ready.starts_with("true containerd://"), "{ready}");
+    // What the container printed, through the API server's pods/log proxy to the kubelet.
+    let logs = wait_for("the container's output in kubectl logs", Duration::from_secs(30), || {
+        let out = s.kubectl(&["logs", "mybusybox"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("started-").then_some(text)
+    });
+    assert_eq!(logs, "started-mybusybox\n", "the pod's hostname is its name");
+    let ts = s.k(&["logs", "mybusybox", "--timestamps", "--tail=1"]);
+    assert!(ts.ends_with(" started-mybusybox\n") && ts.starts_with("20"), "{ts}");
+    let err = s.k_err(&["logs", "mybusybox", "-c", "nope"]);
+    assert!(err.contains("container nope is not valid for pod mybusybox"), "{err}");
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub version: Value,
     pub openapi: crate::openapi::OpenApi,
     pub ready: std::sync::atomic::AtomicBool,
+    /// TLS with the apiserver-kubelet-client certificate, for the kubelet proxy (set at start).
+    pub kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 type Query = HashMap<String, String>;
@@ -301,6 +303,7 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
             let obj = reg.get(&info, ns, n).await?;
             render_object(state, &info, obj, out, query, StatusCode::OK)
         }
+        (Method::GET, Some(n), Some(Subresource::Log)) => crate::kubelet_proxy::pod_log(state, &info, ns.unwrap_or_default(), n, query).await,
         (Method::GET, Some(n), Some(Subresource::Scale)) => {
             let obj = reg.get(&info, ns, n).await?;
             Ok(json_response(StatusCode::OK, &scale_of(&info, &obj), negotiate(headers)?))

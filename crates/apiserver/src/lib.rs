@@ -20,6 +20,7 @@ pub mod duplicates;
 pub mod fieldcheck;
 pub mod fields;
 pub mod handlers;
+pub mod kubelet_proxy;
 pub mod mergekeys;
 pub mod openapi;
 pub mod patch;
@@ -125,6 +126,7 @@ pub fn build_state(
         version: version_info(),
         openapi: openapi::OpenApi::default(),
         ready: std::sync::atomic::AtomicBool::new(false),
+        kubelet_tls: Default::default(),
     })
 }
 
@@ -178,6 +180,7 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
     let state =
         build_state(store, service_cidr, cfg.gc_enabled, format!("{client_host}:{}", addr.port()), Box::new(authz::AlwaysAllow), admission::Chain::default());
     let (registry, catalog) = (state.registry.clone(), state.catalog.clone());
+    let _ = state.kubelet_tls.set(kubelet_proxy::client_tls(&pki.kubelet_client.cert_pem, &pki.kubelet_client.key_pem)?);
     let tls = server::tls_config(&pki.ca.cert_pem, &pki.apiserver.cert_pem, &pki.apiserver.key_pem)?;
     tokio::spawn(server::serve(listener, tls, state.clone()));
     let advertise = if cfg.bind_address.is_unspecified() {

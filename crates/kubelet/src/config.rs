@@ -30,6 +30,9 @@ pub struct Config {
     pub cluster_domain: String,
     /// Port of the kubelet's HTTPS server.
     pub kubelet_port: u16,
+    /// CA certificates (DER) whose client certificates the kubelet server accepts (the
+    /// cluster CA, which signs the apiserver-kubelet-client certificate).
+    pub client_ca_der: Vec<Vec<u8>>,
 }
 
 impl Config {

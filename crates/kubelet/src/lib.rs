@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod images;
 pub mod node;
 pub mod pods;
+pub mod server;
 pub mod sysinfo;
 
 pub use config::Config;
@@ -31,5 +32,7 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let node = node::register(&client, &cfg, &version).await?;
     cni::write_conflist(&cfg, &node)?;
     node::spawn_heartbeat(client.clone(), cfg.clone(), runtime.clone());
-    pods::run(client, cfg, runtime, node).await
+    let kubelet = pods::Kubelet::new(client, cfg.clone(), runtime);
+    server::spawn(cfg, kubelet.clone()).await?;
+    kubelet.run(node).await
 }

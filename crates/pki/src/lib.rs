@@ -153,6 +153,8 @@ pub struct ClusterPki {
     pub ca: CertificateAuthority,
     pub apiserver: CertKey,
     pub admin: CertKey,
+    /// The API server's client certificate towards kubelets (logs, exec, port-forward).
+    pub kubelet_client: CertKey,
 }
 
 /// What the serving certificate must cover.
@@ -172,7 +174,8 @@ impl ClusterPki {
         let have_admin = dir.join("admin.crt").exists() && dir.join("admin.key").exists();
         let have_sa = dir.join("sa.key").exists();
         let have_fp = dir.join("front-proxy-ca.crt").exists();
-        let needed = [!have_ca, !have_server, !have_admin, !have_sa, !have_fp];
+        let have_kc = dir.join("apiserver-kubelet-client.crt").exists() && dir.join("apiserver-kubelet-client.key").exists();
+        let needed = [!have_ca, !have_server, !have_admin, !have_sa, !have_fp, !have_kc || !have_ca];
         // RSA key generation dominates first start: generate the missing keys in parallel.
         let keys: Vec<Option<String>> = std::thread::scope(|s| {
             let handles: Vec<_> = needed.iter().map(|&need| s.spawn(move || if need { Some(generate_rsa_key_pem()) } else { None })).collect();
@@ -219,7 +222,22 @@ impl ClusterPki {
         if let Some(key) = &keys[4] {
             CertificateAuthority::create("front-proxy-ca", key.clone())?.save(dir, "front-proxy-ca")?;
         }
-        Ok(ClusterPki { dir: dir.to_path_buf(), ca, apiserver, admin })
+        let kubelet_client = match &keys[5] {
+            Some(key) => {
+                let spec = LeafSpec {
+                    common_name: "kube-apiserver-kubelet-client".into(),
+                    organizations: vec!["system:masters".into()],
+                    client: true,
+                    ..Default::default()
+                };
+                let cert = ca.issue(&spec, key)?;
+                write(&dir.join("apiserver-kubelet-client.crt"), &cert, false)?;
+                write(&dir.join("apiserver-kubelet-client.key"), key, true)?;
+                CertKey { cert_pem: cert, key_pem: key.clone() }
+            }
+            None => CertKey { cert_pem: read(&dir.join("apiserver-kubelet-client.crt"))?, key_pem: read(&dir.join("apiserver-kubelet-client.key"))? },
+        };
+        Ok(ClusterPki { dir: dir.to_path_buf(), ca, apiserver, admin, kubelet_client })
     }
 }
 

@@ -89,7 +89,7 @@ struct AgentArgs {
 }
 
 impl NodeFlags {
-    fn config(&self, data_dir: &std::path::Path, extra_labels: &[(&str, &str)]) -> anyhow::Result<r8s_kubelet::Config> {
+    fn config(&self, data_dir: &std::path::Path, extra_labels: &[(&str, &str)], client_ca_der: Vec<Vec<u8>>) -> anyhow::Result<r8s_kubelet::Config> {
         let node_ip = match self.node_ip {
             Some(ip) => ip,
             None => r8s_kubelet::sysinfo::default_node_ip().ok_or_else(|| anyhow::anyhow!("cannot find this host's address: pass --node-ip"))?,
@@ -119,6 +119,7 @@ impl NodeFlags {
             cluster_dns: self.cluster_dns.clone(),
             cluster_domain: self.cluster_domain.clone(),
             kubelet_port: self.kubelet_port,
+            client_ca_der,
         })
     }
 }
@@ -288,8 +289,9 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(server) = &args.server {
         cfg.cluster_url = server.parse().with_context(|| format!("--server {server}"))?;
     }
+    let ca = cfg.root_cert.clone().unwrap_or_default();
     let client = kube::Client::try_from(cfg)?;
-    let node = args.node.config(&args.data_dir, &[])?;
+    let node = args.node.config(&args.data_dir, &[], ca)?;
     tokio::select! {
         r = r8s_kubelet::run(client, node) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -339,7 +341,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_agent {
         // The server's own node (k3s's labels for it); it reaches the API in-process.
-        let node = args.node.config(&args.data_dir, &[("node-role.kubernetes.io/control-plane", "true"), ("node-role.kubernetes.io/master", "true")])?;
+        let ca_pem = std::fs::read(args.data_dir.join("pki/ca.crt"))?;
+        let ca: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca_pem.as_slice()).map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>()?;
+        let node = args.node.config(&args.data_dir, &[("node-role.kubernetes.io/control-plane", "true"), ("node-role.kubernetes.io/master", "true")], ca)?;
         let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
         tokio::spawn(async move {
             if let Err(e) = r8s_kubelet::run(client, node).await {

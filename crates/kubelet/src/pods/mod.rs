@@ -45,12 +45,12 @@ pub struct Kubelet {
     terminating: Mutex<HashSet<String>>,
 }
 
-pub async fn run(client: kube::Client, cfg: Arc<Config>, rt: Runtime, node: Node) -> anyhow::Result<()> {
-    let informers = Informers::new(client.clone());
-    let pods = informers.get_selected::<Pod>(&format!("spec.nodeName={}", cfg.node_name));
-    let host_ip = cfg.node_ip.to_string();
-    let _ = node;
-    let k = Arc::new(Kubelet {
+impl Kubelet {
+    pub fn new(client: kube::Client, cfg: Arc<Config>, rt: Runtime) -> Arc<Kubelet> {
+        let informers = Informers::new(client.clone());
+        let pods = informers.get_selected::<Pod>(&format!("spec.nodeName={}", cfg.node_name));
+        let host_ip = cfg.node_ip.to_string();
+        Arc::new(Kubelet {
         recorder: r8s_client::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name),
         client,
         cfg,
@@ -61,8 +61,23 @@ pub async fn run(client: kube::Client, cfg: Arc<Config>, rt: Runtime, node: Node
         waiting: Default::default(),
         backoff: Default::default(),
         terminating: Default::default(),
-    });
-    {
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// This node's pod (from the informer).
+    pub fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
+        self.pods.get(ns, name)
+    }
+
+    /// Runs the pod workers and the relist loop until the process ends.
+    pub async fn run(self: Arc<Self>, _node: Node) -> anyhow::Result<()> {
+        let k = self;
+        let pods = k.pods.clone();
+        {
         let q = k.queue.clone();
         pods.on_change(move |old, new| {
             if let Some(p) = new.or(old) {
@@ -81,9 +96,8 @@ pub async fn run(client: kube::Client, cfg: Arc<Config>, rt: Runtime, node: Node
     });
     k.relist_loop().await;
     Ok(())
-}
+    }
 
-impl Kubelet {
     /// Every second: enqueue pods whose containers changed state, and remove sandboxes of pods
     /// that no longer exist in the API.
     async fn relist_loop(self: Arc<Self>) {

@@ -1,0 +1,148 @@
+//! Subresources the node agent serves (pods/log, later exec/attach/portforward and nodes/proxy):
+//! the API server finds the pod's node and forwards the request to that node's kubelet port with
+//! the apiserver-kubelet-client certificate, streaming the answer back. As upstream does by
+//! default, the kubelet's serving certificate is not verified (--kubelet-certificate-authority
+//! is not set); the kubelet verifies ours.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use r8s_api::resources::ResourceInfo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde_json::Value;
+
+use crate::handlers::AppState;
+use crate::status::{ApiError, ApiResult};
+
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client TLS configuration towards kubelets.
+pub fn client_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())?.ok_or_else(|| anyhow::anyhow!("no private key"))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_client_auth_cert(certs, key)?;
+    Ok(Arc::new(cfg))
+}
+
+/// The kubelet endpoint (address, port) of a node.
+async fn kubelet_of(state: &Arc<AppState>, node: &str) -> ApiResult<(String, u16)> {
+    let info = state.catalog.find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes resource missing"))?;
+    let n = state.registry.get(&info, None, node).await?;
+    let addrs = n["status"]["addresses"].as_array().cloned().unwrap_or_default();
+    let ip = addrs
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .or_else(|| addrs.first())
+        .and_then(|a| a["address"].as_str())
+        .ok_or_else(|| ApiError::bad_request(format!("node {node} has no address")))?
+        .to_string();
+    let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250) as u16;
+    Ok((ip, port))
+}
+
+/// GET pods/{name}/log: picks the container as upstream does, then streams the kubelet's answer.
+pub async fn pod_log(state: &Arc<AppState>, info: &ResourceInfo, ns: &str, name: &str, query: &HashMap<String, String>) -> ApiResult<Response> {
+    let pod = state.registry.get(info, Some(ns), name).await?;
+    let container = match query.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let known = all_containers(&pod);
+            if !known.contains(c) {
+                return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+            }
+            c.clone()
+        }
+        None => {
+            let names: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+            if names.len() != 1 {
+                return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", names.join(" "))));
+            }
+            names[0].clone()
+        }
+    };
+    let node = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let (ip, port) = kubelet_of(state, node).await?;
+    let mut q: Vec<String> = Vec::new();
+    for k in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
+        if let Some(v) = query.get(k) {
+            q.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
+        }
+    }
+    let path = format!("/containerLogs/{ns}/{name}/{container}{}", if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) });
+    forward_get(state, &ip, port, &path).await
+}
+
+fn all_containers(pod: &Value) -> Vec<String> {
+    ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][k].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// One GET to a kubelet over HTTPS/1.1, its body streamed back as it arrives.
+async fn forward_get(state: &Arc<AppState>, ip: &str, port: u16, path: &str) -> ApiResult<Response> {
+    let tls = state.kubelet_tls.get().cloned().ok_or_else(|| ApiError::internal("no kubelet client certificate"))?;
+    let unavailable = |e: String| ApiError::new(500, "InternalError", format!("Get \"https://{ip}:{port}{path}\": {e}"));
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((ip, port)))
+        .await
+        .map_err(|_| unavailable("dial timeout".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let server_name = ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}")).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| unavailable(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    let ctype = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    if !status.is_success() {
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        // The kubelet answers with a Status for known failures: pass its code and message on.
+        if let Ok(v) = serde_json::from_str::<Value>(&text)
+            && v["kind"] == "Status"
+        {
+            let code = v["code"].as_u64().unwrap_or(status.as_u16() as u64) as u16;
+            return Err(ApiError::new(code, reason_for(code), v["message"].as_str().unwrap_or_default().to_string()));
+        }
+        return Err(ApiError::new(status.as_u16(), reason_for(status.as_u16()), text));
+    }
+    let mut out = Response::new(axum::body::Body::new(resp.into_body()));
+    *out.status_mut() = StatusCode::OK;
+    out.headers_mut().insert(http::header::CONTENT_TYPE, ctype.unwrap_or(http::HeaderValue::from_static("text/plain")));
+    Ok(out.into_response())
+}
+
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        _ => "InternalError",
+    }
+}
