@@ -15,7 +15,7 @@ fn jsonpath(lab: &Lab, what: &[&str], path: &str) -> String {
 }
 
 #[test]
-fn kubectl_run_gives_a_running_pod_with_an_ip_exec_and_logs() {
+fn kubectl_run_gives_a_running_pod_with_an_ip_and_logs() {
     let lab = Lab::start();
     let s = &lab.server;
     s.k(&["run", "mybusybox", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "echo started-$(hostname); sleep 300"]);
@@ -38,4 +38,67 @@ fn kubectl_run_gives_a_running_pod_with_an_ip_exec_and_logs() {
     assert!(ts.ends_with(" started-mybusybox\n") && ts.starts_with("20"), "{ts}");
     let err = s.k_err(&["logs", "mybusybox", "-c", "nope"]);
     assert!(err.contains("container nope is not valid for pod mybusybox"), "{err}");
+}
+
+#[test]
+fn a_crashing_container_is_restarted_with_back_off() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k(&["run", "crasher", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "echo boom; exit 3"]);
+    wait_for("crasher in CrashLoopBackOff with restarts", Duration::from_secs(90), || {
+        let out = s.k(&["get", "pod", "crasher", "--no-headers"]);
+        let cells: Vec<&str> = out.split_whitespace().collect();
+        (cells.get(2) == Some(&"CrashLoopBackOff") && cells.get(3).and_then(|r| r.parse::<u32>().ok()).is_some_and(|r| r >= 1)).then_some(())
+    });
+    let last = jsonpath(&lab, &["pod", "crasher"], "{.status.containerStatuses[0].lastState.terminated.exitCode} {.status.phase}");
+    assert_eq!(last, "3 Running");
+    let prev = s.k(&["logs", "crasher", "--previous"]);
+    assert_eq!(prev, "boom\n");
+}
+
+#[test]
+fn deleting_a_pod_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let dir = lab.agent.data_dir.join("observed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = |name: &str, on_term: &str, grace: u32| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"terminationGracePeriodSeconds":{grace},
+              "volumes":[{{"name":"obs","hostPath":{{"path":"{dir}","type":"Directory"}}}}],
+              "containers":[{{"name":"c","image":"{BUSYBOX}","volumeMounts":[{{"name":"obs","mountPath":"/obs"}}],
+                "command":["sh","-c","trap '{on_term}' TERM; echo started > /obs/{name}; while true; do sleep 0.2; done"],
+                "lifecycle":{{"preStop":{{"exec":{{"command":["sh","-c","echo prestop >> /obs/{name}"]}}}}}}}}]}}}}"#,
+            dir = dir.display()
+        )
+    };
+    // One container exits on SIGTERM; the other ignores it and is killed when the grace period ends.
+    s.k_stdin(&["apply", "-f", "-"], &manifest("polite", "echo sigterm >> /obs/polite; exit 0", 30));
+    s.k_stdin(&["apply", "-f", "-"], &manifest("stubborn", "echo ignored-sigterm >> /obs/stubborn", 2));
+    for p in ["polite", "stubborn"] {
+        wait_for(&format!("{p} started"), Duration::from_secs(60), || std::fs::read_to_string(dir.join(p)).ok().filter(|t| t.contains("started")));
+    }
+    s.k(&["delete", "pod", "polite", "stubborn", "--wait=true", "--timeout=60s"]);
+    assert_eq!(std::fs::read_to_string(dir.join("polite")).unwrap(), "started\nprestop\nsigterm\n");
+    assert_eq!(std::fs::read_to_string(dir.join("stubborn")).unwrap(), "started\nprestop\nignored-sigterm\n");
+    let left = s.k(&["get", "pods", "--no-headers"]);
+    assert!(left.trim().is_empty(), "{left}");
+}
+
+#[test]
+fn restarting_the_agent_leaves_running_containers_alone() {
+    let mut lab = Lab::start();
+    lab.server.k(&["run", "steady", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
+    let before = wait_for("steady Running", Duration::from_secs(60), || {
+        let out = jsonpath(&lab, &["pod", "steady"], "{.status.phase} {.status.containerStatuses[0].containerID}");
+        out.strip_prefix("Running ").map(str::to_string)
+    });
+    lab.agent.restart();
+    wait_for("the restarted agent renews its lease", Duration::from_secs(60), || {
+        lab.agent.log_text().matches("container runtime connected").count().ge(&2).then_some(())
+    });
+    // Give the new agent a full sync: a status write would show up as a new containerID or restart.
+    wait_for("the restarted kubelet serves logs", Duration::from_secs(60), || lab.server.kubectl(&["logs", "steady"]).status.success().then_some(()));
+    let after = jsonpath(&lab, &["pod", "steady"], "{.status.phase} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}");
+    assert_eq!(after, format!("Running {before} 0"));
 }

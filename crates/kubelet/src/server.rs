@@ -27,10 +27,7 @@ pub async fn spawn(cfg: Arc<Config>, kubelet: Arc<Kubelet>) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.kubelet_port))
         .await
         .map_err(|e| anyhow::anyhow!("kubelet server on {}:{}: {e}", cfg.node_ip, cfg.kubelet_port))?;
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
-        .with_state(kubelet);
+    let app = Router::new().route("/healthz", get(|| async { "ok" })).route("/containerLogs/{ns}/{pod}/{container}", get(container_logs)).with_state(kubelet);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
@@ -149,7 +146,11 @@ fn read_existing(path: &PathBuf, opts: &LogOptions) -> std::io::Result<(String, 
     Ok((out, offset))
 }
 
-async fn container_logs(State(k): State<Arc<Kubelet>>, Path((ns, pod, container)): Path<(String, String, String)>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn container_logs(
+    State(k): State<Arc<Kubelet>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(p) = k.pod(&ns, &pod) else {
         return status(StatusCode::NOT_FOUND, "NotFound", format!("pod \"{pod}\" not found"));
     };
@@ -228,8 +229,12 @@ async fn container_logs(State(k): State<Arc<Kubelet>>, Path((ns, pod, container)
                 return;
             }
             checks += 1;
-            if checks % 10 == 0 {
-                let st = rt.runtime.clone().container_status(crate::cri::req(pb::ContainerStatusRequest { container_id: id.clone(), verbose: false }, Duration::from_secs(10))).await;
+            if checks.is_multiple_of(10) {
+                let st = rt
+                    .runtime
+                    .clone()
+                    .container_status(crate::cri::req(pb::ContainerStatusRequest { container_id: id.clone(), verbose: false }, Duration::from_secs(10)))
+                    .await;
                 let still = st.ok().and_then(|s| s.into_inner().status).is_some_and(|s| s.state == pb::ContainerState::ContainerRunning as i32);
                 if !still {
                     return;
@@ -250,7 +255,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("r8s-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("0.log");
-        std::fs::write(&p, "2026-01-01T00:00:00.1Z stdout F one\n2026-01-01T00:00:01.1Z stdout P tw\n2026-01-01T00:00:01.2Z stdout F o\n2026-01-01T00:00:02Z stderr F three\n").unwrap();
+        std::fs::write(
+            &p,
+            "2026-01-01T00:00:00.1Z stdout F one\n2026-01-01T00:00:01.1Z stdout P tw\n2026-01-01T00:00:01.2Z stdout F o\n2026-01-01T00:00:02Z stderr F three\n",
+        )
+        .unwrap();
         let (all, _) = read_existing(&p, &LogOptions::default()).unwrap();
         assert_eq!(all, "one\ntwo\nthree\n");
         let (tail, _) = read_existing(&p, &LogOptions { tail: Some(2), ..Default::default() }).unwrap();

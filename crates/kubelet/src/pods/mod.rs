@@ -51,16 +51,16 @@ impl Kubelet {
         let pods = informers.get_selected::<Pod>(&format!("spec.nodeName={}", cfg.node_name));
         let host_ip = cfg.node_ip.to_string();
         Arc::new(Kubelet {
-        recorder: r8s_client::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name),
-        client,
-        cfg,
-        rt,
-        pods: pods.clone(),
-        queue: WorkQueue::with_backoff(Duration::from_millis(500), Duration::from_secs(30)),
-        host_ip,
-        waiting: Default::default(),
-        backoff: Default::default(),
-        terminating: Default::default(),
+            recorder: r8s_client::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name),
+            client,
+            cfg,
+            rt,
+            pods: pods.clone(),
+            queue: WorkQueue::with_backoff(Duration::from_millis(500), Duration::from_secs(30)),
+            host_ip,
+            waiting: Default::default(),
+            backoff: Default::default(),
+            terminating: Default::default(),
         })
     }
 
@@ -78,24 +78,24 @@ impl Kubelet {
         let k = self;
         let pods = k.pods.clone();
         {
-        let q = k.queue.clone();
-        pods.on_change(move |old, new| {
-            if let Some(p) = new.or(old) {
-                q.add(key_of(p.as_ref()));
-            }
+            let q = k.queue.clone();
+            pods.on_change(move |old, new| {
+                if let Some(p) = new.or(old) {
+                    q.add(key_of(p.as_ref()));
+                }
+            });
+        }
+        pods.synced().await;
+        for p in pods.list() {
+            k.queue.add(key_of(p.as_ref()));
+        }
+        let me = k.clone();
+        r8s_client::run_workers("kubelet", k.queue.clone(), 16, move |key| {
+            let me = me.clone();
+            async move { me.sync(key).await }
         });
-    }
-    pods.synced().await;
-    for p in pods.list() {
-        k.queue.add(key_of(p.as_ref()));
-    }
-    let me = k.clone();
-    r8s_client::run_workers("kubelet", k.queue.clone(), 16, move |key| {
-        let me = me.clone();
-        async move { me.sync(key).await }
-    });
-    k.relist_loop().await;
-    Ok(())
+        k.relist_loop().await;
+        Ok(())
     }
 
     /// Every second: enqueue pods whose containers changed state, and remove sandboxes of pods
