@@ -15,7 +15,7 @@ fn jsonpath(lab: &Lab, what: &[&str], path: &str) -> String {
 }
 
 #[test]
-fn kubectl_run_gives_a_running_pod_with_an_ip_and_logs() {
+fn kubectl_run_gives_a_running_pod_with_an_ip_exec_and_logs() {
     let lab = Lab::start();
     let s = &lab.server;
     s.k(&["run", "mybusybox", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "echo started-$(hostname); sleep 300"]);
@@ -36,6 +36,13 @@ fn kubectl_run_gives_a_running_pod_with_an_ip_and_logs() {
     assert_eq!(logs, "started-mybusybox\n", "the pod's hostname is its name");
     let ts = s.k(&["logs", "mybusybox", "--timestamps", "--tail=1"]);
     assert!(ts.ends_with(" started-mybusybox\n") && ts.starts_with("20"), "{ts}");
+    // exec through the API server and the kubelet (WebSocket v5 from kubectl 1.32).
+    assert_eq!(s.k(&["exec", "mybusybox", "--", "hostname"]), "mybusybox\n");
+    let out = s.kubectl(&["exec", "mybusybox", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "kubectl exec passes the exit code on");
+    assert_eq!(s.k_stdin(&["exec", "-i", "mybusybox", "--", "sh", "-c", "head -n1"], "piped-in\n"), "piped-in\n");
     let err = s.k_err(&["logs", "mybusybox", "-c", "nope"]);
     assert!(err.contains("container nope is not valid for pod mybusybox"), "{err}");
 }

@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde_json::Value;
 
 use crate::handlers::AppState;
+use crate::pipeline::RequestContext;
 use crate::status::{ApiError, ApiResult};
 
 #[derive(Debug)]
@@ -104,6 +105,98 @@ pub async fn pod_log(state: &Arc<AppState>, info: &ResourceInfo, ns: &str, name:
     forward_get(state, &ip, port, &path).await
 }
 
+/// pods/exec and pods/attach: a WebSocket upgrade proxied byte for byte to the kubelet's
+/// `/exec` or `/attach` (the kubelet speaks the channel protocols; the API server only checks
+/// the pod and container, then splices the two connections).
+pub async fn pod_stream(state: &Arc<AppState>, ctx: &RequestContext, info: &ResourceInfo, ns: &str, name: &str, what: &str) -> ApiResult<Response> {
+    let pod = state.registry.get(info, Some(ns), name).await?;
+    let query: HashMap<String, String> = url::form_urlencoded::parse(ctx.parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let names: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+    let container = match query.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if all_containers(&pod).contains(c) => c.clone(),
+        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if names.len() == 1 => names[0].clone(),
+        None => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", names.join(" ")))),
+    };
+    if pod["status"]["phase"] == "Succeeded" || pod["status"]["phase"] == "Failed" {
+        return Err(ApiError::bad_request(format!(
+            "cannot {what} into a container in a completed pod; current phase is {}",
+            pod["status"]["phase"].as_str().unwrap_or_default()
+        )));
+    }
+    let Some(client_upgrade) = ctx.upgrade.lock().unwrap().take() else {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    };
+    let node =
+        pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let (ip, port) = kubelet_of(state, node).await?;
+    let path = format!("/{what}/{ns}/{name}/{container}?{}", ctx.parts.uri.query().unwrap_or(""));
+    let mut req = http::Request::builder().method(ctx.parts.method.clone()).uri(&path).header(http::header::HOST, format!("{ip}:{port}"));
+    for h in ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol"] {
+        if let Some(v) = ctx.parts.headers.get(h) {
+            req = req.header(h, v);
+        }
+    }
+    let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (resp, kubelet_io) = send_upgrade(state, &ip, port, req).await?;
+    let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for (k, v) in resp.headers() {
+        out = out.header(k, v);
+    }
+    tokio::spawn(async move {
+        let Ok(client) = client_upgrade.await else { return };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut kubelet = hyper_util::rt::TokioIo::new(kubelet_io);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+    });
+    out.body(axum::body::Body::empty()).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Sends an upgrade request to a kubelet; a non-101 answer becomes the matching error.
+async fn send_upgrade(
+    state: &Arc<AppState>,
+    ip: &str,
+    port: u16,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> ApiResult<(http::Response<hyper::body::Incoming>, hyper::upgrade::Upgraded)> {
+    let mut sender = connect(state, ip, port).await?;
+    let unavailable = |e: String| ApiError::new(500, "InternalError", format!("error dialing backend: {e}"));
+    let mut resp = sender.send_request(req).await.map_err(|e| unavailable(e.to_string()))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(error_from(resp).await);
+    }
+    let io = hyper::upgrade::on(&mut resp).await.map_err(|e| unavailable(e.to_string()))?;
+    Ok((resp, io))
+}
+
+async fn connect(state: &Arc<AppState>, ip: &str, port: u16) -> ApiResult<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>> {
+    let tls = state.kubelet_tls.get().cloned().ok_or_else(|| ApiError::internal("no kubelet client certificate"))?;
+    let unavailable = |e: String| ApiError::new(500, "InternalError", format!("error dialing backend: dial tcp {ip}:{port}: {e}"));
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((ip, port)))
+        .await
+        .map_err(|_| unavailable("i/o timeout".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let server_name = ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(conn.with_upgrades());
+    Ok(sender)
+}
+
+/// A kubelet's error answer as the API's error (a Status body keeps its code and message).
+async fn error_from(resp: http::Response<hyper::body::Incoming>) -> ApiError {
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    if let Ok(v) = serde_json::from_str::<Value>(&text)
+        && v["kind"] == "Status"
+    {
+        let code = v["code"].as_u64().unwrap_or(status.as_u16() as u64) as u16;
+        return ApiError::new(code, reason_for(code), v["message"].as_str().unwrap_or_default().to_string());
+    }
+    ApiError::new(status.as_u16(), reason_for(status.as_u16()), text)
+}
+
 fn all_containers(pod: &Value) -> Vec<String> {
     ["containers", "initContainers", "ephemeralContainers"]
         .iter()
@@ -114,35 +207,16 @@ fn all_containers(pod: &Value) -> Vec<String> {
 
 /// One GET to a kubelet over HTTPS/1.1, its body streamed back as it arrives.
 async fn forward_get(state: &Arc<AppState>, ip: &str, port: u16, path: &str) -> ApiResult<Response> {
-    let tls = state.kubelet_tls.get().cloned().ok_or_else(|| ApiError::internal("no kubelet client certificate"))?;
-    let unavailable = |e: String| ApiError::new(500, "InternalError", format!("Get \"https://{ip}:{port}{path}\": {e}"));
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((ip, port)))
-        .await
-        .map_err(|_| unavailable("dial timeout".into()))?
-        .map_err(|e| unavailable(e.to_string()))?;
-    let server_name = ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
-    let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| unavailable(e.to_string()))?;
-    tokio::spawn(conn);
+    let mut sender = connect(state, ip, port).await?;
     let req = http::Request::get(path)
         .header(http::header::HOST, format!("{ip}:{port}"))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| unavailable(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| unavailable(e.to_string()))?;
-    let status = resp.status();
-    let ctype = resp.headers().get(http::header::CONTENT_TYPE).cloned();
-    if !status.is_success() {
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).trim().to_string();
-        // The kubelet answers with a Status for known failures: pass its code and message on.
-        if let Ok(v) = serde_json::from_str::<Value>(&text)
-            && v["kind"] == "Status"
-        {
-            let code = v["code"].as_u64().unwrap_or(status.as_u16() as u64) as u16;
-            return Err(ApiError::new(code, reason_for(code), v["message"].as_str().unwrap_or_default().to_string()));
-        }
-        return Err(ApiError::new(status.as_u16(), reason_for(status.as_u16()), text));
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| ApiError::new(500, "InternalError", format!("Get \"https://{ip}:{port}{path}\": {e}")))?;
+    if !resp.status().is_success() {
+        return Err(error_from(resp).await);
     }
+    let ctype = resp.headers().get(http::header::CONTENT_TYPE).cloned();
     let mut out = Response::new(axum::body::Body::new(resp.into_body()));
     *out.status_mut() = StatusCode::OK;
     out.headers_mut().insert(http::header::CONTENT_TYPE, ctype.unwrap_or(http::HeaderValue::from_static("text/plain")));

@@ -30,6 +30,9 @@ pub struct RequestContext {
     /// The body of an upgrade request, left unread for the handler that takes the connection
     /// (behind a lock only so the context can be shared across awaits).
     pub raw_body: std::sync::Mutex<Option<Body>>,
+    /// hyper's handle on the client connection of an upgrade request (WebSocket exec/attach),
+    /// taken by the handler that proxies the stream.
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 /// Paths anyone may read, anonymous requests included (until RBAC exists, anonymous requests
@@ -69,7 +72,9 @@ pub async fn handle(state: Arc<AppState>, req: http::Request<Body>) -> Response 
             Err(e) => return e.into_response(),
         }
     };
-    let ctx = RequestContext { info, user, parts, raw_body: std::sync::Mutex::new(raw_body) };
+    let mut parts = parts;
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let ctx = RequestContext { info, user, parts, raw_body: std::sync::Mutex::new(raw_body), upgrade: std::sync::Mutex::new(upgrade) };
     match crate::handlers::dispatch(&state, &ctx, bytes).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

@@ -13,6 +13,7 @@ pub mod images;
 pub mod node;
 pub mod pods;
 pub mod server;
+pub mod streaming;
 pub mod sysinfo;
 
 pub use config::Config;

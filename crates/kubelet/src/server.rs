@@ -27,7 +27,12 @@ pub async fn spawn(cfg: Arc<Config>, kubelet: Arc<Kubelet>) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.kubelet_port))
         .await
         .map_err(|e| anyhow::anyhow!("kubelet server on {}:{}: {e}", cfg.node_ip, cfg.kubelet_port))?;
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).route("/containerLogs/{ns}/{pod}/{container}", get(container_logs)).with_state(kubelet);
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", get(crate::streaming::exec).post(crate::streaming::exec))
+        .route("/attach/{ns}/{pod}/{container}", get(crate::streaming::attach).post(crate::streaming::attach))
+        .with_state(kubelet);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
