@@ -109,3 +109,73 @@ fn restarting_the_agent_leaves_running_containers_alone() {
     let after = jsonpath(&lab, &["pod", "steady"], "{.status.phase} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}");
     assert_eq!(after, format!("Running {before} 0"));
 }
+
+#[test]
+fn liveness_failures_restart_and_readiness_gates_ready() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let pod = |name: &str, cmd: &str, probe: &str, spec: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"terminationGracePeriodSeconds":1,"containers":[{{"name":"c","image":"{BUSYBOX}",
+               "command":["sh","-c","{cmd}"],"{probe}":{spec}}}]}}}}"#
+        )
+    };
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &pod("live", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 600", "livenessProbe", r#"{"exec":{"command":["cat","/tmp/healthy"]},"periodSeconds":1,"failureThreshold":1}"#),
+    );
+    s.k_stdin(&["apply", "-f", "-"], &pod("ready", "sleep 600", "readinessProbe", r#"{"exec":{"command":["cat","/tmp/ready"]},"periodSeconds":1}"#));
+    // Readiness: Running but not Ready while the probe fails (an Unhealthy event says so).
+    wait_for("a failed readiness probe", Duration::from_secs(60), || {
+        let ev = s.k(&["get", "events", "--field-selector", "involvedObject.name=ready,reason=Unhealthy", "-o", "jsonpath={.items[*].message}"]);
+        ev.contains("Readiness probe failed").then_some(())
+    });
+    assert_eq!(jsonpath(&lab, &["pod", "ready"], "{.status.phase} {.status.containerStatuses[0].ready}"), "Running false");
+    let conds = jsonpath(&lab, &["pod", "ready"], "{.status.conditions[?(@.type==\"Ready\")].status}");
+    assert_eq!(conds, "False");
+    s.k(&["exec", "ready", "--", "touch", "/tmp/ready"]);
+    wait_for("ready becomes Ready", Duration::from_secs(30), || {
+        (jsonpath(&lab, &["pod", "ready"], "{.status.conditions[?(@.type==\"Ready\")].status}") == "True").then_some(())
+    });
+    // Liveness: the container is killed and restarted; RESTARTS grows.
+    wait_for("live restarted after failing its liveness probe", Duration::from_secs(90), || {
+        let r = jsonpath(&lab, &["pod", "live"], "{.status.containerStatuses[0].restartCount}");
+        r.parse::<u32>().ok().filter(|r| *r >= 1)
+    });
+    let ev = s.k(&["get", "events", "--field-selector", "involvedObject.name=live", "-o", "jsonpath={.items[*].message}"]);
+    assert!(ev.contains("Liveness probe failed") && ev.contains("Container c failed liveness probe, will be restarted"), "{ev}");
+}
+
+#[test]
+fn bad_input_gives_clear_events_and_the_agent_keeps_going() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k(&["run", "noimage", "--image=r8s.test/does-not-exist:1"]);
+    wait_for("ErrImagePull or ImagePullBackOff", Duration::from_secs(60), || {
+        let r = jsonpath(&lab, &["pod", "noimage"], "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(())
+    });
+    wait_for("ImagePullBackOff", Duration::from_secs(60), || {
+        (jsonpath(&lab, &["pod", "noimage"], "{.status.containerStatuses[0].state.waiting.reason}") == "ImagePullBackOff").then_some(())
+    });
+    let ev = s.k(&["get", "events", "--field-selector", "involvedObject.name=noimage", "-o", "jsonpath={.items[*].message}"]);
+    assert!(ev.contains("Failed to pull image \"r8s.test/does-not-exist:1\"") && ev.contains("Back-off pulling image"), "{ev}");
+    // A volume that refers to a missing ConfigMap: a FailedMount event, the pod stays pending.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"novol"}},"spec":{{"volumes":[{{"name":"cfg","configMap":{{"name":"missing"}}}}],
+               "containers":[{{"name":"c","image":"{BUSYBOX}","command":["sleep","600"],"volumeMounts":[{{"name":"cfg","mountPath":"/cfg"}}]}}]}}}}"#
+        ),
+    );
+    wait_for("a FailedMount event", Duration::from_secs(60), || {
+        let ev = s.k(&["get", "events", "--field-selector", "involvedObject.name=novol,reason=FailedMount", "-o", "jsonpath={.items[*].message}"]);
+        ev.contains("MountVolume.SetUp failed for volume \"cfg\" : configmap \"missing\" not found").then_some(())
+    });
+    assert_eq!(jsonpath(&lab, &["pod", "novol"], "{.status.phase}"), "Pending");
+    // The agent is still healthy: a good pod runs.
+    s.k(&["run", "fine", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
+    wait_for("fine Running", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "fine"], "{.status.phase}") == "Running").then_some(()));
+    s.k(&["create", "configmap", "missing", "--from-literal=k=v"]);
+    wait_for("novol Running once its ConfigMap exists", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "novol"], "{.status.phase}") == "Running").then_some(()));
+}

@@ -4,6 +4,7 @@
 //! status computed from what the runtime reports.
 
 pub mod images;
+pub mod prober;
 pub mod runtime_state;
 pub mod spec;
 pub mod status;
@@ -43,6 +44,7 @@ pub struct Kubelet {
     /// Per (pod uid, container): restart back-off (delay, not before).
     backoff: Mutex<HashMap<(String, String), (Duration, Instant)>>,
     terminating: Mutex<HashSet<String>>,
+    probes: Arc<prober::Ctx>,
 }
 
 impl Kubelet {
@@ -50,18 +52,41 @@ impl Kubelet {
         let informers = Informers::new(client.clone());
         let pods = informers.get_selected::<Pod>(&format!("spec.nodeName={}", cfg.node_name));
         let host_ip = cfg.node_ip.to_string();
-        Arc::new(Kubelet {
-            recorder: r8s_client::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name),
-            client,
-            cfg,
-            rt,
-            pods: pods.clone(),
-            queue: WorkQueue::with_backoff(Duration::from_millis(500), Duration::from_secs(30)),
-            host_ip,
-            waiting: Default::default(),
-            backoff: Default::default(),
-            terminating: Default::default(),
+        let recorder = r8s_client::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name);
+        Arc::new_cyclic(|me: &std::sync::Weak<Kubelet>| {
+            let me = me.clone();
+            let probes = Arc::new(prober::Ctx {
+                rt: rt.clone(),
+                results: Default::default(),
+                recorder: recorder.clone(),
+                changed: Arc::new(move || {
+                    if let Some(k) = me.upgrade() {
+                        k.requeue_all();
+                    }
+                }),
+            });
+            Kubelet {
+                recorder,
+                client,
+                cfg,
+                rt,
+                pods: pods.clone(),
+                queue: WorkQueue::with_backoff(Duration::from_millis(500), Duration::from_secs(30)),
+                host_ip,
+                waiting: Default::default(),
+                backoff: Default::default(),
+                terminating: Default::default(),
+                probes,
+            }
         })
+    }
+
+    /// A probe result changed: resync this node's pods (cheap: statuses are only written when
+    /// they differ).
+    fn requeue_all(&self) {
+        for p in self.pods.list() {
+            self.queue.add(key_of(p.as_ref()));
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -369,6 +394,11 @@ impl Kubelet {
             }
         }
         let rs = runtime_state::read(&self.rt, &uid).await?;
+        for c in &spec_.containers {
+            if let Some(inst) = rs.latest(&c.name).filter(|i| i.state == pb::ContainerState::ContainerRunning as i32) {
+                prober::ensure(&self.probes, pod, c, &inst.id, pod_ip.as_deref().unwrap_or_default(), inst.started_at);
+            }
+        }
         self.write_status(pod, &rs, pod_ip).await?;
         Ok(requeue)
     }
@@ -551,13 +581,18 @@ impl Kubelet {
     async fn write_status(&self, pod: &Pod, rs: &PodRuntimeState, pod_ip: Option<String>) -> anyhow::Result<()> {
         let uid = spec::uid(pod);
         let waiting = self.waiting_of(&uid);
+        let spec_ = pod.spec.clone().unwrap_or_default();
+        let ready = |name: &str| {
+            let Some(c) = spec_.containers.iter().find(|c| c.name == name) else { return false };
+            rs.latest(name).is_some_and(|inst| self.probes.results.ready(c, &inst.id))
+        };
         let st = status::compute(&status::StatusInput {
             pod,
             rs,
             waiting: &waiting,
             pod_ip,
             host_ip: self.host_ip.clone(),
-            ready: &|_| true,
+            ready: &ready,
             qos: spec::qos_class(pod),
         });
         let current = serde_json::to_value(pod.status.clone().unwrap_or_default())?;
