@@ -122,7 +122,12 @@ fn liveness_failures_restart_and_readiness_gates_ready() {
     };
     s.k_stdin(
         &["apply", "-f", "-"],
-        &pod("live", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 600", "livenessProbe", r#"{"exec":{"command":["cat","/tmp/healthy"]},"periodSeconds":1,"failureThreshold":1}"#),
+        &pod(
+            "live",
+            "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 600",
+            "livenessProbe",
+            r#"{"exec":{"command":["cat","/tmp/healthy"]},"periodSeconds":1,"failureThreshold":1}"#,
+        ),
     );
     s.k_stdin(&["apply", "-f", "-"], &pod("ready", "sleep 600", "readinessProbe", r#"{"exec":{"command":["cat","/tmp/ready"]},"periodSeconds":1}"#));
     // Readiness: Running but not Ready while the probe fails (an Unhealthy event says so).
@@ -177,5 +182,62 @@ fn bad_input_gives_clear_events_and_the_agent_keeps_going() {
     s.k(&["run", "fine", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
     wait_for("fine Running", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "fine"], "{.status.phase}") == "Running").then_some(()));
     s.k(&["create", "configmap", "missing", "--from-literal=k=v"]);
-    wait_for("novol Running once its ConfigMap exists", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "novol"], "{.status.phase}") == "Running").then_some(()));
+    wait_for("novol Running once its ConfigMap exists", Duration::from_secs(60), || {
+        (jsonpath(&lab, &["pod", "novol"], "{.status.phase}") == "Running").then_some(())
+    });
+}
+
+#[test]
+fn volumes_env_and_init_containers_show_every_value() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k(&["create", "configmap", "app-config", "--from-literal=greeting=hello"]);
+    s.k(&["create", "secret", "generic", "app-secret", "--from-literal=password=s3cret"]);
+    s.k_stdin(&["apply", "-f", "-"], r#"{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"10Mi"}}}}"#);
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"vol-demo","labels":{{"app":"vol-demo"}}}},"spec":{{
+        "volumes":[{{"name":"cfg","configMap":{{"name":"app-config"}}}},{{"name":"sec","secret":{{"secretName":"app-secret"}}}},
+                   {{"name":"info","downwardAPI":{{"items":[{{"path":"labels","fieldRef":{{"fieldPath":"metadata.labels"}}}},{{"path":"name","fieldRef":{{"fieldPath":"metadata.name"}}}}]}}}},
+                   {{"name":"work","emptyDir":{{}}}},{{"name":"data","persistentVolumeClaim":{{"claimName":"data"}}}}],
+        "initContainers":[{{"name":"init","image":"{BUSYBOX}","command":["sh","-c","echo init-done > /work/init.txt"],"volumeMounts":[{{"name":"work","mountPath":"/work"}}]}}],
+        "containers":[
+          {{"name":"main","image":"{BUSYBOX}","command":["sh","-c","echo $GREETING > /data/pvc.txt; sleep 600"],
+            "resources":{{"limits":{{"memory":"64Mi","cpu":"500m"}}}},
+            "env":[{{"name":"GREETING","valueFrom":{{"configMapKeyRef":{{"name":"app-config","key":"greeting"}}}}}},
+                   {{"name":"PASSWORD","valueFrom":{{"secretKeyRef":{{"name":"app-secret","key":"password"}}}}}},
+                   {{"name":"POD_NAME","valueFrom":{{"fieldRef":{{"fieldPath":"metadata.name"}}}}}},
+                   {{"name":"NODE","valueFrom":{{"fieldRef":{{"fieldPath":"spec.nodeName"}}}}}},
+                   {{"name":"MEM_LIMIT","valueFrom":{{"resourceFieldRef":{{"resource":"limits.memory","divisor":"1Mi"}}}}}},
+                   {{"name":"COMPOSED","value":"$(POD_NAME)-on-$(NODE)"}}],
+            "envFrom":[{{"prefix":"CFG_","configMapRef":{{"name":"app-config"}}}}],
+            "volumeMounts":[{{"name":"cfg","mountPath":"/cfg"}},{{"name":"sec","mountPath":"/sec"}},{{"name":"info","mountPath":"/info"}},
+                            {{"name":"work","mountPath":"/work"}},{{"name":"data","mountPath":"/data"}}]}},
+          {{"name":"sidecar","image":"{BUSYBOX}","command":["sh","-c","cat /work/init.txt > /work/from-sidecar; sleep 600"],
+            "volumeMounts":[{{"name":"work","mountPath":"/work"}}]}}]}}}}"#
+    );
+    s.k_stdin(&["apply", "-f", "-"], &pod);
+    wait_for("vol-demo Running", Duration::from_secs(90), || (jsonpath(&lab, &["pod", "vol-demo"], "{.status.phase}") == "Running").then_some(()));
+    let ex = |cmd: &str| s.k(&["exec", "vol-demo", "-c", "main", "--", "sh", "-c", cmd]);
+    assert_eq!(ex("cat /cfg/greeting"), "hello");
+    assert_eq!(ex("cat /sec/password"), "s3cret");
+    assert_eq!(ex("cat /info/name"), "vol-demo");
+    assert_eq!(ex("cat /info/labels"), "app=\"vol-demo\"");
+    let node = lab.agent.node_name.clone();
+    assert_eq!(
+        ex("echo $GREETING $PASSWORD $CFG_greeting $POD_NAME $NODE $MEM_LIMIT $COMPOSED"),
+        format!("hello s3cret hello vol-demo {node} 64 vol-demo-on-{node}\n")
+    );
+    assert_eq!(ex("cat /work/init.txt"), "init-done\n");
+    wait_for("the sidecar's file in the shared emptyDir", Duration::from_secs(30), || {
+        (ex("cat /work/from-sidecar 2>/dev/null || true") == "init-done\n").then_some(())
+    });
+    assert_eq!(ex("cat /data/pvc.txt"), "hello\n");
+    let pvc = s.k(&["get", "pvc", "data", "-o", "jsonpath={.status.phase} {.spec.storageClassName} {.spec.volumeName}"]);
+    assert!(pvc.starts_with("Bound local-path pvc-"), "{pvc}");
+    let init = jsonpath(&lab, &["pod", "vol-demo"], "{.status.initContainerStatuses[0].state.terminated.reason}");
+    assert_eq!(init, "Completed");
+    // ConfigMap volumes follow the object; env vars keep the value they started with.
+    s.k_stdin(&["apply", "-f", "-"], r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"app-config"},"data":{"greeting":"bonjour"}}"#);
+    wait_for("the ConfigMap volume updated in place", Duration::from_secs(60), || (ex("cat /cfg/greeting") == "bonjour").then_some(()));
+    assert_eq!(ex("echo $GREETING"), "hello\n");
 }

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod images;
 pub mod node;
 pub mod pods;
+pub mod provisioner;
 pub mod server;
 pub mod streaming;
 pub mod sysinfo;
@@ -33,6 +34,14 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let node = node::register(&client, &cfg, &version).await?;
     cni::write_conflist(&cfg, &node)?;
     node::spawn_heartbeat(client.clone(), cfg.clone(), runtime.clone());
+    {
+        let (client, cfg) = (client.clone(), cfg.clone());
+        tokio::spawn(async move {
+            if let Err(e) = provisioner::run(client, cfg).await {
+                tracing::warn!(error = %e, "local-path provisioner stopped");
+            }
+        });
+    }
     let kubelet = pods::Kubelet::new(client, cfg.clone(), runtime);
     server::spawn(cfg, kubelet.clone()).await?;
     kubelet.run(node).await

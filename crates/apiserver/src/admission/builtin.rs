@@ -285,6 +285,41 @@ impl Plugin for Priority {
     }
 }
 
+/// DefaultStorageClass: a claim created without `storageClassName` gets the class annotated
+/// `storageclass.kubernetes.io/is-default-class: "true"` (the newest, if several).
+pub struct DefaultStorageClass;
+
+impl Plugin for DefaultStorageClass {
+    fn name(&self) -> &'static str {
+        "DefaultStorageClass"
+    }
+    fn admit<'a>(&'a self, reg: &'a Registry, a: &'a mut Attributes) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            if a.operation != Operation::Create || !a.is_core("PersistentVolumeClaim") {
+                return Ok(());
+            }
+            let Some(obj) = a.object.as_mut() else { return Ok(()) };
+            if obj.pointer("/spec/storageClassName").is_some_and(|v| !v.is_null()) {
+                return Ok(());
+            }
+            let Some(info) = reg.catalog.find("storage.k8s.io", "v1", "storageclasses") else { return Ok(()) };
+            let mut defaults: Vec<Value> = cached(reg, &info, None)
+                .await?
+                .into_iter()
+                .filter(|sc| sc.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true"))
+                .collect();
+            defaults.sort_by(|a, b| {
+                let t = |v: &Value| v.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
+                t(b).cmp(&t(a)).then_with(|| meta::name(a).cmp(meta::name(b)))
+            });
+            if let Some(sc) = defaults.first() {
+                meta::obj_mut(obj, &["spec"]).insert("storageClassName".into(), json!(meta::name(sc)));
+            }
+            Ok(())
+        })
+    }
+}
+
 /// LimitRanger on pod create (defaults, then min/max).
 pub struct LimitRanger;
 

@@ -28,6 +28,8 @@ use runtime_state::{PodRuntimeState, restart_count};
 use spec::{ANN_RESTART_COUNT, ANN_TERMINATION_PATH, EnvSources, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 use status::Waiting;
 
+/// Seconds between full resyncs of this node's pods.
+const RESYNC_SECONDS: u64 = 10;
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -128,8 +130,15 @@ impl Kubelet {
     async fn relist_loop(self: Arc<Self>) {
         let mut last: HashMap<String, (String, i32)> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
         loop {
             tick.tick().await;
+            n += 1;
+            // Periodic resync (upstream: syncFrequency): ConfigMap, Secret and downward API
+            // volumes follow their sources without a watch on every object a pod refers to.
+            if n.is_multiple_of(RESYNC_SECONDS) {
+                self.requeue_all();
+            }
             let Ok(now) = runtime_state::snapshot(&self.rt).await else { continue };
             let mut changed: HashSet<String> = HashSet::new();
             for (id, (uid, state)) in &now {

@@ -137,12 +137,16 @@ async fn run(ctx: &Ctx, pod: &Pod, c: &Container, id: &str, ip: &str, kind: Kind
                         }
                         Kind::Liveness | Kind::Startup => {
                             ctx.recorder.normal(pod, "Killing", format!("Container {} failed {} probe, will be restarted", c.name, kind.name().to_lowercase()));
-                            let grace = probe.termination_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
+                            let grace =
+                                probe.termination_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
                             let _ = ctx
                                 .rt
                                 .runtime
                                 .clone()
-                                .stop_container(req(pb::StopContainerRequest { container_id: id.to_string(), timeout: grace }, Duration::from_secs(grace as u64 + 30)))
+                                .stop_container(req(
+                                    pb::StopContainerRequest { container_id: id.to_string(), timeout: grace },
+                                    Duration::from_secs(grace as u64 + 30),
+                                ))
                                 .await;
                             (ctx.changed)();
                             return;
@@ -175,7 +179,12 @@ fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
 async fn check(ctx: &Ctx, c: &Container, id: &str, ip: &str, probe: &Probe, timeout: Duration) -> Result<(), String> {
     if let Some(e) = &probe.exec {
         let cmd = e.command.clone().unwrap_or_default();
-        let r = ctx.rt.runtime.clone().exec_sync(req(pb::ExecSyncRequest { container_id: id.to_string(), cmd, timeout: timeout.as_secs() as i64 }, timeout + Duration::from_secs(5))).await;
+        let r = ctx
+            .rt
+            .runtime
+            .clone()
+            .exec_sync(req(pb::ExecSyncRequest { container_id: id.to_string(), cmd, timeout: timeout.as_secs() as i64 }, timeout + Duration::from_secs(5)))
+            .await;
         return match r {
             Ok(r) => {
                 let r = r.into_inner();
