@@ -241,3 +241,38 @@ fn volumes_env_and_init_containers_show_every_value() {
     wait_for("the ConfigMap volume updated in place", Duration::from_secs(60), || (ex("cat /cfg/greeting") == "bonjour").then_some(()));
     assert_eq!(ex("echo $GREETING"), "hello\n");
 }
+
+#[test]
+fn a_deployment_of_httpd_serves_every_pod_ip_to_another_pod() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let deploy = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"web"}},"spec":{{"replicas":3,"selector":{{"matchLabels":{{"app":"web"}}}},
+        "template":{{"metadata":{{"labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"httpd","image":"{BUSYBOX}",
+          "command":["sh","-c","echo served-by-$(hostname) > /www/index.html; exec httpd -f -p 80 -h /www"],
+          "ports":[{{"containerPort":80,"name":"http"}}],
+          "readinessProbe":{{"httpGet":{{"path":"/","port":"http"}},"periodSeconds":1}}}}]}}}}}}}}"#
+    );
+    s.k_stdin(&["apply", "-f", "-"], &deploy);
+    wait_for("web 3/3 Ready", Duration::from_secs(120), || {
+        let out = s.k(&["get", "deployment", "web", "--no-headers"]);
+        out.split_whitespace().nth(1).filter(|r| *r == "3/3").map(|_| ())
+    });
+    s.k(&["run", "client", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
+    wait_for("client Running", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "client"], "{.status.phase}") == "Running").then_some(()));
+    let pods = s.k(&["get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}"]);
+    let pods: Vec<(String, String)> = pods.lines().filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()))).collect();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    // (No `-T`: Debian's busybox-static wget crashes on it.)
+    for (name, ip) in &pods {
+        let page = s.k(&["exec", "client", "--", "wget", "-qO-", &format!("http://{ip}/")]);
+        assert_eq!(page, format!("served-by-{name}\n"));
+    }
+    // kubectl's own view agrees: READY 1/1 and an IP for every replica.
+    let wide = s.k(&["get", "pods", "-l", "app=web", "-o", "wide", "--no-headers"]);
+    for line in wide.lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!((cells[1], cells[2]), ("1/1", "Running"), "{line}");
+        assert!(cells[5].starts_with("10.244."), "{line}");
+    }
+}
