@@ -276,3 +276,39 @@ fn a_deployment_of_httpd_serves_every_pod_ip_to_another_pod() {
         assert!(cells[5].starts_with("10.244."), "{line}");
     }
 }
+
+#[test]
+fn a_static_pod_manifest_runs_and_appears_as_a_mirror_pod() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let dir = lab.agent.data_dir.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = |msg: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  namespace: kube-system\n  labels:\n    role: static\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {BUSYBOX}\n    command: [\"sh\", \"-c\", \"echo {msg}; sleep 600\"]\n"
+        )
+    };
+    std::fs::write(dir.join("static-web.yaml"), manifest("version-one")).unwrap();
+    let name = format!("static-web-{}", lab.agent.node_name);
+    wait_for("the mirror pod Running", Duration::from_secs(60), || {
+        (jsonpath(&lab, &["pod", "-n", "kube-system", &name], "{.status.phase}") == "Running").then_some(())
+    });
+    let ann =
+        jsonpath(&lab, &["pod", "-n", "kube-system", &name], "{.metadata.annotations.kubernetes\\.io/config\\.source} {.metadata.ownerReferences[0].kind}");
+    assert_eq!(ann, "file Node");
+    let mirror = jsonpath(&lab, &["pod", "-n", "kube-system", &name], "{.metadata.annotations.kubernetes\\.io/config\\.mirror}");
+    assert_eq!(mirror.len(), 32, "{mirror}");
+    wait_for("its output", Duration::from_secs(30), || (s.k(&["logs", "-n", "kube-system", &name]) == "version-one\n").then_some(()));
+    // Editing the file replaces the pod.
+    std::fs::write(dir.join("static-web.yaml"), manifest("version-two")).unwrap();
+    wait_for("the edited static pod's output", Duration::from_secs(90), || {
+        let out = s.kubectl(&["logs", "-n", "kube-system", &name]);
+        (String::from_utf8_lossy(&out.stdout) == "version-two\n").then_some(())
+    });
+    // Removing the file removes the pod.
+    std::fs::remove_file(dir.join("static-web.yaml")).unwrap();
+    wait_for("the mirror pod gone", Duration::from_secs(90), || {
+        let out = s.kubectl(&["get", "pod", "-n", "kube-system", &name]);
+        (!out.status.success()).then_some(())
+    });
+}

@@ -14,6 +14,7 @@ pub mod node;
 pub mod pods;
 pub mod provisioner;
 pub mod server;
+pub mod static_pods;
 pub mod streaming;
 pub mod sysinfo;
 
@@ -42,7 +43,9 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let client_for_static = client.clone();
     let kubelet = pods::Kubelet::new(client, cfg.clone(), runtime);
-    server::spawn(cfg, kubelet.clone()).await?;
+    server::spawn(cfg.clone(), kubelet.clone()).await?;
+    tokio::spawn(static_pods::run(client_for_static, cfg, kubelet.clone()));
     kubelet.run(node).await
 }

@@ -95,6 +95,11 @@ impl Kubelet {
         &self.rt
     }
 
+    /// Every pod bound to this node (from the informer).
+    pub fn pods_on_node(&self) -> Vec<Arc<Pod>> {
+        self.pods.list()
+    }
+
     /// This node's pod (from the informer).
     pub fn pod(&self, ns: &str, name: &str) -> Option<Arc<Pod>> {
         self.pods.get(ns, name)
