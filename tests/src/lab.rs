@@ -69,6 +69,27 @@ impl Drop for NetNs {
     }
 }
 
+/// An httpd image (busybox's httpd as entrypoint, serving /www); `:1` and `:2` differ in their page.
+pub const HTTPD_1: &str = "r8s.test/httpd:1";
+pub const HTTPD_2: &str = "r8s.test/httpd:2";
+
+/// Builds the test images into `dir` as OCI archives (what the airgap directory takes).
+pub fn write_test_images(dir: &Path) {
+    write_busybox_image(dir);
+    let bin = std::fs::read("/usr/bin/busybox").expect("/usr/bin/busybox");
+    for (name, page, file) in [(HTTPD_1, "httpd version 1\n", "httpd1.tar"), (HTTPD_2, "httpd version 2\n", "httpd2.tar")] {
+        let img = r8s_kubelet::images::build_image(
+            name,
+            &[("/bin/busybox", 0o755, &bin), ("/www/index.html", 0o644, page.as_bytes())],
+            &[("/bin/sh", "busybox"), ("/bin/httpd", "busybox"), ("/bin/hostname", "busybox"), ("/bin/cat", "busybox")],
+            &["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+            &["PATH=/bin"],
+        )
+        .expect("build httpd image");
+        r8s_kubelet::images::write_oci_archive(&img, &dir.join(file)).expect("write image archive");
+    }
+}
+
 /// Builds the busybox test image into `dir` as an OCI archive (what the airgap directory takes).
 pub fn write_busybox_image(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -132,7 +153,7 @@ impl Agent {
         let node_name = format!("lab-{}", ns.n);
         let data_dir = server.dir.path().join(format!("agent-{}", ns.n));
         let images = data_dir.join("agent").join("images");
-        write_busybox_image(&images);
+        write_test_images(&images);
         let args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),

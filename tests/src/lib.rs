@@ -46,6 +46,8 @@ pub struct TestServer {
     pub log: PathBuf,
     extra_args: Vec<String>,
     bind_address: String,
+    /// Run inside this network namespace, with the server's own node agent.
+    netns: Option<String>,
 }
 
 impl TestServer {
@@ -72,6 +74,26 @@ impl TestServer {
         Self::start_raw_on(bind, args)
     }
 
+    /// `r8s server` as the README runs it, agent included, inside a lab network namespace;
+    /// `prepare` may put files in the data dir (airgap images) before it starts.
+    pub fn start_in_netns(netns: &str, bind: &str, args: &[&str], prepare: impl FnOnce(&Path)) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("r8s-e2e-").tempdir().expect("tempdir");
+        prepare(&dir.path().join("data"));
+        let mut s = TestServer {
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            cache_dir: dir.path().join("kubecache"),
+            log: dir.path().join("server.log"),
+            dir,
+            child: None,
+            url: String::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            bind_address: bind.into(),
+            netns: Some(netns.into()),
+        };
+        s.spawn(0);
+        s
+    }
+
     fn start_raw(args: &[&str]) -> TestServer {
         Self::start_raw_on("127.0.0.1", args)
     }
@@ -87,6 +109,7 @@ impl TestServer {
             url: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             bind_address: bind.into(),
+            netns: None,
         };
         s.spawn(0);
         s
@@ -95,8 +118,21 @@ impl TestServer {
     fn spawn(&mut self, port: u16) {
         let _ = std::fs::remove_file(&self.kubeconfig);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(r8s_bin())
-            .arg("server")
+        let mut cmd = match &self.netns {
+            // nsenter keeps the host's /sys (cgroups) visible, unlike `ip netns exec`.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(r8s_bin());
+                c
+            }
+            None => Command::new(r8s_bin()),
+        };
+        cmd.arg("server");
+        if self.netns.is_none() {
+            // Node agents in tests run in network namespaces of their own (tests/src/lab.rs).
+            cmd.arg("--disable-agent");
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--https-listen-port")
@@ -105,8 +141,6 @@ impl TestServer {
             .arg(&self.bind_address)
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
-            // Node agents in tests run in network namespaces of their own (tests/src/lab.rs).
-            .arg("--disable-agent")
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
