@@ -312,3 +312,24 @@ fn a_static_pod_manifest_runs_and_appears_as_a_mirror_pod() {
         (!out.status.success()).then_some(())
     });
 }
+
+#[test]
+fn kubectl_top_shows_cpu_of_a_busy_pod() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k(&["run", "busy", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "while true; do :; done"]);
+    wait_for("busy Running", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "busy"], "{.status.phase}") == "Running").then_some(()));
+    let cpu = wait_for("kubectl top pod with non-zero CPU", Duration::from_secs(60), || {
+        let out = s.kubectl(&["top", "pod", "busy", "--no-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let milli: u64 = text.split_whitespace().nth(1)?.trim_end_matches('m').parse().ok()?;
+        (milli > 100).then_some(milli)
+    });
+    assert!(cpu <= 2100, "a single busy loop uses at most the machine: {cpu}m");
+    let node = s.k(&["top", "node", "--no-headers"]);
+    let cells: Vec<&str> = node.split_whitespace().collect();
+    assert_eq!(cells[0], lab.agent.node_name);
+    assert!(cells[1].ends_with('m') && cells[3].ends_with("Mi"), "{node}");
+    let containers = s.k(&["top", "pod", "busy", "--containers", "--no-headers"]);
+    assert!(containers.starts_with("busy ") && containers.split_whitespace().nth(1) == Some("busy"), "{containers}");
+}

@@ -328,6 +328,9 @@ const BUILTIN: &[Entry] = &[
     e("rbac.authorization.k8s.io/v1", "Role", "roles", &[], true, false, &[], b!(kinds::Role, rbac::v1::Role)),
     e("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", &["pc"], false, false, &[], b!(kinds::PriorityClass, scheduling::v1::PriorityClass)),
     e("storage.k8s.io/v1", "StorageClass", "storageclasses", &["sc"], false, false, &[], b!(kinds::StorageClass, storage::v1::StorageClass)),
+    // Resource metrics, served by the API server from the kubelets' /stats/summary (not stored).
+    e("metrics.k8s.io/v1beta1", "NodeMetrics", "nodes", &[], false, false, &[], Behavior { kind: &kinds::Generic, typed: None }),
+    e("metrics.k8s.io/v1beta1", "PodMetrics", "pods", &[], true, false, &[], Behavior { kind: &kinds::Generic, typed: None }),
 ];
 
 fn split_gv(gv: &str) -> (String, String) {
@@ -350,6 +353,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             let verbs: Vec<String> = match en.plural {
                 "bindings" => vec!["create".into()],
                 "componentstatuses" => vec!["get".into(), "list".into()],
+                _ if en.gv.starts_with("metrics.k8s.io/") => vec!["get".into(), "list".into()],
                 _ => ALL_VERBS.iter().map(|s| s.to_string()).collect(),
             };
             let (storage_version, storage_res) = match en.storage {

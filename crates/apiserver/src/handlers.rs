@@ -264,6 +264,9 @@ fn find_resource(state: &AppState, rp: &ResourcePath) -> ApiResult<Arc<ResourceI
 async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath, query: &Query, body: Bytes) -> ApiResult<Response> {
     let (method, headers) = (&ctx.parts.method, &ctx.parts.headers);
     let info = find_resource(state, rp)?;
+    if info.group == "metrics.k8s.io" {
+        return crate::metrics::serve(state, &info, rp.namespace.as_deref(), rp.name.as_deref(), method).await;
+    }
     let ns = rp.namespace.as_deref();
     if info.namespaced && rp.name.is_some() && ns.is_none() && info.plural != "namespaces" {
         return Err(ApiError::no_route());

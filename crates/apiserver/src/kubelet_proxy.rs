@@ -56,10 +56,24 @@ pub fn client_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::C
     Ok(Arc::new(cfg))
 }
 
-/// The kubelet endpoint (address, port) of a node.
-async fn kubelet_of(state: &Arc<AppState>, node: &str) -> ApiResult<(String, u16)> {
-    let info = state.catalog.find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes resource missing"))?;
-    let n = state.registry.get(&info, None, node).await?;
+/// GETs a JSON document from a node's kubelet (e.g. `/stats/summary`).
+pub async fn kubelet_json(state: &Arc<AppState>, node: &Value, path: &str) -> ApiResult<Value> {
+    let (ip, port) = endpoint_of(node)?;
+    let mut sender = connect(state, &ip, port).await?;
+    let req = http::Request::get(path)
+        .header(http::header::HOST, format!("{ip}:{port}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(error_from(resp).await);
+    }
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.map_err(|e| ApiError::internal(e.to_string()))?.to_bytes();
+    serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn endpoint_of(n: &Value) -> ApiResult<(String, u16)> {
+    let node = n["metadata"]["name"].as_str().unwrap_or_default();
     let addrs = n["status"]["addresses"].as_array().cloned().unwrap_or_default();
     let ip = addrs
         .iter()
@@ -70,6 +84,13 @@ async fn kubelet_of(state: &Arc<AppState>, node: &str) -> ApiResult<(String, u16
         .to_string();
     let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250) as u16;
     Ok((ip, port))
+}
+
+/// The kubelet endpoint (address, port) of a node.
+async fn kubelet_of(state: &Arc<AppState>, node: &str) -> ApiResult<(String, u16)> {
+    let info = state.catalog.find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes resource missing"))?;
+    let n = state.registry.get(&info, None, node).await?;
+    endpoint_of(&n)
 }
 
 /// GET pods/{name}/log: picks the container as upstream does, then streams the kubelet's answer.

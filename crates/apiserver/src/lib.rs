@@ -22,6 +22,7 @@ pub mod fields;
 pub mod handlers;
 pub mod kubelet_proxy;
 pub mod mergekeys;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod patching;

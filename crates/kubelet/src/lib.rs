@@ -15,6 +15,7 @@ pub mod pods;
 pub mod provisioner;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
 pub mod streaming;
 pub mod sysinfo;
 

@@ -23,6 +23,9 @@ use crate::pods::{Kubelet, runtime_state};
 pub async fn spawn(cfg: Arc<Config>, kubelet: Arc<Kubelet>) -> anyhow::Result<()> {
     tracing::info!("kubelet server: building TLS");
     let tls = tls_config(&cfg)?;
+    let sampler = Arc::new(crate::stats::Sampler::default());
+    crate::stats::spawn_sampler(cfg.clone(), kubelet.clone(), sampler.clone());
+    let app_state = AppState { kubelet: kubelet.clone(), cfg: cfg.clone(), sampler };
     tracing::info!(addr = %cfg.node_ip, port = cfg.kubelet_port, "kubelet server listening");
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.kubelet_port))
         .await
@@ -30,9 +33,10 @@ pub async fn spawn(cfg: Arc<Config>, kubelet: Arc<Kubelet>) -> anyhow::Result<()
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/stats/summary", get(stats_summary))
         .route("/exec/{ns}/{pod}/{container}", get(crate::streaming::exec).post(crate::streaming::exec))
         .route("/attach/{ns}/{pod}/{container}", get(crate::streaming::attach).post(crate::streaming::attach))
-        .with_state(kubelet);
+        .with_state(app_state);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
@@ -52,6 +56,24 @@ pub async fn spawn(cfg: Arc<Config>, kubelet: Arc<Kubelet>) -> anyhow::Result<()
         }
     });
     Ok(())
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    kubelet: Arc<Kubelet>,
+    cfg: Arc<Config>,
+    sampler: Arc<crate::stats::Sampler>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Kubelet> {
+    fn from_ref(s: &AppState) -> Arc<Kubelet> {
+        s.kubelet.clone()
+    }
+}
+
+async fn stats_summary(State(s): State<AppState>) -> Response {
+    let v = crate::stats::summary(&s.cfg, &s.kubelet, &s.sampler).await;
+    (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
 fn tls_config(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
