@@ -141,15 +141,26 @@ impl Lab {
     /// Starts a server on the namespace's host-side address and an agent inside it, and waits
     /// until the node is Ready.
     pub fn start() -> Lab {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Like `start`, with extra agent flags (which may name the namespace's addresses).
+    pub fn start_with(agent_args: impl FnOnce(&NetNs) -> Vec<String>) -> Lab {
         let ns = NetNs::create();
+        let extra = agent_args(&ns);
         let server = TestServer::start_cluster_on(&ns.host_ip(), &["--node-monitor-grace-period", "40s"]);
-        let agent = Agent::start(&server, ns);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let agent = Agent::start_with(&server, ns, &extra);
         Lab { server, agent }
     }
 }
 
 impl Agent {
     pub fn start(server: &TestServer, ns: NetNs) -> Agent {
+        Self::start_with(server, ns, &[])
+    }
+
+    pub fn start_with(server: &TestServer, ns: NetNs, extra: &[&str]) -> Agent {
         let node_name = format!("lab-{}", ns.n);
         let data_dir = server.dir.path().join(format!("agent-{}", ns.n));
         let images = data_dir.join("agent").join("images");
@@ -169,6 +180,7 @@ impl Agent {
             "--cgroup-root".into(),
             format!("/r8s-lab-{}", ns.n),
         ];
+        let args: Vec<String> = args.into_iter().chain(extra.iter().map(|s| s.to_string())).collect();
         let log = server.dir.path().join(format!("agent-{}.log", ns.n));
         let mut a = Agent { ns, node_name, data_dir, log, child: None, args };
         a.spawn();
@@ -194,6 +206,11 @@ impl Agent {
             .spawn()
             .expect("spawn r8s agent");
         self.child = Some(child);
+    }
+
+    /// The agent's process id (inside `nsenter`, which execs it: the same process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// kill -9 the agent (containerd dies with it; containers live on in their shims).
@@ -240,4 +257,81 @@ impl Drop for Agent {
         ));
         let _ = sh(&format!("find /sys/fs/cgroup/*/r8s-lab-{n} -depth -type d -exec rmdir {{}} \\; 2>/dev/null", n = self.ns.n));
     }
+}
+
+/// The distribution's registry (`docker-registry`) serving inside a lab namespace on
+/// NODE_IP:5000 (reachable from the node's containerd and from the test), storage in `dir`.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start(ns: &NetNs, dir: &Path) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        let addr = format!("{}:5000", ns.node_ip());
+        let cfg = dir.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.join("data").display()),
+        )
+        .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", ns.name))
+            .args(["docker-registry", "serve"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        let r = Registry { child, addr };
+        wait_for("the registry answers /v2/", Duration::from_secs(30), || http(&r.addr, "GET", "/v2/", &[], &[]).ok().filter(|(c, _)| *c == 200).map(|_| ()));
+        r
+    }
+
+    /// Pushes an image (blobs, then the manifest under `tag`) with the distribution API.
+    pub fn push(&self, repo: &str, tag: &str, img: &r8s_kubelet::images::ImageBundle) {
+        for (digest, data) in &img.blobs {
+            let (code, headers) = http(&self.addr, "POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[]).expect("start upload");
+            assert_eq!(code, 202, "start upload");
+            let loc = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.clone()).expect("Location");
+            let path = loc.split_once("://").map(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_default()).unwrap_or(loc);
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (code, _) =
+                http(&self.addr, "PUT", &format!("{path}{sep}digest={digest}"), &[("Content-Type", "application/octet-stream")], data).expect("upload");
+            assert_eq!(code, 201, "upload blob {digest}");
+        }
+        let (code, _) =
+            http(&self.addr, "PUT", &format!("/v2/{repo}/manifests/{tag}"), &[("Content-Type", &img.manifest.0)], &img.manifest.1).expect("put manifest");
+        assert_eq!(code, 201, "put manifest");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One plain HTTP/1.1 request: (status, headers). Lab addresses only.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut lines = head.lines();
+    let code = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let hs = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    Ok((code, hs))
 }

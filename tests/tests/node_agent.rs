@@ -333,3 +333,40 @@ fn kubectl_top_shows_cpu_of_a_busy_pod() {
     let containers = s.k(&["top", "pod", "busy", "--containers", "--no-headers"]);
     assert!(containers.starts_with("busy ") && containers.split_whitespace().nth(1) == Some("busy"), "{containers}");
 }
+
+#[test]
+fn images_are_pulled_from_a_registry_honouring_pull_policy() {
+    use r8s_tests::lab::Registry;
+    let lab = Lab::start_with(|ns| vec!["--insecure-registry".into(), format!("{}:5000", ns.node_ip())]);
+    let reg = Registry::start(&lab.agent.ns, &lab.agent.data_dir.join("registry"));
+    let bin = std::fs::read("/usr/bin/busybox").unwrap();
+    let img = r8s_kubelet::images::build_image(
+        "app",
+        &[("/bin/busybox", 0o755, &bin)],
+        &[("/bin/sh", "busybox"), ("/bin/sleep", "busybox"), ("/bin/echo", "busybox")],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    )
+    .unwrap();
+    reg.push("app", "1", &img);
+    assert!(lab.agent.data_dir.join("agent/registries.d").join(&reg.addr).join("hosts.toml").exists(), "--insecure-registry writes a hosts.toml");
+    let s = &lab.server;
+    let image = format!("{}/app:1", reg.addr);
+    s.k(&["run", "pulled", &format!("--image={image}"), "--image-pull-policy=Always", "--command", "--", "sh", "-c", "echo from-registry; sleep 600"]);
+    wait_for("pulled Running", Duration::from_secs(90), || (jsonpath(&lab, &["pod", "pulled"], "{.status.phase}") == "Running").then_some(()));
+    let ev = s.k(&["get", "events", "--field-selector", "involvedObject.name=pulled", "-o", "jsonpath={.items[*].message}"]);
+    assert!(ev.contains(&format!("Pulling image \"{image}\"")) && ev.contains(&format!("Successfully pulled image \"{image}\"")), "{ev}");
+    let image_id = jsonpath(&lab, &["pod", "pulled"], "{.status.containerStatuses[0].imageID}");
+    assert!(image_id.contains("sha256:"), "{image_id}");
+    // IfNotPresent with the image present: no pull, the kubelet says so.
+    s.k(&["run", "cached", &format!("--image={image}"), "--image-pull-policy=IfNotPresent", "--command", "--", "sleep", "600"]);
+    wait_for("cached Running", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "cached"], "{.status.phase}") == "Running").then_some(()));
+    let ev = s.k(&["get", "events", "--field-selector", "involvedObject.name=cached", "-o", "jsonpath={.items[*].message}"]);
+    assert!(ev.contains("already present on machine") && !ev.contains("Pulling"), "{ev}");
+    // A tag the registry does not have.
+    s.k(&["run", "missing", &format!("--image={}/app:nope", reg.addr)]);
+    wait_for("ErrImagePull / ImagePullBackOff", Duration::from_secs(60), || {
+        let r = jsonpath(&lab, &["pod", "missing"], "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(())
+    });
+}

@@ -33,6 +33,8 @@ pub struct Config {
     /// CA certificates (DER) whose client certificates the kubelet server accepts (the
     /// cluster CA, which signs the apiserver-kubelet-client certificate).
     pub client_ca_der: Vec<Vec<u8>>,
+    /// Registries pulled from over plain HTTP (HOST:PORT).
+    pub insecure_registries: Vec<String>,
 }
 
 impl Config {
@@ -47,6 +49,10 @@ impl Config {
     }
     pub fn pod_logs_dir(&self) -> PathBuf {
         self.data_dir.join("pod-logs")
+    }
+    /// containerd's registry host configuration directory (hosts.toml per registry).
+    pub fn registries_dir(&self) -> PathBuf {
+        self.data_dir.join("registries.d")
     }
     /// The kubepods cgroup (cgroupfs syntax) under the configured root.
     pub fn kubepods_cgroup(&self) -> String {

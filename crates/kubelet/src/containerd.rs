@@ -29,6 +29,7 @@ impl Supervisor {
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
         std::fs::write(&config, render_config(cfg, &socket))?;
+        write_registry_hosts(cfg)?;
         let log_path = dir.join("containerd.log");
         let sock = socket.clone();
         tokio::spawn(async move {
@@ -120,7 +121,7 @@ state = {state}
         pause = PAUSE_IMAGE,
         cni_bin = q(&cfg.cni_bin_dir),
         cni_conf = q(&cfg.cni_conf_dir()),
-        registries = q(&cfg.data_dir.join("registries.d")),
+        registries = q(&cfg.registries_dir()),
         opt = q(&dir.join("opt")),
         restrict_oom = !has_cap_sys_resource(),
     )
@@ -137,4 +138,17 @@ fn has_cap_sys_resource() -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// A hosts.toml per insecure registry: containerd pulls from it over plain HTTP.
+fn write_registry_hosts(cfg: &Config) -> anyhow::Result<()> {
+    for r in &cfg.insecure_registries {
+        let dir = cfg.registries_dir().join(r);
+        std::fs::create_dir_all(&dir)?;
+        let text = format!(
+            "# Written by r8s (--insecure-registry {r}).\nserver = \"http://{r}\"\n\n[host.\"http://{r}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        );
+        std::fs::write(dir.join("hosts.toml"), text)?;
+    }
+    Ok(())
 }

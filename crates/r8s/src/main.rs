@@ -71,6 +71,10 @@ struct NodeFlags {
     /// Kubelet HTTPS port.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// A registry reached over plain HTTP (HOST:PORT, repeatable); written as a containerd
+    /// hosts.toml under DATA_DIR/agent/registries.d, where other registry configs may go too.
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ impl NodeFlags {
             cluster_domain: self.cluster_domain.clone(),
             kubelet_port: self.kubelet_port,
             client_ca_der,
+            insecure_registries: self.insecure_registry.clone(),
         })
     }
 }
