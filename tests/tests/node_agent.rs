@@ -90,6 +90,32 @@ fn deleting_a_pod_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
     assert_eq!(std::fs::read_to_string(dir.join("stubborn")).unwrap(), "started\nprestop\nignored-sigterm\n");
     let left = s.k(&["get", "pods", "--no-headers"]);
     assert!(left.trim().is_empty(), "{left}");
+    // --grace-period=0 --force: the API object goes at once and the agent kills what is left.
+    let marker = format!("{}", 40000 + std::process::id() % 20000);
+    s.k(&["run", "forced", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", &marker]);
+    let running = || std::process::Command::new("pgrep").args(["-f", &format!("^sleep {marker}$")]).output().map(|o| o.status.success()).unwrap_or(false);
+    wait_for("forced's process running", Duration::from_secs(60), || running().then_some(()));
+    s.k(&["delete", "pod", "forced", "--grace-period=0", "--force"]);
+    wait_for("forced's process gone", Duration::from_secs(30), || (!running()).then_some(()));
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"hog"}},"spec":{{"restartPolicy":"Never","containers":[{{"name":"c","image":"{BUSYBOX}",
+               "command":["sh","-c","x=$(yes | head -c 200000000); echo survived"],"resources":{{"limits":{{"memory":"16Mi"}}}}}}]}}}}"#
+        ),
+    );
+    wait_for("hog OOMKilled", Duration::from_secs(90), || {
+        let r = jsonpath(&lab, &["pod", "hog"], "{.status.phase} {.status.containerStatuses[0].state.terminated.reason}");
+        (r == "Failed OOMKilled").then_some(())
+    });
+    let table = s.k(&["get", "pod", "hog", "--no-headers"]);
+    assert_eq!(table.split_whitespace().nth(2), Some("OOMKilled"), "{table}");
 }
 
 #[test]
