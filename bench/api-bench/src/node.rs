@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
             let st = std::process::Command::new("ip")
                 .args(["netns", "exec", &lab.agent.ns.name, "ctr", "-a"])
                 .arg(&sock)
-                .args(["-n", "k8s.io", "run", "--rm", "docker.io/library/busybox:1", &format!("raw{i}"), "true"])
+                .args(["-n", "k8s.io", "run", "--rm", BUSYBOX, &format!("raw{i}"), "true"])
                 .status();
             let _ = st;
             raw.push(t.elapsed().as_secs_f64() * 1000.0);
