@@ -79,17 +79,7 @@ impl TestServer {
     pub fn start_in_netns(netns: &str, bind: &str, args: &[&str], prepare: impl FnOnce(&Path)) -> TestServer {
         let dir = tempfile::Builder::new().prefix("r8s-e2e-").tempdir().expect("tempdir");
         prepare(&dir.path().join("data"));
-        let mut s = TestServer {
-            kubeconfig: dir.path().join("admin.kubeconfig"),
-            cache_dir: dir.path().join("kubecache"),
-            log: dir.path().join("server.log"),
-            dir,
-            child: None,
-            url: String::new(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            bind_address: bind.into(),
-            netns: Some(netns.into()),
-        };
+        let mut s = Self::unstarted(dir, bind, args, Some(netns.into()));
         s.spawn(0);
         s
     }
@@ -100,7 +90,13 @@ impl TestServer {
 
     fn start_raw_on(bind: &str, args: &[&str]) -> TestServer {
         let dir = tempfile::Builder::new().prefix("r8s-e2e-").tempdir().expect("tempdir");
-        let mut s = TestServer {
+        let mut s = Self::unstarted(dir, bind, args, None);
+        s.spawn(0);
+        s
+    }
+
+    fn unstarted(dir: tempfile::TempDir, bind: &str, args: &[&str], netns: Option<String>) -> TestServer {
+        TestServer {
             kubeconfig: dir.path().join("admin.kubeconfig"),
             cache_dir: dir.path().join("kubecache"),
             log: dir.path().join("server.log"),
@@ -109,10 +105,8 @@ impl TestServer {
             url: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             bind_address: bind.into(),
-            netns: None,
-        };
-        s.spawn(0);
-        s
+            netns,
+        }
     }
 
     fn spawn(&mut self, port: u16) {

@@ -21,57 +21,15 @@ pub fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
-/// Guaranteed, Burstable or BestEffort (upstream's rules).
+/// Guaranteed, Burstable or BestEffort (upstream's rules; the API's own implementation).
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let spec = pod.spec.as_ref();
-    let containers: Vec<&Container> = spec.map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).collect()).unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let r = c.resources.as_ref();
-        let req = r.and_then(|r| r.requests.clone()).unwrap_or_default();
-        let lim = r.and_then(|r| r.limits.clone()).unwrap_or_default();
-        if !req.is_empty() || !lim.is_empty() {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            match (req.get(res), lim.get(res)) {
-                (_, None) => guaranteed = false,
-                (Some(a), Some(b)) if parse_quantity(a) != parse_quantity(b) => guaranteed = false,
-                _ => {}
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    let spec = pod.spec.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    r8s_api::kinds::podspec::qos_class(spec.as_ref())
 }
 
 /// A quantity as a float of base units ("100m" -> 0.1, "64Mi" -> 67108864).
 pub fn parse_quantity(q: &Quantity) -> f64 {
-    let s = q.0.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let n: f64 = num.parse().unwrap_or(0.0);
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        s if s.starts_with('e') || s.starts_with('E') => 10f64.powi(s[1..].parse().unwrap_or(0)),
-        _ => 1.0,
-    };
-    n * mult
+    r8s_api::quantity::parse(&q.0).unwrap_or(0.0)
 }
 
 /// cgroupfs path of the pod's cgroup, upstream's QoS layout.
