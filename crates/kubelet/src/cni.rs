@@ -9,7 +9,9 @@ use crate::config::Config;
 
 pub const BRIDGE: &str = "r8s0";
 
-pub fn render(pod_cidr: &str) -> anyhow::Result<String> {
+/// `ipam_dir` holds host-local's address reservations: per agent, so agents sharing a machine
+/// (and their leftovers) never exhaust each other's ranges in /var/lib/cni/networks.
+pub fn render(pod_cidr: &str, ipam_dir: &std::path::Path) -> anyhow::Result<String> {
     let net: ipnet::IpNet = pod_cidr.parse().map_err(|e| anyhow::anyhow!("podCIDR {pod_cidr}: {e}"))?;
     let gateway = net.hosts().next().ok_or_else(|| anyhow::anyhow!("podCIDR {pod_cidr} has no host addresses"))?;
     Ok(serde_json::to_string_pretty(&json!({
@@ -24,6 +26,7 @@ pub fn render(pod_cidr: &str) -> anyhow::Result<String> {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
+                    "dataDir": ipam_dir.display().to_string(),
                     "ranges": [[{"subnet": pod_cidr, "gateway": gateway.to_string()}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
@@ -42,7 +45,7 @@ pub fn write_conflist(cfg: &Config, node: &Node) -> anyhow::Result<()> {
     let dir = cfg.cni_conf_dir();
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(".10-r8s.conflist.tmp");
-    std::fs::write(&tmp, render(&cidr)?)?;
+    std::fs::write(&tmp, render(&cidr, &cfg.data_dir.join("cni-ipam"))?)?;
     std::fs::rename(tmp, dir.join("10-r8s.conflist"))?;
     Ok(())
 }
@@ -51,10 +54,11 @@ pub fn write_conflist(cfg: &Config, node: &Node) -> anyhow::Result<()> {
 mod tests {
     #[test]
     fn conflist_uses_the_pod_cidr() {
-        let text = super::render("10.244.3.0/24").unwrap();
+        let text = super::render("10.244.3.0/24", std::path::Path::new("/d/ipam")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["gateway"], "10.244.3.1");
         assert_eq!(v["plugins"][1]["type"], "portmap");
+        assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/d/ipam");
     }
 }
