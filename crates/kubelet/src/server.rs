@@ -96,7 +96,8 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
+/// A `Status` error answer, as the API server relays it to clients.
+pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
     (code, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

@@ -18,13 +18,9 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use crate::cri::{CALL_TIMEOUT, pb, req};
 use crate::pods::{Kubelet, runtime_state};
+use crate::server::status;
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
-
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
-    let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
-    (code, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
 
 fn flag(q: &[(String, String)], k: &str) -> bool {
     q.iter().any(|(n, v)| n == k && (v == "true" || v == "1"))

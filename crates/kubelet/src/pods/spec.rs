@@ -55,6 +55,24 @@ fn host_network(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
 }
 
+/// The pod's namespaces, the same for its sandbox and each container.
+fn namespace_options(pod: &Pod) -> pb::NamespaceOption {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let node_or_pod = |b: bool| if b { pb::NamespaceMode::Node as i32 } else { pb::NamespaceMode::Pod as i32 };
+    pb::NamespaceOption {
+        network: node_or_pod(spec.host_network == Some(true)),
+        pid: if spec.host_pid == Some(true) {
+            pb::NamespaceMode::Node as i32
+        } else if spec.share_process_namespace == Some(true) {
+            pb::NamespaceMode::Pod as i32
+        } else {
+            pb::NamespaceMode::Container as i32
+        },
+        ipc: node_or_pod(spec.host_ipc == Some(true)),
+        target_id: String::new(),
+    }
+}
+
 pub fn sandbox_config(cfg: &Config, pod: &Pod, attempt: u32) -> pb::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -81,7 +99,6 @@ pub fn sandbox_config(cfg: &Config, pod: &Pod, attempt: u32) -> pb::PodSandboxCo
             host_ip: p.host_ip.clone().unwrap_or_default(),
         })
         .collect();
-    let node_or_pod = |b: bool| if b { pb::NamespaceMode::Node as i32 } else { pb::NamespaceMode::Pod as i32 };
     let psc = spec.security_context.clone().unwrap_or_default();
     pb::PodSandboxConfig {
         metadata: Some(pb::PodSandboxMetadata { name, uid: uid(pod), namespace: ns, attempt }),
@@ -94,18 +111,7 @@ pub fn sandbox_config(cfg: &Config, pod: &Pod, attempt: u32) -> pb::PodSandboxCo
         linux: Some(pb::LinuxPodSandboxConfig {
             cgroup_parent: pod_cgroup(cfg, pod),
             security_context: Some(pb::LinuxSandboxSecurityContext {
-                namespace_options: Some(pb::NamespaceOption {
-                    network: node_or_pod(host_network(pod)),
-                    pid: if spec.host_pid == Some(true) {
-                        pb::NamespaceMode::Node as i32
-                    } else if spec.share_process_namespace == Some(true) {
-                        pb::NamespaceMode::Pod as i32
-                    } else {
-                        pb::NamespaceMode::Container as i32
-                    },
-                    ipc: node_or_pod(spec.host_ipc == Some(true)),
-                    target_id: String::new(),
-                }),
+                namespace_options: Some(namespace_options(pod)),
                 run_as_user: psc.run_as_user.map(|value| pb::Int64Value { value }),
                 run_as_group: psc.run_as_group.map(|value| pb::Int64Value { value }),
                 supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
@@ -353,25 +359,13 @@ pub fn security_context(pod: &Pod, c: &Container) -> pb::LinuxContainerSecurityC
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
     let sc = c.security_context.clone().unwrap_or_default();
     let caps = sc.capabilities.clone().unwrap_or_default();
-    let spec = pod.spec.clone().unwrap_or_default();
     pb::LinuxContainerSecurityContext {
         capabilities: Some(pb::Capability {
             add_capabilities: caps.add.unwrap_or_default().into_iter().map(|c| format!("CAP_{}", c.trim_start_matches("CAP_"))).collect(),
             drop_capabilities: caps.drop.unwrap_or_default().into_iter().map(|c| format!("CAP_{}", c.trim_start_matches("CAP_"))).collect(),
         }),
         privileged: sc.privileged == Some(true),
-        namespace_options: Some(pb::NamespaceOption {
-            network: if spec.host_network == Some(true) { pb::NamespaceMode::Node as i32 } else { pb::NamespaceMode::Pod as i32 },
-            pid: if spec.host_pid == Some(true) {
-                pb::NamespaceMode::Node as i32
-            } else if spec.share_process_namespace == Some(true) {
-                pb::NamespaceMode::Pod as i32
-            } else {
-                pb::NamespaceMode::Container as i32
-            },
-            ipc: if spec.host_ipc == Some(true) { pb::NamespaceMode::Node as i32 } else { pb::NamespaceMode::Pod as i32 },
-            target_id: String::new(),
-        }),
+        namespace_options: Some(namespace_options(pod)),
         run_as_user: sc.run_as_user.or(psc.run_as_user).map(|value| pb::Int64Value { value }),
         run_as_group: sc.run_as_group.or(psc.run_as_group).map(|value| pb::Int64Value { value }),
         run_as_username: String::new(),
