@@ -43,6 +43,8 @@ fn kubectl_run_gives_a_running_pod_with_an_ip_exec_and_logs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(7), "kubectl exec passes the exit code on");
     assert_eq!(s.k_stdin(&["exec", "-i", "mybusybox", "--", "sh", "-c", "head -n1"], "piped-in\n"), "piped-in\n");
+    // The end of kubectl's stdin reaches the process (v5's close-stdin, a FIN on the runtime's stdin stream).
+    assert_eq!(s.k_stdin(&["exec", "-i", "mybusybox", "--", "sh", "-c", "wc -l"], "one\ntwo\nthree\n").trim(), "3");
     let err = s.k_err(&["logs", "mybusybox", "-c", "nope"]);
     assert!(err.contains("container nope is not valid for pod mybusybox"), "{err}");
 }
@@ -395,4 +397,115 @@ fn images_are_pulled_from_a_registry_honouring_pull_policy() {
         let r = jsonpath(&lab, &["pod", "missing"], "{.status.containerStatuses[0].state.waiting.reason}");
         (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(())
     });
+}
+
+/// Reads kubectl port-forward's "Forwarding from 127.0.0.1:LOCAL -> REMOTE" lines until every
+/// remote port has its local one.
+fn forwarded_ports(stdout: std::process::ChildStdout, remotes: &[u16]) -> Option<std::collections::HashMap<u16, u16>> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep reading after the ports are known: kubectl dies of SIGPIPE if nobody reads its
+        // "Handling connection" lines.
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut found = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while found.len() < remotes.len() {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()?;
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:")
+            && let Some((local, remote)) = rest.split_once(" -> ")
+        {
+            found.insert(remote.trim().parse().unwrap(), local.parse().unwrap());
+        }
+    }
+    Some(found)
+}
+
+/// One HTTP/1.0 request over the forwarded local port (loopback only), the whole answer back.
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn port_forward_cp_and_exec_with_a_tty() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k(&[
+        "run",
+        "pf",
+        &format!("--image={BUSYBOX}"),
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /www; echo forwarded-page > /www/index.html; exec httpd -f -p 80 -h /www",
+    ]);
+    wait_for("pf Running", Duration::from_secs(90), || (jsonpath(&lab, &["pod", "pf"], "{.status.phase}") == "Running").then_some(()));
+
+    // kubectl port-forward (SPDY tunnelled in a WebSocket, kubectl's default since 1.31): two
+    // connections over one session reach httpd in the pod; a port nobody listens on reports
+    // the error on kubectl's side.
+    let stderr_path = lab.agent.data_dir.join("port-forward.stderr");
+    let mut pf = std::process::Command::new("kubectl")
+        .args(["port-forward", "pod/pf", ":80", ":81"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let Some(ports) = forwarded_ports(pf.stdout.take().unwrap(), &[80, 81]) else {
+        panic!("kubectl port-forward did not print its ports: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+    };
+    for _ in 0..2 {
+        let answer = http_get(ports[&80]);
+        assert!(
+            answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.ends_with("forwarded-page\n"),
+            "{answer:?}; kubectl: {}\nagent: {}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+            lab.agent.log_text()
+        );
+    }
+    let refused = http_get(ports[&81]);
+    assert!(!refused.contains("forwarded-page"), "{refused}");
+    let err = wait_for("kubectl reports the refused port", Duration::from_secs(30), || {
+        std::fs::read_to_string(&stderr_path).ok().filter(|t| t.contains("error forwarding port 81"))
+    });
+    assert!(err.contains("an error occurred forwarding") && err.contains("-> 81"), "{err}");
+    let _ = pf.kill();
+    let _ = pf.wait();
+
+    // kubectl cp both ways (tar through exec).
+    let local = lab.agent.data_dir.join("to-pod.txt");
+    std::fs::write(&local, "copied into the pod\n").unwrap();
+    s.k(&["cp", local.to_str().unwrap(), "pf:/tmp/copied.txt"]);
+    assert_eq!(s.k(&["exec", "pf", "--", "cat", "/tmp/copied.txt"]), "copied into the pod\n");
+    let back = lab.agent.data_dir.join("from-pod.txt");
+    s.k(&["cp", "pf:/www/index.html", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "forwarded-page\n");
+
+    // exec -it: kubectl on a pseudo-terminal (script(1) gives it one) gets a TTY in the container.
+    let out = std::process::Command::new("script")
+        .args(["-qec", "kubectl exec -it pf -- sh", "/dev/null"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"echo typed-$((6*7)); tty; exit\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("typed-42") && text.contains("/dev/pts/"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
 }

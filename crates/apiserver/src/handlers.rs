@@ -309,6 +309,9 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
         (Method::GET | Method::POST, Some(n), Some(sr @ (Subresource::Exec | Subresource::Attach))) => {
             crate::kubelet_proxy::pod_stream(state, ctx, &info, ns.unwrap_or_default(), n, sr.name()).await
         }
+        (Method::GET | Method::POST, Some(n), Some(Subresource::PortForward)) => {
+            crate::kubelet_proxy::pod_portforward(state, ctx, &info, ns.unwrap_or_default(), n).await
+        }
         (Method::GET, Some(n), Some(Subresource::Log)) => crate::kubelet_proxy::pod_log(state, &info, ns.unwrap_or_default(), n, query).await,
         (Method::GET, Some(n), Some(Subresource::Scale)) => {
             let obj = reg.get(&info, ns, n).await?;

@@ -1,4 +1,4 @@
-//! Subresources the node agent serves (pods/log, later exec/attach/portforward and nodes/proxy):
+//! Subresources the node agent serves (pods/log, exec, attach, portforward; later nodes/proxy):
 //! the API server finds the pod's node and forwards the request to that node's kubelet port with
 //! the apiserver-kubelet-client certificate, streaming the answer back. As upstream does by
 //! default, the kubelet's serving certificate is not verified (--kubelet-certificate-authority
@@ -145,16 +145,32 @@ pub async fn pod_stream(state: &Arc<AppState>, ctx: &RequestContext, info: &Reso
             pod["status"]["phase"].as_str().unwrap_or_default()
         )));
     }
+    let node =
+        pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let path = format!("/{what}/{ns}/{name}/{container}?{}", ctx.parts.uri.query().unwrap_or(""));
+    splice_to_kubelet(state, ctx, node, &path).await
+}
+
+/// pods/portforward: the client's upgrade (SPDY tunnelled in a WebSocket, or SPDY itself) is
+/// spliced to the kubelet's `/portForward`, which runs the session.
+pub async fn pod_portforward(state: &Arc<AppState>, ctx: &RequestContext, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Response> {
+    let pod = state.registry.get(info, Some(ns), name).await?;
+    let node =
+        pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
+    let path = format!("/portForward/{ns}/{name}?{}", ctx.parts.uri.query().unwrap_or(""));
+    splice_to_kubelet(state, ctx, node, &path).await
+}
+
+/// Sends the client's upgrade request on to the node's kubelet and, once both sides have
+/// switched protocols, copies bytes between the two connections.
+async fn splice_to_kubelet(state: &Arc<AppState>, ctx: &RequestContext, node: &str, path: &str) -> ApiResult<Response> {
     let Some(client_upgrade) = ctx.upgrade.lock().unwrap().take() else {
         return Err(ApiError::bad_request("Upgrade request required"));
     };
-    let node =
-        pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request(format!("pod {name} does not have a host assigned")))?;
     let (ip, port) = kubelet_of(state, node).await?;
-    let path = format!("/{what}/{ns}/{name}/{container}?{}", ctx.parts.uri.query().unwrap_or(""));
-    let mut req = http::Request::builder().method(ctx.parts.method.clone()).uri(&path).header(http::header::HOST, format!("{ip}:{port}"));
-    for h in ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol"] {
-        if let Some(v) = ctx.parts.headers.get(h) {
+    let mut req = http::Request::builder().method(ctx.parts.method.clone()).uri(path).header(http::header::HOST, format!("{ip}:{port}"));
+    for h in ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "x-stream-protocol-version"] {
+        for v in ctx.parts.headers.get_all(h) {
             req = req.header(h, v);
         }
     }
@@ -197,6 +213,7 @@ async fn connect(state: &Arc<AppState>, ip: &str, port: u16) -> ApiResult<hyper:
         .await
         .map_err(|_| unavailable("i/o timeout".into()))?
         .map_err(|e| unavailable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
     let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
     let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| unavailable(e.to_string()))?;

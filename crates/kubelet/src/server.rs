@@ -1,5 +1,5 @@
-//! The kubelet's HTTPS server (port 10250): container logs now (exec, attach, port-forward and
-//! stats come next). Clients must present a certificate signed by the cluster CA (the API
+//! The kubelet's HTTPS server (port 10250): container logs, exec, attach, port-forward and
+//! stats. Clients must present a certificate signed by the cluster CA (the API
 //! server's apiserver-kubelet-client); the serving certificate is self-signed, as upstream's
 //! kubelet does without server TLS bootstrap.
 
@@ -36,11 +36,14 @@ pub async fn spawn(cfg: Arc<Config>, kubelet: Arc<Kubelet>) -> anyhow::Result<()
         .route("/stats/summary", get(stats_summary))
         .route("/exec/{ns}/{pod}/{container}", get(crate::streaming::exec).post(crate::streaming::exec))
         .route("/attach/{ns}/{pod}/{container}", get(crate::streaming::attach).post(crate::streaming::attach))
+        .route("/portForward/{ns}/{pod}", get(crate::portforward::handler).post(crate::portforward::handler))
         .with_state(app_state);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { continue };
+            // Streams (exec, port-forward) send small frames that must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {

@@ -1,9 +1,8 @@
 //! exec and attach for the kubelet server: the API server proxies the client's WebSocket
 //! (`v5.channel.k8s.io`, or v4) here; the kubelet asks the runtime for a streaming URL (CRI Exec /
-//! Attach) and relays the channel messages to the runtime's streaming server, which speaks the
-//! v4 channel protocol. Channel messages are the same in both versions (first byte: 0 stdin,
-//! 1 stdout, 2 stderr, 3 error/exit status, 4 resize); v5's close-stdin message (255) has no v4
-//! equivalent and is dropped.
+//! Attach) and relays the channel messages (first byte: 0 stdin, 1 stdout, 2 stderr, 3 error/exit
+//! status, 4 resize, 255 close) to the runtime's streaming server as a SPDY session, one stream
+//! per channel, so that closing stdin reaches the process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +11,10 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use http::StatusCode;
+use std::collections::{HashMap, HashSet};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use crate::cri::{CALL_TIMEOUT, pb, req};
 use crate::pods::{Kubelet, runtime_state};
@@ -85,7 +85,7 @@ async fn serve(k: Arc<Kubelet>, ns: String, pod: String, container: String, mut 
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else { return };
         let client = tokio_tungstenite::WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, None).await;
-        if let Err(e) = relay(client, &url).await {
+        if let Err(e) = relay(client, &url, Streams { stdin, stdout, stderr, tty }).await {
             tracing::debug!(error = %e, "stream relay ended");
         }
     });
@@ -103,48 +103,148 @@ fn req_<T>(m: T) -> tonic::Request<T> {
     req(m, CALL_TIMEOUT)
 }
 
-async fn relay<S>(client: tokio_tungstenite::WebSocketStream<S>, url: &str) -> anyhow::Result<()>
+/// Which streams the runtime's session has (what the client asked for).
+#[derive(Clone, Copy)]
+struct Streams {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+/// Opens the runtime's streaming URL as a SPDY session (remote command protocol v4).
+async fn connect_runtime(url: &str) -> anyhow::Result<hyper::upgrade::Upgraded> {
+    let uri: http::Uri = url.parse()?;
+    let host = uri.host().ok_or_else(|| anyhow::anyhow!("streaming URL {url} has no host"))?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port))).await??;
+    tcp.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn.with_upgrades());
+    let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let request = http::Request::post(path)
+        .header(http::header::HOST, format!("{host}:{port}"))
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", "v4.channel.k8s.io")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let mut resp = sender.send_request(request).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        anyhow::bail!("runtime streaming server answered {}", resp.status());
+    }
+    Ok(hyper::upgrade::on(&mut resp).await?)
+}
+
+/// Relays the client's channel messages to the runtime's SPDY session: one stream per channel
+/// (error, stdin, stdout, stderr, resize). Unlike the runtime's WebSocket endpoint (v4 only),
+/// SPDY can end stdin alone, so v5's close-stdin message becomes a FIN on the stdin stream
+/// (what `kubectl cp` and `exec -i` with a finite input need).
+async fn relay<S>(client: tokio_tungstenite::WebSocketStream<S>, url: &str, want: Streams) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let ws_url = url.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
-    let mut request = ws_url.into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", http::HeaderValue::from_static("v4.channel.k8s.io"));
-    let (runtime, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request)).await??;
-    let (mut rt_tx, mut rt_rx) = runtime.split();
-    let (mut cl_tx, mut cl_rx) = client.split();
-    let up = async {
-        while let Some(m) = cl_rx.next().await {
-            match m? {
-                Message::Binary(b) if b.first() == Some(&255) => {} // v5 close-stdin: no v4 form
-                Message::Binary(b) => rt_tx.send(Message::Binary(b)).await?,
-                Message::Close(_) => break,
-                _ => {}
-            }
+    use crate::spdy::{Decoder, Encoder, Frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upgraded = connect_runtime(url).await?;
+    let (mut rt_rd, mut rt_wr) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+    let mut enc = Encoder::default();
+    let mut dec = Decoder::default();
+    // Stream id -> client channel. The error stream carries v4's status, channel 3.
+    let mut channel_of: HashMap<u32, u8> = HashMap::new();
+    let mut stream_of: HashMap<u8, u32> = HashMap::new();
+    let mut out = bytes::BytesMut::new();
+    let mut next_id = 1u32;
+    for (kind, ch, on) in
+        [("error", 3u8, true), ("stdin", 0, want.stdin), ("stdout", 1, want.stdout), ("stderr", 2, want.stderr && !want.tty), ("resize", 4, want.tty)]
+    {
+        if !on {
+            continue;
         }
-        let _ = rt_tx.close().await;
-        anyhow::Ok(())
-    };
-    let down = async {
-        while let Some(m) = rt_rx.next().await {
-            match m? {
-                Message::Binary(b) if b.len() > 1 => cl_tx.send(Message::Binary(b)).await?,
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        // A normal closure (1000): kubectl treats a close without a status as an error.
-        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
-            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
-            reason: "".into(),
-        };
-        let _ = cl_tx.send(Message::Close(Some(frame))).await;
-        let _ = cl_tx.close().await;
-        anyhow::Ok(())
-    };
-    // The runtime's side ends the session (the process exited); stdin ending does not.
-    tokio::select! {
-        r = down => r,
-        r = async { up.await?; futures::future::pending::<anyhow::Result<()>>().await } => r,
+        enc.encode(&Frame::SynStream { stream: next_id, fin: false, headers: vec![("streamtype".into(), kind.into())] }, &mut out)?;
+        channel_of.insert(next_id, ch);
+        stream_of.insert(ch, next_id);
+        next_id += 2;
     }
+    rt_wr.write_all(&out).await?;
+    out.clear();
+    // Data for a stream the runtime has not answered yet would be dropped by it: hold it back.
+    let mut replied: HashSet<u32> = HashSet::new();
+    let mut held: HashMap<u32, Vec<Frame>> = HashMap::new();
+    let (mut cl_tx, mut cl_rx) = client.split();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            n = rt_rd.read(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    break;
+                }
+                dec.feed(&buf[..n]);
+                while let Some(frame) = dec.next_frame()? {
+                    match frame {
+                        Frame::SynReply { stream, .. } => {
+                            replied.insert(stream);
+                            for f in held.remove(&stream).unwrap_or_default() {
+                                enc.encode(&f, &mut out)?;
+                            }
+                        }
+                        Frame::Data { stream, data, .. } if !data.is_empty() => {
+                            if let Some(ch) = channel_of.get(&stream).filter(|c| [1u8, 2, 3].contains(c)) {
+                                let mut msg = Vec::with_capacity(data.len() + 1);
+                                msg.push(*ch);
+                                msg.extend_from_slice(&data);
+                                cl_tx.send(Message::Binary(msg.into())).await?;
+                            }
+                        }
+                        Frame::Ping(id) => enc.encode(&Frame::Ping(id), &mut out)?,
+                        Frame::GoAway { .. } => break,
+                        _ => {}
+                    }
+                }
+            }
+            m = cl_rx.next(), if client_open => {
+                let frame = match m {
+                    Some(Ok(Message::Binary(b))) => match b.split_first() {
+                        // v5 close: [255, channel]; only stdin can be closed.
+                        Some((255, rest)) if rest.first() == Some(&0) => stream_of.get(&0).map(|s| Frame::Data { stream: *s, fin: true, data: bytes::Bytes::new() }),
+                        Some((ch, data)) if !data.is_empty() && (*ch == 0 || *ch == 4) => {
+                            stream_of.get(ch).map(|s| Frame::Data { stream: *s, fin: false, data: bytes::Bytes::copy_from_slice(data) })
+                        }
+                        _ => None,
+                    },
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        // The client is gone; the runtime's side ends the session.
+                        client_open = false;
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(f) = frame {
+                    let Frame::Data { stream, .. } = &f else { continue };
+                    if replied.contains(stream) {
+                        enc.encode(&f, &mut out)?;
+                    } else {
+                        held.entry(*stream).or_default().push(f);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            rt_wr.write_all(&out).await?;
+            out.clear();
+        }
+        if !client_open {
+            break;
+        }
+    }
+    // A normal closure (1000): kubectl treats a close without a status as an error.
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = cl_tx.send(Message::Close(Some(frame))).await;
+    let _ = cl_tx.close().await;
+    let _ = rt_wr.shutdown().await;
+    Ok(())
 }
