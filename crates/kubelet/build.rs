@@ -7,7 +7,7 @@ fn main() {
     if std::process::Command::new(std::env::var("PROTOC").unwrap_or_else(|_| "protoc".into())).arg("--version").output().is_err() {
         panic!("protoc not found: install Debian's protobuf-compiler (apt-get install protobuf-compiler) or set PROTOC");
     }
-    tonic_prost_build::configure().build_server(false).compile_protos(&["proto/cri.proto"], &["proto"]).expect("compile CRI protos");
+    tonic_prost_build::configure().build_server(true).compile_protos(&["proto/cri.proto"], &["proto"]).expect("compile CRI protos");
     let containerd = ["types", "content", "images", "leases"].map(|p| format!("proto/containerd/{p}.proto"));
     tonic_prost_build::configure().build_server(false).compile_protos(&containerd, &["proto/containerd".to_string()]).expect("compile containerd protos");
     build_pause();

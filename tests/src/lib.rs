@@ -327,6 +327,8 @@ impl SimNodes {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(server.dir.path().join(format!("sim-{prefix}.log"))).expect("log file");
         let child = Command::new(r8s_bin())
             .args(["sim-nodes", "--count", &count.to_string(), "--name-prefix", prefix])
+            .arg("--data-dir")
+            .arg(server.dir.path().join(format!("sim-{prefix}")))
             .arg("--kubeconfig")
             .arg(&server.kubeconfig)
             .args(extra)

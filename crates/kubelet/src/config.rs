@@ -35,6 +35,16 @@ pub struct Config {
     pub client_ca_der: Vec<Vec<u8>>,
     /// Registries pulled from over plain HTTP (HOST:PORT).
     pub insecure_registries: Vec<String>,
+    /// Pods synced at once (upstream runs a worker per pod; 16 is plenty for one node).
+    pub pod_workers: usize,
+    /// Full resync of the node's pods (upstream's syncFrequency), which also refreshes
+    /// ConfigMap/Secret volumes.
+    pub resync_interval: Duration,
+    /// A simulated node (sim-nodes, on an in-memory runtime): httpGet/tcpSocket probes pass
+    /// without a packet being sent (the pod addresses exist nowhere), and volumes that would
+    /// touch the host (hostPath, persistent volumes, tmpfs) are plain directories in the pod's
+    /// directory.
+    pub simulated: bool,
 }
 
 impl Config {

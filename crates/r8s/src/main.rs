@@ -125,6 +125,9 @@ impl NodeFlags {
             kubelet_port: self.kubelet_port,
             client_ca_der,
             insecure_registries: self.insecure_registry.clone(),
+            pod_workers: 16,
+            resync_interval: Duration::from_secs(10),
+            simulated: false,
         })
     }
 }
@@ -206,6 +209,10 @@ struct SimNodesArgs {
     /// Lease duration; leases are renewed every quarter of it.
     #[arg(long, default_value_t = 40)]
     lease_duration_seconds: i32,
+    /// Where the simulated kubelets keep pod directories (default: under the temporary
+    /// directory, emptied at start).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -373,6 +380,7 @@ async fn sim_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
         labels: r8s_simnodes::parse_labels(&args.labels)?,
         taints: r8s_simnodes::parse_taints(&args.taints)?,
         lease_duration_seconds: args.lease_duration_seconds,
+        data_dir: args.data_dir,
     };
     tokio::select! {
         r = r8s_simnodes::run(client, cfg) => r,

@@ -1,11 +1,8 @@
 //! Pod IPs out of each simulated node's podCIDR (what the CNI's host-local IPAM does on a
-//! real node).
+//! real node), keyed by pod uid.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 
 #[derive(Default)]
 pub struct PodIpam {
@@ -22,18 +19,8 @@ fn parse_cidr(cidr: &str) -> Option<(u32, u32)> {
 }
 
 impl PodIpam {
-    /// Records the IP a pod already has (after a restart of the simulator).
-    pub fn adopt(&mut self, pod: &Pod) {
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
-            self.used.entry(node.clone()).or_default().insert(ip);
-            self.by_pod.insert(pod.uid().unwrap_or_default(), (node, ip));
-        }
-    }
-
-    pub fn allocate(&mut self, node: &str, cidr: &str, pod: &Pod) -> Option<String> {
-        let uid = pod.uid().unwrap_or_default();
-        if let Some((_, ip)) = self.by_pod.get(&uid) {
+    pub fn allocate(&mut self, node: &str, cidr: &str, uid: &str) -> Option<String> {
+        if let Some((_, ip)) = self.by_pod.get(uid) {
             return Some(ip.to_string());
         }
         let (base, size) = parse_cidr(cidr)?;
@@ -41,12 +28,12 @@ impl PodIpam {
         // .0 is the network, .1 the node's bridge, the last the broadcast address.
         let ip = (2..size - 1).map(|i| Ipv4Addr::from(base + i)).find(|ip| !used.contains(ip))?;
         used.insert(ip);
-        self.by_pod.insert(uid, (node.to_string(), ip));
+        self.by_pod.insert(uid.to_string(), (node.to_string(), ip));
         Some(ip.to_string())
     }
 
-    pub fn release(&mut self, pod: &Pod) {
-        if let Some((node, ip)) = self.by_pod.remove(&pod.uid().unwrap_or_default())
+    pub fn release(&mut self, uid: &str) {
+        if let Some((node, ip)) = self.by_pod.remove(uid)
             && let Some(u) = self.used.get_mut(&node)
         {
             u.remove(&ip);
@@ -58,20 +45,16 @@ impl PodIpam {
 mod tests {
     use super::*;
 
-    fn pod(uid: &str) -> Pod {
-        serde_json::from_value(serde_json::json!({"metadata": {"name": uid, "uid": uid}})).unwrap()
-    }
-
     #[test]
     fn allocates_distinct_addresses_and_reuses_released_ones() {
         let mut ipam = PodIpam::default();
-        let a = ipam.allocate("n", "10.244.1.0/24", &pod("a")).unwrap();
-        let b = ipam.allocate("n", "10.244.1.0/24", &pod("b")).unwrap();
+        let a = ipam.allocate("n", "10.244.1.0/24", "a").unwrap();
+        let b = ipam.allocate("n", "10.244.1.0/24", "b").unwrap();
         assert_eq!(a, "10.244.1.2");
         assert_eq!(b, "10.244.1.3");
-        assert_eq!(ipam.allocate("n", "10.244.1.0/24", &pod("a")).unwrap(), a, "same pod, same address");
-        ipam.release(&pod("a"));
-        assert_eq!(ipam.allocate("n", "10.244.1.0/24", &pod("c")).unwrap(), "10.244.1.2");
-        assert!(ipam.allocate("n", "10.244.1.0/31", &pod("d")).is_none());
+        assert_eq!(ipam.allocate("n", "10.244.1.0/24", "a").unwrap(), a, "same pod, same address");
+        ipam.release("a");
+        assert_eq!(ipam.allocate("n", "10.244.1.0/24", "c").unwrap(), "10.244.1.2");
+        assert!(ipam.allocate("n", "10.244.1.0/31", "d").is_none());
     }
 }

@@ -1,25 +1,27 @@
-//! Simulated nodes, the way upstream tests at scale with kubemark/kwok: each node is a Node
-//! object with capacity and conditions and a Lease renewed in `kube-node-lease`, and a
-//! pretend kubelet reports the pods bound to it as Running (with an IP from the node's
-//! podCIDR) and finishes their termination. Pods whose restartPolicy is not Always complete
-//! after `r8s.io/sim-duration` seconds (default 0) with exit code `r8s.io/sim-exit-code`
-//! (default 0). Stopping the process stops the renewals, so the node lifecycle controller
-//! marks the nodes NotReady.
+//! Simulated nodes, the way upstream tests at scale with kubemark: each node is a Node object
+//! with capacity and conditions and a Lease renewed in `kube-node-lease`, and runs the real
+//! kubelet's pod workers (r8s-kubelet) on an in-memory CRI runtime (runtime.rs), so pod
+//! lifecycle, status and termination are the same code as on a real node. Pods whose
+//! restartPolicy is not Always complete after `r8s.io/sim-duration` seconds (default 0) with exit
+//! code `r8s.io/sim-exit-code` (default 0). All nodes of one process share one watch of all
+//! pods. Stopping the process stops the renewals, so the node lifecycle controller marks the
+//! nodes NotReady.
 
 mod ipam;
+pub mod runtime;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Api, Client, ResourceExt};
-use r8s_client::informer::{Informers, ObjKey};
-use r8s_client::queue::WorkQueue;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use r8s_client::informer::Informers;
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug)]
@@ -35,6 +37,9 @@ pub struct SimConfig {
     pub lease_duration_seconds: i32,
     /// Index of the first node (several sim-nodes processes can share a prefix).
     pub first_index: usize,
+    /// Where the nodes' kubelets keep pod directories (volumes); default a directory under
+    /// the system's temporary directory, emptied at start.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -49,6 +54,7 @@ impl Default for SimConfig {
             taints: Vec::new(),
             lease_duration_seconds: 40,
             first_index: 0,
+            data_dir: None,
         }
     }
 }
@@ -187,14 +193,7 @@ pub async fn run(client: Client, cfg: SimConfig) -> anyhow::Result<()> {
         .collect::<anyhow::Result<()>>()?;
     tracing::info!(count = names.len(), "simulated nodes registered");
 
-    let informers = Informers::new(client.clone());
-    let kubelet = Arc::new(Kubelet {
-        client: client.clone(),
-        own: names.iter().cloned().collect(),
-        informers: informers.clone(),
-        ipam: Mutex::new(ipam::PodIpam::default()),
-    });
-    kubelet.clone().start().await;
+    start_kubelets(&client, &cfg, &indexed).await?;
 
     // Lease renewal at a quarter of the lease duration (upstream's kubelet renews every 10 s of 40 s),
     // node status refresh once a minute.
@@ -229,205 +228,61 @@ pub async fn run(client: Client, cfg: SimConfig) -> anyhow::Result<()> {
     }
 }
 
-struct Kubelet {
-    client: Client,
-    own: HashSet<String>,
-    informers: Informers,
-    ipam: Mutex<ipam::PodIpam>,
-}
-
-impl Kubelet {
-    async fn start(self: Arc<Self>) {
-        let queue: WorkQueue<ObjKey> = WorkQueue::new();
-        let pods = self.informers.get::<Pod>();
-        let nodes = self.informers.get::<Node>();
-        {
-            let me = self.clone();
-            let q = queue.clone();
-            pods.on_change(move |old, new| {
-                let p = new.or(old).unwrap();
-                if me.owns(p) {
-                    if new.is_none() {
-                        me.ipam.lock().unwrap().release(p);
-                    }
-                    q.add(r8s_client::informer::key_of(p.as_ref()));
-                }
-            });
-        }
-        {
-            // A node that just got its podCIDR can start the pods waiting for an IP.
-            let me = self.clone();
-            let q = queue.clone();
-            nodes.on_change(move |old, new| {
-                let Some(n) = new else { return };
-                let had = old.and_then(|o| o.spec.as_ref()).and_then(|s| s.pod_cidr.clone());
-                let has = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
-                if had.is_none() && has.is_some() && me.own.contains(&n.name_any()) {
-                    for p in me.informers.get::<Pod>().list() {
-                        if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n.name_any().as_str()) {
-                            q.add(r8s_client::informer::key_of(p.as_ref()));
-                        }
-                    }
-                }
-            });
-        }
-        pods.synced().await;
-        nodes.synced().await;
-        {
-            let mut ipam = self.ipam.lock().unwrap();
-            for p in pods.list() {
-                if self.owns(&p) {
-                    ipam.adopt(&p);
-                }
+/// One kubelet per node, each on its own simulated runtime, fed by one shared pod watch.
+async fn start_kubelets(client: &Client, cfg: &SimConfig, indexed: &[(usize, String)]) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("r8s-sim-nodes-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir)?;
+    let informers = Informers::new(client.clone());
+    let shared = r8s_kubelet::pods::SharedPods::new(&informers);
+    let all_pods = informers.get::<Pod>();
+    let nodes = informers.get::<Node>();
+    nodes.synced().await;
+    for (i, name) in indexed {
+        let world = runtime::World {
+            node_name: name.clone(),
+            pod_cidr: {
+                let (nodes, name) = (nodes.clone(), name.clone());
+                Box::new(move || nodes.get("", &name).and_then(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.clone())))
+            },
+            pod: {
+                let pods = all_pods.clone();
+                Box::new(move |ns, n| pods.get(ns, n))
+            },
+        };
+        let kcfg = r8s_kubelet::Config {
+            node_name: name.clone(),
+            node_ip: node_address(*i).parse()?,
+            data_dir: data_dir.join(name),
+            runtime_endpoint: None,
+            airgap_images_dir: PathBuf::new(),
+            pod_manifest_path: PathBuf::new(),
+            cgroup_root: "/".into(),
+            cni_bin_dir: PathBuf::new(),
+            node_labels: vec![],
+            node_taints: vec![],
+            lease_renew_interval: Duration::from_secs(10),
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            kubelet_port: 10250,
+            client_ca_der: vec![],
+            insecure_registries: vec![],
+            // Thousands of nodes in one process: few workers each, and a slow full resync
+            // (each one re-reads the pods' ConfigMaps and Secrets from the API).
+            pod_workers: 2,
+            resync_interval: Duration::from_secs(300),
+            simulated: true,
+        };
+        let rt = runtime::SimRuntime::new(world).into_runtime();
+        let kubelet = r8s_kubelet::pods::Kubelet::with_pods(client.clone(), Arc::new(kcfg), rt, shared.for_node(name));
+        let node = node_object(cfg, *i, name);
+        tokio::spawn(async move {
+            if let Err(e) = kubelet.run(node).await {
+                tracing::warn!(error = %e, "simulated kubelet stopped");
             }
-        }
-        for p in pods.list() {
-            if self.owns(&p) {
-                queue.add(r8s_client::informer::key_of(p.as_ref()));
-            }
-        }
-        let me = self.clone();
-        r8s_client::run_workers("sim-kubelet", queue, 8, move |key| {
-            let me = me.clone();
-            async move { me.sync_pod(key).await }
         });
     }
-
-    fn owns(&self, p: &Pod) -> bool {
-        p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| self.own.contains(n))
-    }
-
-    async fn sync_pod(&self, (ns, name): ObjKey) -> anyhow::Result<Option<Duration>> {
-        let Some(pod) = self.informers.get::<Pod>().get(&ns, &name) else {
-            return Ok(None);
-        };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let status = pod.status.clone().unwrap_or_default();
-        let phase = status.phase.clone().unwrap_or_default();
-        if pod.metadata.deletion_timestamp.is_some() {
-            // The containers "stop" at once: confirm the deletion as a kubelet does.
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(&name, &dp).await {
-                Ok(_) => {}
-                Err(e) if r8s_client::is_not_found(&e) || r8s_client::is_conflict(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-            return Ok(None);
-        }
-        if phase == "Succeeded" || phase == "Failed" {
-            return Ok(None);
-        }
-        let spec = pod.spec.clone().unwrap_or_default();
-        let node_name = spec.node_name.clone().unwrap_or_default();
-        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
-        let annotations = pod.annotations();
-        if phase != "Running" {
-            let Some(node) = self.informers.get::<Node>().get("", &node_name) else {
-                return Ok(Some(Duration::from_secs(1)));
-            };
-            let host_ip = node
-                .status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-                .map(|a| a.address.clone())
-                .unwrap_or_default();
-            let pod_ip = if spec.host_network == Some(true) {
-                host_ip.clone()
-            } else {
-                let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
-                let Some(cidr) = cidr else {
-                    // No podCIDR yet (node IPAM has not run): the node's update requeues us.
-                    return Ok(None);
-                };
-                match self.ipam.lock().unwrap().allocate(&node_name, &cidr, &pod) {
-                    Some(ip) => ip,
-                    None => anyhow::bail!("no free pod IP in {cidr} on {node_name}"),
-                }
-            };
-            let now = now_str();
-            let started = status.start_time.as_ref().map(|t| serde_json::to_value(t).unwrap()).unwrap_or(json!(now));
-            let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-            let containers: Vec<Value> = spec
-                .containers
-                .iter()
-                .map(|c| {
-                    let image = c.image.clone().unwrap_or_default();
-                    json!({
-                        "name": c.name, "image": image, "imageID": format!("sim://{image}"),
-                        "containerID": format!("containerd://{}", uuid::Uuid::new_v4().simple()),
-                        "ready": true, "started": true, "restartCount": 0,
-                        "state": {"running": {"startedAt": now}},
-                    })
-                })
-                .collect();
-            let init: Vec<Value> = spec
-                .init_containers
-                .iter()
-                .flatten()
-                .map(|c| {
-                    let image = c.image.clone().unwrap_or_default();
-                    json!({
-                        "name": c.name, "image": image, "imageID": format!("sim://{image}"),
-                        "containerID": format!("containerd://{}", uuid::Uuid::new_v4().simple()),
-                        "ready": true, "started": false, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
-                    })
-                })
-                .collect();
-            let mut st = json!({
-                "phase": "Running",
-                "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
-                "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-                "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
-                "startTime": started,
-                "containerStatuses": containers,
-            });
-            if !init.is_empty() {
-                st["initContainerStatuses"] = json!(init);
-            }
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await?;
-            if restart_policy == "Always" {
-                return Ok(None);
-            }
-        }
-        if restart_policy != "Always" {
-            let run_for: u64 = annotations.get("r8s.io/sim-duration").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let started = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(started).as_secs().max(0) as u64;
-            if elapsed < run_for {
-                return Ok(Some(Duration::from_secs(run_for - elapsed)));
-            }
-            let code: i32 = annotations.get("r8s.io/sim-exit-code").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
-            let now = now_str();
-            let containers: Vec<Value> = spec
-                .containers
-                .iter()
-                .map(|c| {
-                    json!({
-                        "name": c.name, "image": c.image, "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()),
-                        "containerID": format!("containerd://{}", uuid::Uuid::new_v4().simple()),
-                        "ready": false, "started": false, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": now, "finishedAt": now}},
-                    })
-                })
-                .collect();
-            let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastProbeTime": null, "lastTransitionTime": now});
-            let st = json!({
-                "phase": phase,
-                "conditions": [cond("PodReadyToStartContainers", "False"), cond("Initialized", "True"), cond("Ready", "False"), cond("ContainersReady", "False"), cond("PodScheduled", "True")],
-                "containerStatuses": containers,
-            });
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": st}))).await?;
-            self.ipam.lock().unwrap().release(&pod);
-        }
-        Ok(None)
-    }
+    Ok(())
 }
 
 /// Parses `k=v,k2=v2`.

@@ -6,6 +6,7 @@
 pub mod images;
 pub mod prober;
 pub mod runtime_state;
+pub mod source;
 pub mod spec;
 pub mod status;
 pub mod volumes;
@@ -18,18 +19,17 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, ResourceExt};
-use r8s_client::informer::{Informer, Informers, ObjKey, key_of};
+use r8s_client::informer::{Informers, ObjKey, key_of};
 use r8s_client::queue::WorkQueue;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::cri::{CALL_TIMEOUT, Runtime, pb, req};
 use runtime_state::{PodRuntimeState, restart_count};
+pub use source::{PodSource, SharedPods};
 use spec::{ANN_RESTART_COUNT, ANN_TERMINATION_PATH, EnvSources, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 use status::Waiting;
 
-/// Seconds between full resyncs of this node's pods.
-const RESYNC_SECONDS: u64 = 10;
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -37,7 +37,7 @@ pub struct Kubelet {
     client: kube::Client,
     cfg: Arc<Config>,
     rt: Runtime,
-    pods: Arc<Informer<Pod>>,
+    pods: PodSource,
     queue: WorkQueue<ObjKey>,
     recorder: r8s_client::events::Recorder,
     host_ip: String,
@@ -50,15 +50,21 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
+    /// A kubelet watching its own node's pods.
     pub fn new(client: kube::Client, cfg: Arc<Config>, rt: Runtime) -> Arc<Kubelet> {
-        let informers = Informers::new(client.clone());
-        let pods = informers.get_selected::<Pod>(&format!("spec.nodeName={}", cfg.node_name));
+        let pods = PodSource::own(&Informers::new(client.clone()), &cfg.node_name);
+        Self::with_pods(client, cfg, rt, pods)
+    }
+
+    /// A kubelet whose pods come from `pods` (one node's share of a shared watch).
+    pub fn with_pods(client: kube::Client, cfg: Arc<Config>, rt: Runtime, pods: PodSource) -> Arc<Kubelet> {
         let host_ip = cfg.node_ip.to_string();
         let recorder = r8s_client::events::Recorder::new(client.clone(), "kubelet").with_host(&cfg.node_name);
         Arc::new_cyclic(|me: &std::sync::Weak<Kubelet>| {
             let me = me.clone();
             let probes = Arc::new(prober::Ctx {
                 rt: rt.clone(),
+                network: !cfg.simulated,
                 results: Default::default(),
                 recorder: recorder.clone(),
                 changed: Arc::new(move || {
@@ -122,7 +128,7 @@ impl Kubelet {
             k.queue.add(key_of(p.as_ref()));
         }
         let me = k.clone();
-        r8s_client::run_workers("kubelet", k.queue.clone(), 16, move |key| {
+        r8s_client::run_workers("kubelet", k.queue.clone(), k.cfg.pod_workers.max(1), move |key| {
             let me = me.clone();
             async move { me.sync(key).await }
         });
@@ -141,7 +147,7 @@ impl Kubelet {
             n += 1;
             // Periodic resync (upstream: syncFrequency): ConfigMap, Secret and downward API
             // volumes follow their sources without a watch on every object a pod refers to.
-            if n.is_multiple_of(RESYNC_SECONDS) {
+            if n.is_multiple_of(self.cfg.resync_interval.as_secs().max(1)) {
                 self.requeue_all();
             }
             let Ok(now) = runtime_state::snapshot(&self.rt).await else { continue };

@@ -28,7 +28,14 @@ pub fn prepare(cfg: &Config, pod: &Pod, src: &Sources) -> Result<HashMap<String,
     let base = pod_dir(cfg, &uid).join("volumes");
     let mut out = HashMap::new();
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
-        let path = prepare_one(&base, pod, &v, src).map_err(|e| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name))?;
+        let path = if cfg.simulated && (v.host_path.is_some() || v.persistent_volume_claim.is_some() || v.empty_dir.is_some()) {
+            // A simulated node has no host to share: a directory stands in.
+            let dir = base.join(&v.name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name))?;
+            dir
+        } else {
+            prepare_one(&base, pod, &v, src).map_err(|e| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name))?
+        };
         out.insert(v.name.clone(), path);
     }
     Ok(out)
