@@ -364,3 +364,102 @@ impl pb::image_service_server::ImageService for SimRuntime {
         Ok(Response::new(pb::RemoveImageResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r8s_kubelet::cri::req;
+
+    fn pod(policy: &str, annotations: serde_json::Value) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": annotations},
+                "spec": {"restartPolicy": policy, "initContainers": [{"name": "init"}], "containers": [{"name": "c"}]},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn runtime(p: Arc<Pod>) -> r8s_kubelet::cri::Runtime {
+        SimRuntime::new(World {
+            node_name: "n".into(),
+            pod_cidr: Box::new(|| Some("10.244.3.0/24".into())),
+            pod: Box::new(move |ns, n| (ns == "ns" && n == "p").then(|| p.clone())),
+        })
+        .into_runtime()
+    }
+
+    async fn start(rt: &r8s_kubelet::cri::Runtime, sandbox: &str, name: &str) -> String {
+        let config = pb::ContainerConfig { metadata: Some(pb::ContainerMetadata { name: name.into(), attempt: 0 }), ..Default::default() };
+        let id = rt
+            .runtime
+            .clone()
+            .create_container(req(
+                pb::CreateContainerRequest { pod_sandbox_id: sandbox.into(), config: Some(config), sandbox_config: None },
+                Duration::from_secs(5),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.runtime.clone().start_container(req(pb::StartContainerRequest { container_id: id.clone() }, Duration::from_secs(5))).await.unwrap();
+        id
+    }
+
+    async fn state(rt: &r8s_kubelet::cri::Runtime, id: &str) -> (i32, i32) {
+        let s = rt
+            .runtime
+            .clone()
+            .container_status(req(pb::ContainerStatusRequest { container_id: id.into(), verbose: false }, Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        (s.state, s.exit_code)
+    }
+
+    async fn sandbox(rt: &r8s_kubelet::cri::Runtime) -> (String, String) {
+        let config = pb::PodSandboxConfig {
+            metadata: Some(pb::PodSandboxMetadata { name: "p".into(), uid: "u1".into(), namespace: "ns".into(), attempt: 0 }),
+            ..Default::default()
+        };
+        let id = rt
+            .runtime
+            .clone()
+            .run_pod_sandbox(req(pb::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }, Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let mut client = rt.runtime.clone();
+        let st = client.pod_sandbox_status(req(pb::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false }, Duration::from_secs(5))).await;
+        let ip = st.unwrap().into_inner().status.unwrap().network.unwrap().ip;
+        (id, ip)
+    }
+
+    /// Through the CRI client, as the kubelet calls it: a Never pod's container exits with the
+    /// annotated code, init containers complete, an Always pod's container keeps running.
+    #[tokio::test]
+    async fn containers_live_as_the_pod_describes() {
+        let rt = runtime(pod("Never", serde_json::json!({ANN_EXIT_CODE: "3"})));
+        let (sb, ip) = sandbox(&rt).await;
+        assert_eq!(ip, "10.244.3.2");
+        let init = start(&rt, &sb, "init").await;
+        assert_eq!(state(&rt, &init).await, (EXITED, 0));
+        let c = start(&rt, &sb, "c").await;
+        assert_eq!(state(&rt, &c).await, (EXITED, 3));
+
+        let rt = runtime(pod("Always", serde_json::json!({ANN_EXIT_CODE: "3"})));
+        let (sb, _) = sandbox(&rt).await;
+        let c = start(&rt, &sb, "c").await;
+        assert_eq!(state(&rt, &c).await, (RUNNING, 0));
+        rt.runtime.clone().stop_container(req(pb::StopContainerRequest { container_id: c.clone(), timeout: 30 }, Duration::from_secs(5))).await.unwrap();
+        assert_eq!(state(&rt, &c).await.0, EXITED);
+        // Removing the sandbox takes its containers and frees the address.
+        rt.runtime.clone().remove_pod_sandbox(req(pb::RemovePodSandboxRequest { pod_sandbox_id: sb }, Duration::from_secs(5))).await.unwrap();
+        let list = rt.runtime.clone().list_containers(req(pb::ListContainersRequest { filter: None }, Duration::from_secs(5))).await.unwrap();
+        assert!(list.into_inner().containers.is_empty());
+        assert_eq!(sandbox(&rt).await.1, "10.244.3.2");
+    }
+}
