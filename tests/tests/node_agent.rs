@@ -424,6 +424,37 @@ fn forwarded_ports(stdout: std::process::ChildStdout, remotes: &[u16]) -> Option
     Some(found)
 }
 
+/// Runs a streaming kubectl command until its output has a line with `want` (then kills it).
+fn stream_until(lab: &Lab, args: &[&str], want: &str) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &lab.server.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(want) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
 /// One HTTP/1.0 request over the forwarded local port (loopback only), the whole answer back.
 fn http_get(port: u16) -> String {
     use std::io::{Read, Write};
@@ -436,7 +467,7 @@ fn http_get(port: u16) -> String {
 }
 
 #[test]
-fn port_forward_cp_and_exec_with_a_tty() {
+fn port_forward_cp_attach_logs_follow_and_exec_with_a_tty() {
     let lab = Lab::start();
     let s = &lab.server;
     s.k(&[
@@ -491,6 +522,15 @@ fn port_forward_cp_and_exec_with_a_tty() {
     let back = lab.agent.data_dir.join("from-pod.txt");
     s.k(&["cp", "pf:/www/index.html", back.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "forwarded-page\n");
+
+    // logs -f and attach stream what a running container prints, as it prints it.
+    s.k(&["run", "ticker", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.3; done"]);
+    wait_for("ticker Running", Duration::from_secs(60), || (jsonpath(&lab, &["pod", "ticker"], "{.status.phase}") == "Running").then_some(()));
+    let followed = stream_until(&lab, &["logs", "-f", "ticker"], "tick-5");
+    assert!(followed.starts_with("tick-0\n") && followed.contains("tick-5"), "{followed}");
+    let attached = stream_until(&lab, &["attach", "ticker"], "tick-");
+    let n: u32 = attached.lines().find_map(|l| l.strip_prefix("tick-")).and_then(|n| n.trim().parse().ok()).expect("a tick line from attach");
+    assert!(n >= 5, "attach shows lines printed after it connected, not the log: {attached}");
 
     // exec -it: kubectl on a pseudo-terminal (script(1) gives it one) gets a TTY in the container.
     let out = std::process::Command::new("script")
