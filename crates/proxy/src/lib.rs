@@ -1,0 +1,7 @@
+//! The service proxy (kube-proxy's job): Services and EndpointSlices become packet-filter rules
+//! on the node, so that cluster IPs, node ports and load-balancer addresses reach the ready
+//! endpoints. `model` computes the desired state; a backend (`nftables`) renders it whole or as
+//! the difference from what was applied last.
+
+pub mod model;
+pub mod nftables;

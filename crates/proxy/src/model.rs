@@ -1,0 +1,249 @@
+//! The desired state of the data path, computed from Services and EndpointSlices: one entry per
+//! (service, port), with the addresses it answers on and the endpoints that may receive its
+//! traffic. Pure functions; the backends turn two models into rules or rule changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn parse(s: Option<&str>) -> Protocol {
+        match s {
+            Some("UDP") => Protocol::Udp,
+            Some("SCTP") => Protocol::Sctp,
+            _ => Protocol::Tcp,
+        }
+    }
+    /// nft's name for it.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// `namespace/service:port-name`, as upstream names service ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortName {
+    pub namespace: String,
+    pub service: String,
+    pub port: String,
+}
+
+impl std::fmt::Display for PortName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service)?;
+        if !self.port.is_empty() {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// One service port, resolved: where it listens and where its traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub protocol: Protocol,
+    pub port: u16,
+    /// ClusterIPs (none for headless services).
+    pub cluster_ips: Vec<Ipv4Addr>,
+    /// externalIPs and load-balancer ingress IPs: reached like the cluster IP, from outside.
+    pub external_ips: Vec<Ipv4Addr>,
+    pub node_port: Option<u16>,
+    /// Endpoints for traffic to the cluster IP (all ready ones, or this node's only with
+    /// internalTrafficPolicy Local). Sorted.
+    pub cluster_endpoints: Vec<Endpoint>,
+    /// Endpoints for traffic from outside (node ports, external and LB IPs): this node's only
+    /// with externalTrafficPolicy Local (and then the client address is kept).
+    pub external_endpoints: Vec<Endpoint>,
+    pub external_local: bool,
+}
+
+pub type Model = BTreeMap<PortName, ServicePort>;
+
+fn ipv4s<'a>(it: impl IntoIterator<Item = &'a String>) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = it.into_iter().filter_map(|s| s.parse().ok()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Builds the model for `node` (whose endpoints count as local) from every Service and
+/// EndpointSlice. ExternalName services and services without ports have no data path.
+pub fn build<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a EndpointSlice>, node: &str) -> Model {
+    // (namespace, service) -> port name -> (ready endpoints, local ready endpoints)
+    type Eps = (BTreeSet<Endpoint>, BTreeSet<Endpoint>);
+    let mut by_service: BTreeMap<(String, String), BTreeMap<(String, Protocol), Eps>> = BTreeMap::new();
+    for s in slices {
+        if s.address_type != "IPv4" {
+            continue;
+        }
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned() else { continue };
+        let ports = by_service.entry((ns, svc)).or_default();
+        for p in s.ports.iter().flatten() {
+            let (Some(port), name) = (p.port, p.name.clone().unwrap_or_default()) else { continue };
+            let entry = ports.entry((name, Protocol::parse(p.protocol.as_deref()))).or_default();
+            for e in &s.endpoints {
+                let c = e.conditions.clone().unwrap_or_default();
+                // Upstream: ready, or (for terminating endpoints) serving when nothing else is.
+                // Ready is what receives new connections.
+                if c.ready == Some(false) {
+                    continue;
+                }
+                for a in ipv4s(&e.addresses) {
+                    let ep = Endpoint { ip: a, port: port as u16 };
+                    entry.0.insert(ep);
+                    if e.node_name.as_deref() == Some(node) {
+                        entry.1.insert(ep);
+                    }
+                }
+            }
+        }
+    }
+    let mut model = Model::new();
+    for svc in services {
+        let Some(spec) = svc.spec.as_ref() else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let cluster_ips = ipv4s(spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter()).filter(|ip| *ip != "None"));
+        let mut external_ips = ipv4s(spec.external_ips.iter().flatten());
+        if spec.type_.as_deref() == Some("LoadBalancer") {
+            let lb: Vec<String> = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip)
+                .collect();
+            external_ips.extend(ipv4s(&lb));
+            external_ips.sort();
+            external_ips.dedup();
+        }
+        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let eps = by_service.get(&(ns.clone(), name.clone()));
+        for p in spec.ports.iter().flatten() {
+            let protocol = Protocol::parse(p.protocol.as_deref());
+            let port_name = p.name.clone().unwrap_or_default();
+            let (all, local) = eps.and_then(|e| e.get(&(port_name.clone(), protocol))).cloned().unwrap_or_default();
+            let node_port = p.node_port.filter(|n| *n > 0 && matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))).map(|n| n as u16);
+            if cluster_ips.is_empty() && node_port.is_none() && external_ips.is_empty() {
+                continue; // headless: DNS answers with the endpoints themselves
+            }
+            let all: Vec<Endpoint> = all.into_iter().collect();
+            let local: Vec<Endpoint> = local.into_iter().collect();
+            model.insert(
+                PortName { namespace: ns.clone(), service: name.clone(), port: port_name },
+                ServicePort {
+                    protocol,
+                    port: p.port as u16,
+                    cluster_ips: cluster_ips.clone(),
+                    external_ips: external_ips.clone(),
+                    node_port,
+                    cluster_endpoints: if internal_local { local.clone() } else { all.clone() },
+                    external_endpoints: if external_local { local } else { all },
+                    external_local,
+                },
+            );
+        }
+    }
+    model
+}
+
+/// What changed between two models: entries to remove (old form) and to add (new form).
+pub fn diff<'a>(old: &'a Model, new: &'a Model) -> (Vec<(&'a PortName, &'a ServicePort)>, Vec<(&'a PortName, &'a ServicePort)>) {
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    for (k, v) in old {
+        if new.get(k) != Some(v) {
+            removed.push((k, v));
+        }
+    }
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            added.push((k, v));
+        }
+    }
+    (removed, added)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn service(name: &str, v: serde_json::Value) -> Service {
+        let mut obj = json!({"metadata": {"name": name, "namespace": "default"}, "spec": v});
+        if let Some(st) = obj["spec"].get("status").cloned() {
+            obj["status"] = st;
+            obj["spec"].as_object_mut().unwrap().remove("status");
+        }
+        serde_json::from_value(obj).unwrap()
+    }
+
+    pub fn slice(svc: &str, ports: serde_json::Value, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{svc}-abc"), "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4", "ports": ports, "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_endpoints_by_port_and_traffic_policy() {
+        let svc = service(
+            "web",
+            json!({"type": "NodePort", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "externalTrafficPolicy": "Local",
+                   "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}),
+        );
+        let sl = slice(
+            "web",
+            json!([{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}]),
+            json!([
+                {"addresses": ["10.244.1.5"], "conditions": {"ready": true}, "nodeName": "a"},
+                {"addresses": ["10.244.2.7"], "conditions": {"ready": true}, "nodeName": "b"},
+                {"addresses": ["10.244.1.9"], "conditions": {"ready": false}, "nodeName": "a"},
+            ]),
+        );
+        let m = build([&svc], [&sl], "a");
+        let http = &m[&PortName { namespace: "default".into(), service: "web".into(), port: "http".into() }];
+        assert_eq!(http.cluster_ips, vec![Ipv4Addr::new(10, 96, 0, 20)]);
+        assert_eq!(http.node_port, Some(30080));
+        let ips = |v: &[Endpoint]| v.iter().map(|e| format!("{}:{}", e.ip, e.port)).collect::<Vec<_>>();
+        assert_eq!(ips(&http.cluster_endpoints), ["10.244.1.5:8080", "10.244.2.7:8080"], "not-ready endpoints get no traffic");
+        assert_eq!(ips(&http.external_endpoints), ["10.244.1.5:8080"], "externalTrafficPolicy Local: this node's only");
+        let dns = &m[&PortName { namespace: "default".into(), service: "web".into(), port: "dns".into() }];
+        assert_eq!((dns.protocol, dns.node_port), (Protocol::Udp, None));
+        assert_eq!(ips(&dns.cluster_endpoints), ["10.244.1.5:5353", "10.244.2.7:5353"]);
+    }
+
+    #[test]
+    fn headless_and_external_name_services_have_no_data_path() {
+        let headless = service("h", json!({"clusterIP": "None", "ports": [{"port": 80}]}));
+        let ext = service("e", json!({"type": "ExternalName", "externalName": "example.com"}));
+        assert!(build([&headless, &ext], [], "a").is_empty());
+    }
+}

@@ -1,0 +1,261 @@
+//! The nftables backend. Upstream's nftables proxy gives every service and endpoint a chain,
+//! and the kernel re-validates all of them on each transaction: with 10,000 services a
+//! one-service change costs ~150 ms. Here the rules are fixed and the services are data:
+//!
+//! - `svc_N` (and `ext_N`, `extl_N` for external/LB addresses, `np_N`, `npl_N` for node ports):
+//!   sets of `address . protocol . port` whose service has N endpoints; one rule per set
+//!   DNATs to `endpoints[address . protocol . port . (numgen random mod N)]`.
+//! - `endpoints` / `np_endpoints`: verdict-free maps from (key, slot) to endpoint address and port.
+//! - `no_endpoints`, `np_none`: service ports without endpoints, rejected as upstream does.
+//! - `hairpin`: (endpoint, endpoint) pairs, masqueraded so a pod reaching itself through its
+//!   service gets the answer back through NAT.
+//!
+//! A change is then a handful of element additions and deletions in one `nft -f` transaction;
+//! only a service with more endpoints than any rule covers needs the table rebuilt.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use crate::model::{Endpoint, Model, Protocol, ServicePort};
+
+/// Mark bit of packets to masquerade (upstream's 0x4000).
+pub const MASQ_MARK: u32 = 0x4000;
+/// Rules exist for at least this many endpoints per service.
+const MIN_SLOTS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub table: String,
+    /// The pod network (`--cluster-cidr`): traffic to a cluster IP from outside it is
+    /// masqueraded, so answers come back through this node.
+    pub cluster_cidr: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { table: "r8s-proxy".into(), cluster_cidr: None }
+    }
+}
+
+/// (set or map name, element text)
+pub type Element = (&'static str, String);
+
+fn proto(p: Protocol) -> &'static str {
+    p.nft()
+}
+
+fn ep(e: &Endpoint) -> String {
+    format!("{} . {}", e.ip, e.port)
+}
+
+fn slot_sets(sp: &ServicePort, addr: std::net::Ipv4Addr, external: bool, out: &mut BTreeSet<Element>) {
+    let key = format!("{addr} . {} . {}", proto(sp.protocol), sp.port);
+    let eps = if external { &sp.external_endpoints } else { &sp.cluster_endpoints };
+    if eps.is_empty() {
+        out.insert(("no_endpoints", key));
+        return;
+    }
+    let set = match (external, sp.external_local) {
+        (false, _) => "svc",
+        (true, false) => "ext",
+        (true, true) => "extl",
+    };
+    out.insert((set_name(set, eps.len()), key.clone()));
+    for (i, e) in eps.iter().enumerate() {
+        out.insert(("endpoints", format!("{key} . {i} : {}", ep(e))));
+    }
+}
+
+/// Set names are static strings so elements stay cheap to compare; counts beyond the
+/// precomputed ones are leaked once each (there are few distinct counts).
+fn set_name(kind: &str, n: usize) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<(String, usize), &'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap();
+    names.entry((kind.to_string(), n)).or_insert_with(|| Box::leak(format!("{kind}_{n}").into_boxed_str()))
+}
+
+/// Every element the model puts in the table's sets and maps.
+pub fn elements(model: &Model) -> BTreeSet<Element> {
+    let mut out = BTreeSet::new();
+    for sp in model.values() {
+        for a in &sp.cluster_ips {
+            out.insert(("cluster_ips", a.to_string()));
+            slot_sets(sp, *a, false, &mut out);
+        }
+        for a in &sp.external_ips {
+            slot_sets(sp, *a, true, &mut out);
+        }
+        if let Some(np) = sp.node_port {
+            let key = format!("{} . {np}", proto(sp.protocol));
+            let eps = &sp.external_endpoints;
+            if eps.is_empty() {
+                out.insert(("np_none", key));
+            } else {
+                out.insert((set_name(if sp.external_local { "npl" } else { "np" }, eps.len()), key.clone()));
+                for (i, e) in eps.iter().enumerate() {
+                    out.insert(("np_endpoints", format!("{key} . {i} : {}", ep(e))));
+                }
+            }
+        }
+        for e in sp.cluster_endpoints.iter().chain(&sp.external_endpoints) {
+            out.insert(("hairpin", format!("{0} . {0}", e.ip)));
+        }
+    }
+    out
+}
+
+/// The largest endpoint count the rules must cover.
+fn slots(model: &Model) -> usize {
+    model.values().map(|s| s.cluster_endpoints.len().max(s.external_endpoints.len())).max().unwrap_or(0).max(MIN_SLOTS)
+}
+
+/// The whole table, replacing any previous one, in one transaction.
+pub fn full(model: &Model, o: &Options) -> String {
+    let t = &o.table;
+    let n = slots(model);
+    let mut s = String::new();
+    // Declaring the table first makes the delete valid when it does not exist yet.
+    let _ = writeln!(s, "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
+    let svc_key = "typeof ip daddr . meta l4proto . th dport";
+    let np_key = "typeof meta l4proto . th dport";
+    let _ = writeln!(s, "  set cluster_ips {{ typeof ip daddr; }}");
+    let _ = writeln!(s, "  set no_endpoints {{ {svc_key}; }}");
+    let _ = writeln!(s, "  set np_none {{ {np_key}; }}");
+    let _ = writeln!(s, "  set hairpin {{ typeof ip saddr . ip daddr; }}");
+    let _ = writeln!(s, "  map endpoints {{ typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }}");
+    let _ = writeln!(s, "  map np_endpoints {{ typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }}");
+    for i in 1..=n {
+        for kind in ["svc", "ext", "extl"] {
+            let _ = writeln!(s, "  set {kind}_{i} {{ {svc_key}; }}");
+        }
+        for kind in ["np", "npl"] {
+            let _ = writeln!(s, "  set {kind}_{i} {{ {np_key}; }}");
+        }
+    }
+    let masq = format!("meta mark set meta mark | {MASQ_MARK:#x}");
+    let _ = writeln!(s, "  chain services {{");
+    if let Some(cidr) = &o.cluster_cidr {
+        let _ = writeln!(s, "    ip saddr != {cidr} ip daddr @cluster_ips {masq}");
+    }
+    let svc = "ip daddr . meta l4proto . th dport";
+    for i in 1..=n {
+        let _ = writeln!(s, "    {svc} @svc_{i} dnat ip to {svc} . numgen random mod {i} map @endpoints");
+        let _ = writeln!(s, "    {svc} @ext_{i} {masq} dnat ip to {svc} . numgen random mod {i} map @endpoints");
+        let _ = writeln!(s, "    {svc} @extl_{i} dnat ip to {svc} . numgen random mod {i} map @endpoints");
+    }
+    let np = "meta l4proto . th dport";
+    for i in 1..=n {
+        let _ = writeln!(s, "    fib daddr type local {np} @np_{i} {masq} dnat ip to {np} . numgen random mod {i} map @np_endpoints");
+        let _ = writeln!(s, "    fib daddr type local {np} @npl_{i} dnat ip to {np} . numgen random mod {i} map @np_endpoints");
+    }
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(s, "  chain nat_prerouting {{ type nat hook prerouting priority -100; jump services; }}");
+    let _ = writeln!(s, "  chain nat_output {{ type nat hook output priority -100; jump services; }}");
+    let _ = writeln!(
+        s,
+        "  chain nat_postrouting {{ type nat hook postrouting priority 100; meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade; ct status dnat ip saddr . ip daddr @hairpin masquerade; }}"
+    );
+    // No endpoints: refuse at once (ICMP port unreachable) instead of letting packets wander.
+    let reject = format!("{svc} @no_endpoints reject");
+    let np_reject = format!("fib daddr type local {np} @np_none reject");
+    let _ = writeln!(s, "  chain filter_output {{ type filter hook output priority -10; {reject}; {np_reject}; }}");
+    let _ = writeln!(s, "  chain filter_forward {{ type filter hook forward priority -10; {reject}; }}");
+    let _ = writeln!(s, "  chain filter_input {{ type filter hook input priority -10; {np_reject}; }}");
+    let _ = writeln!(s, "}}");
+    let els = elements(model);
+    write_elements(&mut s, "add", t, els.iter());
+    s
+}
+
+fn write_elements<'a>(s: &mut String, verb: &str, table: &str, els: impl Iterator<Item = &'a Element>) {
+    // One statement per set keeps the transaction short.
+    let mut current: Option<&str> = None;
+    for (set, el) in els {
+        if current != Some(set) {
+            if current.is_some() {
+                s.push_str(" }\n");
+            }
+            let _ = write!(s, "{verb} element ip {table} {set} {{ {el}");
+            current = Some(set);
+        } else {
+            let _ = write!(s, ", {el}");
+        }
+    }
+    if current.is_some() {
+        s.push_str(" }\n");
+    }
+}
+
+/// The transaction turning `old` into `new` element by element, or None when `new` needs
+/// rules the table does not have (a service with more endpoints than any rule covers).
+pub fn delta(old: &Model, new: &Model, o: &Options) -> Option<String> {
+    if slots(new) > slots(old) {
+        return None;
+    }
+    let (a, b) = (elements(old), elements(new));
+    let mut s = String::new();
+    // Deletions first: a map entry whose value changes is deleted, then added.
+    write_elements(&mut s, "delete", &o.table, a.difference(&b));
+    write_elements(&mut s, "add", &o.table, b.difference(&a));
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::build;
+    use crate::model::tests::{service, slice};
+    use serde_json::json;
+
+    fn two_services() -> Model {
+        let web = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        let dns = service("dns", json!({"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}));
+        let web_eps = slice(
+            "web",
+            json!([{"name": "http", "port": 8080}]),
+            json!([{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}, {"addresses": ["10.244.2.7"], "conditions": {"ready": true}}]),
+        );
+        build([&web, &dns], [&web_eps], "a")
+    }
+
+    fn golden(name: &str, text: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+        if std::env::var("UPDATE_GOLDEN").is_ok() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, want, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+    }
+
+    #[test]
+    fn full_ruleset_matches_the_golden_file() {
+        let o = Options { table: "r8s-proxy".into(), cluster_cidr: Some("10.244.0.0/16".into()) };
+        golden("full.nft", &full(&two_services(), &o));
+    }
+
+    #[test]
+    fn a_change_to_one_service_touches_only_its_elements() {
+        let o = Options::default();
+        let old = two_services();
+        let mut new = old.clone();
+        let web = new.values_mut().find(|s| s.port == 80).unwrap();
+        web.cluster_endpoints.truncate(1);
+        web.external_endpoints.truncate(1);
+        let d = delta(&old, &new, &o).unwrap();
+        golden("delta-scale-down.nft", &d);
+        assert!(!d.contains("10.96.0.10"), "the other service is untouched: {d}");
+        assert_eq!(delta(&old, &old, &o).unwrap(), "", "no change, no transaction");
+    }
+
+    #[test]
+    fn more_endpoints_than_the_rules_cover_needs_a_full_sync() {
+        let old = two_services();
+        let mut new = old.clone();
+        let web = new.values_mut().find(|s| s.port == 80).unwrap();
+        web.cluster_endpoints = (0..40).map(|i| Endpoint { ip: std::net::Ipv4Addr::new(10, 244, 3, i), port: 8080 }).collect();
+        assert!(delta(&old, &new, &Options::default()).is_none());
+        assert!(full(&new, &Options::default()).contains("set svc_40 "));
+    }
+}
