@@ -5,3 +5,4 @@
 
 pub mod model;
 pub mod nftables;
+pub mod run;

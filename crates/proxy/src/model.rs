@@ -1,6 +1,7 @@
 //! The desired state of the data path, computed from Services and EndpointSlices: one entry per
 //! (service, port), with the addresses it answers on and the endpoints that may receive its
-//! traffic. Pure functions; the backends turn two models into rules or rule changes.
+//! traffic. Pure functions; the backends turn a model into rules, and two models into the
+//! changes between them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -171,23 +172,6 @@ pub fn build<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl I
         }
     }
     model
-}
-
-/// What changed between two models: entries to remove (old form) and to add (new form).
-pub fn diff<'a>(old: &'a Model, new: &'a Model) -> (Vec<(&'a PortName, &'a ServicePort)>, Vec<(&'a PortName, &'a ServicePort)>) {
-    let mut removed = Vec::new();
-    let mut added = Vec::new();
-    for (k, v) in old {
-        if new.get(k) != Some(v) {
-            removed.push((k, v));
-        }
-    }
-    for (k, v) in new {
-        if old.get(k) != Some(v) {
-            added.push((k, v));
-        }
-    }
-    (removed, added)
 }
 
 #[cfg(test)]

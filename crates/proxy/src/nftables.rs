@@ -161,7 +161,8 @@ pub fn full(model: &Model, o: &Options) -> String {
     let reject = format!("{svc} @no_endpoints reject");
     let np_reject = format!("fib daddr type local {np} @np_none reject");
     let _ = writeln!(s, "  chain filter_output {{ type filter hook output priority -10; {reject}; {np_reject}; }}");
-    let _ = writeln!(s, "  chain filter_forward {{ type filter hook forward priority -10; {reject}; }}");
+    // Before routing: a node without a route to the service range still refuses.
+    let _ = writeln!(s, "  chain filter_prerouting {{ type filter hook prerouting priority -110; {reject}; }}");
     let _ = writeln!(s, "  chain filter_input {{ type filter hook input priority -10; {np_reject}; }}");
     let _ = writeln!(s, "}}");
     let els = elements(model);

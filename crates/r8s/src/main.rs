@@ -29,8 +29,28 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Run a node agent (kubelet over CRI to containerd) that joins a cluster.
     Agent(AgentArgs),
-    /// Run the kubelet alone (the same agent).
+    /// Run the kubelet alone (the agent without its service proxy).
     Kubelet(AgentArgs),
+    /// Run the service proxy (kube-proxy) against a cluster.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// The node whose endpoints count as local (default: the hostname).
+    #[arg(long, alias = "hostname-override")]
+    node_name: Option<String>,
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
+    /// The pod network; traffic to cluster IPs from outside it is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: std::net::SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: std::net::SocketAddr,
 }
 
 /// Flags of the node agent, shared by `server`, `agent` and `kubelet`.
@@ -75,6 +95,21 @@ struct NodeFlags {
     /// hosts.toml under DATA_DIR/agent/registries.d, where other registry configs may go too.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// The service proxy's backend: nftables (default) or iptables.
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
+    /// Do not run the service proxy with the agent (k3s's flag).
+    #[arg(long)]
+    disable_kube_proxy: bool,
+}
+
+impl NodeFlags {
+    fn proxy_config(&self, node_name: &str, cluster_cidr: &str) -> anyhow::Result<r8s_proxy::run::Config> {
+        let mut cfg = r8s_proxy::run::Config::new(node_name);
+        cfg.mode = self.proxy_mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        cfg.cluster_cidr = Some(cluster_cidr.to_string());
+        Ok(cfg)
+    }
 }
 
 #[derive(Args)]
@@ -88,6 +123,9 @@ struct AgentArgs {
     /// Where the agent keeps its state (DATA_DIR/agent).
     #[arg(long, default_value = "/var/lib/r8s")]
     data_dir: PathBuf,
+    /// The cluster's pod network (the server's --cluster-cidr).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -291,11 +329,26 @@ fn main() -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }),
-        Command::Agent(args) | Command::Kubelet(args) => rt.block_on(agent(args)),
+        Command::Agent(args) => rt.block_on(agent(args, true)),
+        Command::Kubelet(args) => rt.block_on(agent(args, false)),
+        Command::Proxy(args) => rt.block_on(proxy(args)),
     }
 }
 
-async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
+    let mut cfg = r8s_proxy::run::Config::new(&args.node_name.unwrap_or_else(r8s_kubelet::sysinfo::hostname));
+    cfg.mode = args.proxy_mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    cfg.cluster_cidr = Some(args.cluster_cidr);
+    cfg.metrics_addr = args.metrics_bind_address;
+    cfg.healthz_addr = args.healthz_bind_address;
+    tokio::select! {
+        r = r8s_proxy::run::run(client, cfg) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn agent(args: AgentArgs, with_proxy: bool) -> anyhow::Result<()> {
     let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
     let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     if let Some(server) = &args.server {
@@ -304,6 +357,15 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let ca = cfg.root_cert.clone().unwrap_or_default();
     let client = kube::Client::try_from(cfg)?;
     let node = args.node.config(&args.data_dir, &[], ca)?;
+    if with_proxy && !args.node.disable_kube_proxy {
+        let cfg = args.node.proxy_config(&node.node_name, &args.cluster_cidr)?;
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = r8s_proxy::run::run(client, cfg).await {
+                tracing::error!(error = format!("{e:#}"), "service proxy stopped");
+            }
+        });
+    }
     tokio::select! {
         r = r8s_kubelet::run(client, node) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -357,6 +419,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         let ca: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca_pem.as_slice()).map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>()?;
         let node = args.node.config(&args.data_dir, &[("node-role.kubernetes.io/control-plane", "true"), ("node-role.kubernetes.io/master", "true")], ca)?;
         let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
+        if !args.node.disable_kube_proxy {
+            let cfg = args.node.proxy_config(&node.node_name, &args.controllers.cluster_cidr)?;
+            let client = local::client(running.state.clone(), "system:kube-proxy");
+            tokio::spawn(async move {
+                if let Err(e) = r8s_proxy::run::run(client, cfg).await {
+                    tracing::error!(error = format!("{e:#}"), "service proxy stopped");
+                }
+            });
+        }
         tokio::spawn(async move {
             if let Err(e) = r8s_kubelet::run(client, node).await {
                 tracing::error!(error = format!("{e:#}"), "node agent stopped");

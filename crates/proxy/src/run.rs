@@ -1,0 +1,202 @@
+//! The proxy as a process (`r8s proxy`, and inside every agent): follows Services and
+//! EndpointSlices, keeps the node's packet filter in step (a full transaction at start and
+//! after any failure, element-wise ones after that), and answers `/proxyMode` on
+//! 127.0.0.1:10249 and `/healthz` on :10256 as kube-proxy does.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use r8s_client::informer::Informers;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::model::{self, Model};
+use crate::nftables;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Nftables,
+    Iptables,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "nftables" | "" => Ok(Mode::Nftables),
+            "iptables" => Ok(Mode::Iptables),
+            other => Err(format!("unknown proxy mode {other:?}: want nftables or iptables")),
+        }
+    }
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Nftables => "nftables",
+            Mode::Iptables => "iptables",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub mode: Mode,
+    pub cluster_cidr: Option<String>,
+    pub metrics_addr: SocketAddr,
+    pub healthz_addr: SocketAddr,
+    pub table: String,
+}
+
+impl Config {
+    pub fn new(node_name: &str) -> Config {
+        Config {
+            node_name: node_name.to_string(),
+            mode: Mode::Nftables,
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            metrics_addr: "127.0.0.1:10249".parse().unwrap(),
+            healthz_addr: "0.0.0.0:10256".parse().unwrap(),
+            table: "r8s-proxy".into(),
+        }
+    }
+}
+
+/// Last successful sync, for /healthz.
+#[derive(Default)]
+struct Health {
+    last: Option<SystemTime>,
+}
+
+/// Applies one nft transaction (all or nothing).
+pub async fn nft_apply(text: &str) -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("running nft (Debian package nftables): {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = text.to_string();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(input.as_bytes()).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+    let _ = writer.await;
+    anyhow::ensure!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+fn sysctl(key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    if let Err(e) = std::fs::write(&path, value) {
+        tracing::warn!(%path, error = %e, "setting sysctl");
+    }
+}
+
+/// Runs until the process ends.
+pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(cfg.mode == Mode::Nftables, "--proxy-mode iptables is not available yet; use nftables");
+    // Forwarding for pod traffic, and DNAT of 127.0.0.1 node-port traffic to pods.
+    sysctl("net.ipv4.ip_forward", "1");
+    sysctl("net.ipv4.conf.all.route_localnet", "1");
+    // Pods on one bridge talking through a service: their packets must pass the NAT hooks.
+    sysctl("net.bridge.bridge-nf-call-iptables", "1");
+    let health = Arc::new(Mutex::new(Health::default()));
+    spawn_http(cfg.metrics_addr, cfg.mode, health.clone(), false).await;
+    spawn_http(cfg.healthz_addr, cfg.mode, health.clone(), true).await;
+
+    let informers = Informers::new(client);
+    let services = informers.get::<Service>();
+    let slices = informers.get::<EndpointSlice>();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    {
+        let n = changed.clone();
+        services.on_change(move |_, _| n.notify_one());
+        let n = changed.clone();
+        slices.on_change(move |_, _| n.notify_one());
+    }
+    services.synced().await;
+    slices.synced().await;
+    let opts = nftables::Options { table: cfg.table.clone(), cluster_cidr: cfg.cluster_cidr.clone() };
+    let mut applied: Option<Model> = None;
+    loop {
+        let svcs = services.list();
+        let sls = slices.list();
+        let want = model::build(svcs.iter().map(|s| s.as_ref()), sls.iter().map(|s| s.as_ref()), &cfg.node_name);
+        let started = Instant::now();
+        let partial = applied.as_ref().and_then(|old| nftables::delta(old, &want, &opts));
+        let result = match &partial {
+            Some(t) if t.is_empty() => Ok(()),
+            Some(t) => nft_apply(t).await,
+            None => nft_apply(&nftables::full(&want, &opts)).await,
+        };
+        let result = match result {
+            Err(e) if partial.is_some() => {
+                tracing::warn!(error = %e, "partial sync failed; rewriting the whole table");
+                nft_apply(&nftables::full(&want, &opts)).await
+            }
+            r => r,
+        };
+        match result {
+            Ok(()) => {
+                tracing::debug!(services = want.len(), partial = partial.is_some(), elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
+                applied = Some(want);
+                health.lock().unwrap().last = Some(SystemTime::now());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "proxy sync failed; retrying");
+                applied = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        changed.notified().await;
+        // Let a burst of changes (a rollout) land in one transaction.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A tiny HTTP/1.0 responder for /proxyMode, /healthz and /livez.
+async fn spawn_http(addr: SocketAddr, mode: Mode, health: Arc<Mutex<Health>>, healthz: bool) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "proxy status port unavailable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let health = health.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+                let (code, ctype, body) = match path.as_str() {
+                    "/proxyMode" if !healthz => (200, "text/plain; charset=utf-8", mode.name().to_string()),
+                    "/healthz" | "/livez" if healthz => {
+                        let last = health.lock().unwrap().last;
+                        let now = SystemTime::now();
+                        let fmt = |t: SystemTime| k8s_openapi::jiff::Timestamp::try_from(t).map(|t| t.to_string()).unwrap_or_default();
+                        let body = serde_json::json!({"lastUpdated": last.map(fmt).unwrap_or_default(), "currentTime": fmt(now), "nodeEligible": true});
+                        (if last.is_some() { 200 } else { 503 }, "application/json", body.to_string())
+                    }
+                    _ => (404, "text/plain; charset=utf-8", "404 page not found\n".to_string()),
+                };
+                let reason = match code {
+                    200 => "OK",
+                    503 => "Service Unavailable",
+                    _ => "Not Found",
+                };
+                let resp = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+}
