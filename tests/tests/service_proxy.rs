@@ -74,3 +74,64 @@ fn cluster_ips_and_node_ports_reach_ready_pods() {
     let out = text(ns.exec(&format!("curl -s -m 5 -o /dev/null -w '%{{http_code}} %{{errormsg}}' http://{}:{node_port}/", ns.node_ip())));
     assert!(out.contains("refused") || out.contains("Couldn't connect"), "node port without endpoints: {out}");
 }
+
+#[test]
+fn cluster_dns_answers_service_names_from_pods() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let deploy = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"my-nginx"}},"spec":{{"replicas":2,"selector":{{"matchLabels":{{"app":"my-nginx"}}}},
+        "template":{{"metadata":{{"labels":{{"app":"my-nginx"}}}},"spec":{{"containers":[{{"name":"httpd","image":"{BUSYBOX}",
+          "command":["sh","-c","mkdir -p /w; echo served-by-$(hostname) > /w/index.html; exec httpd -f -p 80 -h /w"],
+          "ports":[{{"containerPort":80,"name":"http"}}]}}]}}}}}}}}"#
+    );
+    s.k_stdin(&["apply", "-f", "-"], &deploy);
+    s.k(&["expose", "deployment", "my-nginx", "--port=80", "--name=my-nginx"]);
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"my-nginx-headless"},"spec":{"clusterIP":"None","selector":{"app":"my-nginx"},"ports":[{"name":"http","port":80}]}}"#,
+    );
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"named"},"spec":{"selector":{"app":"my-nginx"},"ports":[{"name":"http","port":8080,"targetPort":80}]}}"#,
+    );
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ext"},"spec":{"type":"ExternalName","externalName":"example.org"}}"#,
+    );
+    s.k(&["run", "client", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
+    wait_for("my-nginx 2/2 and client Running", Duration::from_secs(120), || {
+        let d = s.k(&["get", "deployment", "my-nginx", "--no-headers"]);
+        let c = s.k(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
+        (d.split_whitespace().nth(1) == Some("2/2") && c == "Running").then_some(())
+    });
+    let resolv = s.k(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.96.0.10") && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
+    let cluster_ip = s.k(&["get", "svc", "my-nginx", "-o", "jsonpath={.spec.clusterIP}"]);
+    let nslookup = |args: &[&str]| {
+        let mut a = vec!["exec", "client", "--", "nslookup"];
+        a.extend_from_slice(args);
+        text(s.kubectl(&a))
+    };
+    let out = wait_for("the service name resolves", Duration::from_secs(30), || {
+        let out = nslookup(&["my-nginx.default.svc.cluster.local"]);
+        out.contains(&format!("Address: {cluster_ip}")).then_some(out)
+    });
+    assert!(out.contains("Server:") && out.contains("10.96.0.10"), "{out}");
+    // Headless: every ready pod's address.
+    let pod_ips = s.k(&["get", "pods", "-l", "app=my-nginx", "-o", "jsonpath={.items[*].status.podIP}"]);
+    let out = nslookup(&["my-nginx-headless.default.svc.cluster.local"]);
+    for ip in pod_ips.split_whitespace() {
+        assert!(out.contains(&format!("Address: {ip}")), "{ip} in {out}");
+    }
+    // SRV for the named port, CNAME for ExternalName, NXDOMAIN for a missing name.
+    let out = nslookup(&["-type=SRV", "_http._tcp.named.default.svc.cluster.local"]);
+    assert!(out.contains("named.default.svc.cluster.local") && out.contains(" 8080 "), "{out}");
+    let out = nslookup(&["-type=CNAME", "ext.default.svc.cluster.local"]);
+    assert!(out.contains("canonical name = example.org"), "{out}");
+    let out = nslookup(&["nope.default.svc.cluster.local"]);
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    // The short name through the search path, all the way to a pod (DNS, then the proxy).
+    let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://my-nginx/"]));
+    assert!(page.starts_with("served-by-my-nginx-"), "{page}");
+}

@@ -67,6 +67,8 @@ pub struct Config {
 
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The address other hosts reach this server on (the `kubernetes` Service's endpoint).
+    pub advertise: IpAddr,
     pub state: Arc<handlers::AppState>,
     pub kubeconfig_path: PathBuf,
 }
@@ -192,7 +194,7 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Running
     bootstrap::run(&registry, &catalog, addr.port(), advertise).await?;
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "API server ready");
-    Ok(RunningServer { addr, state, kubeconfig_path })
+    Ok(RunningServer { addr, advertise, state, kubeconfig_path })
 }
 
 /// Every `interval`, releases Service address and port reservations no Service holds and that

@@ -83,8 +83,8 @@ struct NodeFlags {
     /// Node taints at registration (repeatable, key=value:Effect).
     #[arg(long = "node-taint")]
     node_taint: Vec<String>,
-    /// DNS servers pods with dnsPolicy ClusterFirst use (none: the node's resolv.conf).
-    #[arg(long = "cluster-dns")]
+    /// DNS servers pods with dnsPolicy ClusterFirst use: the kube-dns Service's address.
+    #[arg(long = "cluster-dns", default_value = "10.96.0.10")]
     cluster_dns: Vec<String>,
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
@@ -269,6 +269,17 @@ struct ServerArgs {
     /// Do not run a node agent on this host.
     #[arg(long)]
     disable_agent: bool,
+    /// Do not serve cluster DNS (k3s: --disable coredns).
+    #[arg(long)]
+    disable_cluster_dns: bool,
+    /// Port the cluster DNS server listens on, at the server's address (0: any free port; the
+    /// kube-dns Service's endpoints follow it).
+    #[arg(long, default_value_t = 53)]
+    cluster_dns_port: u16,
+    /// Resolvers for names outside the cluster (repeatable ADDR or ADDR:PORT; default: the
+    /// nameservers of /etc/resolv.conf).
+    #[arg(long = "cluster-dns-upstream")]
+    cluster_dns_upstream: Vec<String>,
     #[command(flatten)]
     node: NodeFlags,
     #[arg(long = "service-cluster-ip-range", alias = "service-cidr", default_value = "10.96.0.0/12")]
@@ -335,6 +346,48 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Starts the cluster DNS server at the server's address and points the `kube-dns` Service
+/// (cluster IP `dns_ip`) at it with a hand-kept EndpointSlice.
+async fn cluster_dns(client: kube::Client, args: &ServerArgs, advertise: IpAddr, dns_ip: &str) -> anyhow::Result<()> {
+    let upstreams: Vec<std::net::SocketAddr> = if args.cluster_dns_upstream.is_empty() {
+        r8s_dns::upstreams_from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        args.cluster_dns_upstream
+            .iter()
+            .map(|u| u.parse::<std::net::SocketAddr>().or_else(|_| u.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53))))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--cluster-dns-upstream: {e}"))?
+    };
+    let cfg = r8s_dns::Config { bind: std::net::SocketAddr::new(advertise, args.cluster_dns_port), domain: args.node.cluster_domain.clone(), upstreams };
+    let addr = r8s_dns::serve(client.clone(), cfg).await?;
+    tracing::info!(%addr, "cluster DNS serving");
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+        "spec": {"clusterIP": dns_ip, "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": addr.port()},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": addr.port()},
+            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
+    }))?;
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(client.clone(), "kube-system");
+    match services.create(&Default::default(), &svc).await {
+        Ok(_) => {}
+        Err(e) if r8s_client::is_conflict(&e) => {}
+        Err(e) => return Err(anyhow::anyhow!("creating the kube-dns Service: {e}")),
+    }
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-dns-r8s", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "r8s-server"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "dns", "port": addr.port(), "protocol": "UDP"}, {"name": "dns-tcp", "port": addr.port(), "protocol": "TCP"}],
+    }))?;
+    let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = kube::Api::namespaced(client, "kube-system");
+    let pp = kube::api::PatchParams::apply("r8s-server").force();
+    slices.patch("kube-dns-r8s", &pp, &kube::api::Patch::Apply(&slice)).await.map_err(|e| anyhow::anyhow!("writing the kube-dns endpoints: {e}"))?;
+    Ok(())
+}
+
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
     let mut cfg = r8s_proxy::run::Config::new(&args.node_name.unwrap_or_else(r8s_kubelet::sysinfo::hostname));
@@ -382,10 +435,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.clone(),
             bind_address: args.bind_address,
             https_port: args.https_listen_port,
-            service_cidr: args.service_cluster_ip_range,
+            service_cidr: args.service_cluster_ip_range.clone(),
             cluster_cidr: args.controllers.cluster_cidr.clone(),
-            kubeconfig_path: args.write_kubeconfig,
-            tls_sans: args.tls_san,
+            kubeconfig_path: args.write_kubeconfig.clone(),
+            tls_sans: args.tls_san.clone(),
             gc_enabled: !args.disable_controller_manager,
         },
         store.clone(),
@@ -412,6 +465,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "controllers stopped");
             }
         });
+    }
+    if !args.disable_cluster_dns {
+        let client = local::client(running.state.clone(), "system:serviceaccount:kube-system:coredns");
+        let dns_ip = args.node.cluster_dns.first().cloned().unwrap_or_else(|| "10.96.0.10".into());
+        if let Err(e) = cluster_dns(client, &args, running.advertise, &dns_ip).await {
+            tracing::warn!(error = format!("{e:#}"), "cluster DNS not started");
+        }
     }
     if !args.disable_agent {
         // The server's own node (k3s's labels for it); it reaches the API in-process.

@@ -1,0 +1,177 @@
+//! The DNS server: UDP and TCP on one port, cluster names answered from the index (rebuilt when
+//! Services or EndpointSlices change), every other name forwarded to the upstream resolvers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, PTR, SRV};
+use hickory_proto::rr::{Name, RData, Record};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use r8s_client::informer::Informers;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::records::{Data, Index, Lookup};
+
+/// CoreDNS's kubernetes plugin answers with a 5 s TTL.
+const TTL: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub domain: String,
+    /// Resolvers for names outside the cluster (default: the host's /etc/resolv.conf).
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// The nameservers of a resolv.conf.
+pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// Binds the port (UDP, then TCP on the same port) and serves until the process ends.
+/// Returns the bound address (useful with port 0).
+pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAddr> {
+    let udp = UdpSocket::bind(cfg.bind).await.map_err(|e| anyhow::anyhow!("cluster DNS on {} (udp): {e}", cfg.bind))?;
+    let addr = udp.local_addr()?;
+    let tcp = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cluster DNS on {addr} (tcp): {e}"))?;
+    let informers = Informers::new(client);
+    let services = informers.get::<Service>();
+    let slices = informers.get::<EndpointSlice>();
+    let index = Arc::new(RwLock::new(Arc::new(Index::default())));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    {
+        let n = changed.clone();
+        services.on_change(move |_, _| n.notify_one());
+        let n = changed.clone();
+        slices.on_change(move |_, _| n.notify_one());
+    }
+    {
+        let (index, domain) = (index.clone(), cfg.domain.clone());
+        tokio::spawn(async move {
+            services.synced().await;
+            slices.synced().await;
+            loop {
+                let (sv, sl) = (services.list(), slices.list());
+                let built = Index::build(sv.iter().map(|s| s.as_ref()), sl.iter().map(|s| s.as_ref()), &domain);
+                *index.write().unwrap() = Arc::new(built);
+                changed.notified().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let ctx = Arc::new(Ctx { index, upstreams: cfg.upstreams.clone() });
+    let udp = Arc::new(udp);
+    {
+        let (udp, ctx) = (udp.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
+                let (query, udp, ctx) = (buf[..n].to_vec(), udp.clone(), ctx.clone());
+                tokio::spawn(async move {
+                    if let Some(answer) = ctx.answer(&query, false).await {
+                        let _ = udp.send_to(&answer, peer).await;
+                    }
+                });
+            }
+        });
+    }
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = tcp.accept().await else { continue };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                // Length-prefixed messages until the client closes or idles out.
+                loop {
+                    let mut len = [0u8; 2];
+                    let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len)).await else { return };
+                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut q).await.is_err() {
+                        return;
+                    }
+                    let Some(a) = ctx.answer(&q, true).await else { return };
+                    let mut out = (a.len() as u16).to_be_bytes().to_vec();
+                    out.extend_from_slice(&a);
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+struct Ctx {
+    index: Arc<RwLock<Arc<Index>>>,
+    upstreams: Vec<SocketAddr>,
+}
+
+fn record(name: &Name, d: &Data) -> Option<Record> {
+    let rdata = match d {
+        Data::A(ip) => RData::A(A(*ip)),
+        Data::Cname(t) => RData::CNAME(CNAME(Name::from_ascii(format!("{t}.")).ok()?)),
+        Data::Ptr(t) => RData::PTR(PTR(Name::from_ascii(format!("{t}.")).ok()?)),
+        Data::Srv { port, target } => RData::SRV(SRV::new(0, 100, *port, Name::from_ascii(format!("{target}.")).ok()?)),
+    };
+    Some(Record::from_rdata(name.clone(), TTL, rdata))
+}
+
+impl Ctx {
+    async fn answer(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let msg = Message::from_vec(query).ok()?;
+        if msg.metadata.message_type != MessageType::Query {
+            return None;
+        }
+        let Some(q) = msg.queries.first().cloned() else {
+            return Message::error_msg(msg.metadata.id, msg.metadata.op_code, ResponseCode::FormErr).to_vec().ok();
+        };
+        let index = self.index.read().unwrap().clone();
+        let qtype = q.query_type().to_string();
+        let mut resp = Message::response(msg.metadata.id, msg.metadata.op_code);
+        resp.metadata.recursion_desired = msg.metadata.recursion_desired;
+        resp.metadata.recursion_available = true;
+        resp.add_query(q.clone());
+        match index.lookup(&q.name().to_ascii(), &qtype) {
+            Lookup::Found(data) => {
+                resp.metadata.authoritative = true;
+                for d in &data {
+                    if let Some(r) = record(q.name(), d) {
+                        resp.add_answer(r);
+                    }
+                }
+            }
+            Lookup::NxDomain => {
+                resp.metadata.authoritative = true;
+                resp.metadata.response_code = ResponseCode::NXDomain;
+            }
+            Lookup::NotOurs => return self.forward(query, msg.metadata.id, msg.metadata.op_code, tcp).await,
+        }
+        resp.to_vec().ok()
+    }
+
+    /// Relays the query to the first upstream that answers (over UDP; a truncated answer is
+    /// passed on, and the client retries over TCP to us, which asks again over UDP).
+    async fn forward(&self, query: &[u8], id: u16, op: hickory_proto::op::OpCode, _tcp: bool) -> Option<Vec<u8>> {
+        for up in &self.upstreams {
+            let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+            let Ok(sock) = UdpSocket::bind(bind).await else { continue };
+            if sock.send_to(query, up).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4096];
+            if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        Message::error_msg(id, op, ResponseCode::ServFail).to_vec().ok()
+    }
+}
