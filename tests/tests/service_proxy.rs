@@ -64,6 +64,15 @@ fn cluster_ips_and_node_ports_reach_ready_pods() {
     let health = text(ns.exec("curl -s -m 5 http://127.0.0.1:10256/healthz"));
     assert!(health.contains("\"lastUpdated\"") && health.contains("\"currentTime\""), "{health}");
 
+    // A LoadBalancer Service gets the node's address as EXTERNAL-IP and answers there.
+    s.k(&["expose", "deployment", "test1", "--type=LoadBalancer", "--port=8081", "--target-port=80", "--name=test1-lb"]);
+    wait_for("test1-lb's EXTERNAL-IP", Duration::from_secs(30), || {
+        let row = s.k(&["get", "svc", "test1-lb", "--no-headers"]);
+        (row.split_whitespace().nth(3) == Some(ns.node_ip().as_str())).then_some(())
+    });
+    let body = text(ns.exec(&format!("curl -s -m 5 http://{}:8081/", ns.node_ip())));
+    assert!(body.starts_with("served-by-test1-"), "load balancer address: {body}");
+
     // No ready endpoints: the service refuses at once instead of timing out.
     s.k(&["scale", "deployment", "test1", "--replicas=0"]);
     wait_for("the service refuses with no endpoints", Duration::from_secs(60), || {

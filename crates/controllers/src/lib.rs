@@ -21,6 +21,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod util;
 pub mod volumebinding;
@@ -92,6 +93,8 @@ pub async fn start(informers: Informers, opts: Options) -> anyhow::Result<()> {
     tokio::spawn(async move { namespace::Controller::start(i).await });
     let i = informers.clone();
     tokio::spawn(async move { serviceaccount::Controller::start(i).await });
+    let i = informers.clone();
+    tokio::spawn(async move { servicelb::Controller::start(i).await });
     let gc = gc::Collector::new(informers.clone());
     tokio::spawn(async move {
         // Workers start first: a kind whose informer has not synced yet only means its
