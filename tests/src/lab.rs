@@ -21,40 +21,73 @@ fn must(cmd: &str) {
     assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// One node's network namespace: host side 198.19.N.1, node side 198.19.N.2.
+/// One node's network namespace: host side 198.19.N.1, node side 198.19.N.2 (or, on a
+/// switch, the switch's 198.19.S.1 and 198.19.S.(i+2)).
 pub struct NetNs {
     pub n: u32,
     pub name: String,
+    host: String,
+    node: String,
+}
+
+/// Claims a free namespace index (an existing name means another test has it).
+fn claim() -> (u32, String) {
+    let start = (std::process::id() % 200) + 20;
+    for i in 0..230 {
+        let n = (start + i) % 250 + 1;
+        let name = format!("r8s-lab-{n}");
+        if sh(&format!("ip netns add {name}")).status.success() {
+            return (n, name);
+        }
+    }
+    panic!("no free lab network namespace index");
 }
 
 impl NetNs {
-    /// Creates a namespace with a free index (an existing name means another test has it).
+    /// Creates a namespace with a free index and a veth pair to the host.
     pub fn create() -> NetNs {
-        let start = (std::process::id() % 200) + 20;
-        for i in 0..230 {
-            let n = (start + i) % 250 + 1;
-            let name = format!("r8s-lab-{n}");
-            if sh(&format!("ip netns add {name}")).status.success() {
-                let ns = NetNs { n, name };
-                must(&format!(
-                    "ip link add r8sh{n} type veth peer name r8sn{n} && ip link set r8sn{n} netns {ns} && \
-                     ip addr add 198.19.{n}.1/24 dev r8sh{n} && ip link set r8sh{n} up && \
-                     ip netns exec {ns} ip addr add 198.19.{n}.2/24 dev r8sn{n} && \
-                     ip netns exec {ns} ip link set r8sn{n} up && ip netns exec {ns} ip link set lo up",
-                    ns = ns.name
-                ));
-                return ns;
-            }
-        }
-        panic!("no free lab network namespace index");
+        let (n, name) = claim();
+        must(&format!(
+            "ip link add r8sh{n} type veth peer name r8sn{n} && ip link set r8sn{n} netns {name} && \
+             ip addr add 198.19.{n}.1/24 dev r8sh{n} && ip link set r8sh{n} up && \
+             ip netns exec {name} ip addr add 198.19.{n}.2/24 dev r8sn{n} && \
+             ip netns exec {name} ip link set r8sn{n} up && ip netns exec {name} ip link set lo up"
+        ));
+        NetNs { n, host: format!("198.19.{n}.1"), node: format!("198.19.{n}.2"), name }
+    }
+
+    /// A switch: a namespace holding a bridge, joined to the host (198.19.S.1) by a veth pair.
+    /// Nodes created `on_switch` share its L2 segment, as machines on one LAN do.
+    pub fn switch() -> NetNs {
+        let (n, name) = claim();
+        must(&format!(
+            "ip link add r8sh{n} type veth peer name r8sp{n} && ip link set r8sp{n} netns {name} && \
+             ip addr add 198.19.{n}.1/24 dev r8sh{n} && ip link set r8sh{n} up && \
+             ip netns exec {name} sh -c 'ip link add br0 type bridge && ip link set br0 up && \
+             ip link set r8sp{n} master br0 && ip link set r8sp{n} up'"
+        ));
+        NetNs { n, host: format!("198.19.{n}.1"), node: String::new(), name }
+    }
+
+    /// Node `i` on a switch: 198.19.S.(i+2).
+    pub fn on_switch(sw: &NetNs, i: u32) -> NetNs {
+        let (m, name) = claim();
+        let node = format!("198.19.{}.{}", sw.n, i + 2);
+        must(&format!(
+            "ip link add r8sn{m} type veth peer name r8sq{m} && ip link set r8sn{m} netns {name} && ip link set r8sq{m} netns {sw} && \
+             ip netns exec {sw} sh -c 'ip link set r8sq{m} master br0 && ip link set r8sq{m} up' && \
+             ip netns exec {name} sh -c 'ip addr add {node}/24 dev r8sn{m} && ip link set r8sn{m} up && ip link set lo up'",
+            sw = sw.name
+        ));
+        NetNs { n: m, host: sw.host.clone(), node, name }
     }
 
     pub fn host_ip(&self) -> String {
-        format!("198.19.{}.1", self.n)
+        self.host.clone()
     }
 
     pub fn node_ip(&self) -> String {
-        format!("198.19.{}.2", self.n)
+        self.node.clone()
     }
 
     /// Runs a command inside the namespace.
@@ -152,6 +185,23 @@ impl Lab {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let agent = Agent::start_with(&server, ns, &extra);
         Lab { server, agent }
+    }
+}
+
+/// Several nodes on one L2 segment (a switch namespace), the server on the host side.
+pub struct Cluster {
+    // Dropped in this order: the agents, the server, then the switch.
+    pub agents: Vec<Agent>,
+    pub server: TestServer,
+    pub switch: NetNs,
+}
+
+impl Cluster {
+    pub fn start(nodes: u32) -> Cluster {
+        let switch = NetNs::switch();
+        let server = TestServer::start_cluster_on(&switch.host_ip(), &["--node-monitor-grace-period", "40s"]);
+        let agents = (0..nodes).map(|i| Agent::start(&server, NetNs::on_switch(&switch, i))).collect();
+        Cluster { agents, server, switch }
     }
 }
 

@@ -144,3 +144,53 @@ fn cluster_dns_answers_service_names_from_pods() {
     let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://my-nginx/"]));
     assert!(page.starts_with("served-by-my-nginx-"), "{page}");
 }
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_and_services_by_name() {
+    let cluster = r8s_tests::lab::Cluster::start(2);
+    let s = &cluster.server;
+    let (a, b) = (&cluster.agents[0].node_name, &cluster.agents[1].node_name);
+    let deploy = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"my-nginx"}},"spec":{{"replicas":4,"selector":{{"matchLabels":{{"app":"my-nginx"}}}},
+        "template":{{"metadata":{{"labels":{{"app":"my-nginx"}}}},"spec":{{
+          "topologySpreadConstraints":[{{"maxSkew":1,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{{"matchLabels":{{"app":"my-nginx"}}}}}}],
+          "containers":[{{"name":"httpd","image":"{BUSYBOX}",
+          "command":["sh","-c","mkdir -p /w; echo served-by-$(hostname) > /w/index.html; exec httpd -f -p 80 -h /w"],
+          "ports":[{{"containerPort":80}}]}}]}}}}}}}}"#
+    );
+    s.k_stdin(&["apply", "-f", "-"], &deploy);
+    s.k(&["expose", "deployment", "my-nginx", "--port=80"]);
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"client"}},"spec":{{"nodeSelector":{{"kubernetes.io/hostname":"{a}"}},
+              "containers":[{{"name":"c","image":"{BUSYBOX}","command":["sleep","600"]}}]}}}}"#
+        ),
+    );
+    wait_for("my-nginx 4/4 and client Running", Duration::from_secs(120), || {
+        let d = s.k(&["get", "deployment", "my-nginx", "--no-headers"]);
+        let c = s.k(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
+        (d.split_whitespace().nth(1) == Some("4/4") && c == "Running").then_some(())
+    });
+    let rows = s.k(&["get", "pods", "-l", "app=my-nginx", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}"]);
+    let pods: Vec<Vec<String>> = rows.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect();
+    assert!(pods.iter().any(|p| &p[2] == a) && pods.iter().any(|p| &p[2] == b), "pods on both nodes: {rows}");
+    // Pod IPs on the other node answer directly (host-gw routes, no NAT needed).
+    for p in &pods {
+        let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", &format!("http://{}/", p[1])]));
+        assert_eq!(page.trim(), format!("served-by-{}", p[0]), "pod {} on {}", p[0], p[2]);
+    }
+    // The service by short name, full name and cluster IP reaches pods on both nodes.
+    let cluster_ip = s.k(&["get", "svc", "my-nginx", "-o", "jsonpath={.spec.clusterIP}"]);
+    let node_of: std::collections::HashMap<String, String> = pods.iter().map(|p| (p[0].clone(), p[2].clone())).collect();
+    for target in ["http://my-nginx/".to_string(), "http://my-nginx.default.svc.cluster.local/".to_string(), format!("http://{cluster_ip}/")] {
+        let mut nodes_seen = std::collections::BTreeSet::new();
+        wait_for(&format!("{target} reaching pods on both nodes"), Duration::from_secs(60), || {
+            let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", &target]));
+            if let Some(n) = page.trim().strip_prefix("served-by-").and_then(|p| node_of.get(p)) {
+                nodes_seen.insert(n.clone());
+            }
+            (nodes_seen.len() == 2).then_some(())
+        });
+    }
+}

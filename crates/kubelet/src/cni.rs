@@ -1,6 +1,6 @@
 //! The pod network's CNI configuration for this node's podCIDR: the distribution's bridge,
-//! host-local, portmap and loopback plugins (the network across nodes comes with the service
-//! networking work).
+//! host-local, portmap and loopback plugins; routes between nodes and masquerading to the
+//! outside are r8s-net's (host-gw).
 
 use k8s_openapi::api::core::v1::Node;
 use serde_json::json;
@@ -22,7 +22,9 @@ pub fn render(pod_cidr: &str, ipam_dir: &std::path::Path) -> anyhow::Result<Stri
                 "type": "bridge",
                 "bridge": BRIDGE,
                 "isGateway": true,
-                "ipMasq": true,
+                // Masquerading of pod traffic leaving the cluster is r8s-net's (pod to pod
+                // across nodes keeps its addresses).
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",

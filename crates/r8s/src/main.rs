@@ -101,6 +101,10 @@ struct NodeFlags {
     /// Do not run the service proxy with the agent (k3s's flag).
     #[arg(long)]
     disable_kube_proxy: bool,
+    /// The pod network across nodes: host-gw (routes via each node's address), or none to
+    /// leave it to another CNI (k3s's flag).
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "none"])]
+    flannel_backend: String,
 }
 
 impl NodeFlags {
@@ -410,6 +414,15 @@ async fn agent(args: AgentArgs, with_proxy: bool) -> anyhow::Result<()> {
     let ca = cfg.root_cert.clone().unwrap_or_default();
     let client = kube::Client::try_from(cfg)?;
     let node = args.node.config(&args.data_dir, &[], ca)?;
+    if with_proxy && args.node.flannel_backend != "none" {
+        let cfg = r8s_net::Config { node_name: node.node_name.clone(), cluster_cidr: args.cluster_cidr.clone() };
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = r8s_net::run(client, cfg).await {
+                tracing::error!(error = format!("{e:#}"), "pod network stopped");
+            }
+        });
+    }
     if with_proxy && !args.node.disable_kube_proxy {
         let cfg = args.node.proxy_config(&node.node_name, &args.cluster_cidr)?;
         let client = client.clone();
@@ -479,6 +492,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         let ca: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca_pem.as_slice()).map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>()?;
         let node = args.node.config(&args.data_dir, &[("node-role.kubernetes.io/control-plane", "true"), ("node-role.kubernetes.io/master", "true")], ca)?;
         let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
+        if args.node.flannel_backend != "none" {
+            let cfg = r8s_net::Config { node_name: node.node_name.clone(), cluster_cidr: args.controllers.cluster_cidr.clone() };
+            let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
+            tokio::spawn(async move {
+                if let Err(e) = r8s_net::run(client, cfg).await {
+                    tracing::error!(error = format!("{e:#}"), "pod network stopped");
+                }
+            });
+        }
         if !args.node.disable_kube_proxy {
             let cfg = args.node.proxy_config(&node.node_name, &args.controllers.cluster_cidr)?;
             let client = local::client(running.state.clone(), "system:kube-proxy");

@@ -1,0 +1,125 @@
+//! The pod network across nodes, host-gw style: every node routes each other node's podCIDR
+//! via that node's InternalIP (the nodes share an L2 segment), so pod-to-pod traffic crosses
+//! nodes without NAT; traffic from this node's pods to anything outside the cluster CIDR is
+//! masqueraded (table `ip r8s-net`). Routes carry their own protocol number, so the agent knows
+//! which ones are its own to remove.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use r8s_client::informer::Informers;
+
+/// rtnetlink protocol number marking r8s's routes (`ip route show proto 91`).
+pub const ROUTE_PROTO: &str = "91";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub cluster_cidr: String,
+}
+
+/// podCIDR -> next hop, for every other node that has both.
+pub fn desired_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, String> {
+    nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(me))
+        .filter_map(|n| {
+            let cidr = n.spec.as_ref()?.pod_cidr.clone()?;
+            let ip = n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP")?.address.clone();
+            Some((cidr, ip))
+        })
+        .collect()
+}
+
+/// The masquerade rule for this node's pods, as one nft transaction.
+pub fn masquerade_rules(pod_cidr: &str, cluster_cidr: &str) -> String {
+    format!(
+        "add table ip r8s-net\ndelete table ip r8s-net\ntable ip r8s-net {{\n  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr {pod_cidr} ip daddr != {cluster_cidr} masquerade\n  }}\n}}\n"
+    )
+}
+
+async fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(args[0]).args(&args[1..]).output().await?;
+    anyhow::ensure!(out.status.success(), "{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn nft(text: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).await?;
+    let out = child.wait_with_output().await?;
+    anyhow::ensure!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+/// Brings routes and the masquerade rule in line with the nodes.
+async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<String>) -> anyhow::Result<()> {
+    let me = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(cfg.node_name.as_str()));
+    if let Some(cidr) = me.and_then(|n| n.spec.as_ref()?.pod_cidr.clone())
+        && applied_masq.as_deref() != Some(cidr.as_str())
+    {
+        nft(&masquerade_rules(&cidr, &cfg.cluster_cidr)).await?;
+        *applied_masq = Some(cidr);
+    }
+    let want = desired_routes(nodes, &cfg.node_name);
+    let current = sh(&["ip", "-4", "route", "show", "proto", ROUTE_PROTO]).await?;
+    for line in current.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(dst), Some("via"), Some(gw)) = (f.next(), f.next(), f.next()) else { continue };
+        if want.get(dst).map(String::as_str) != Some(gw) {
+            sh(&["ip", "route", "del", dst, "proto", ROUTE_PROTO]).await?;
+        }
+    }
+    for (dst, gw) in &want {
+        sh(&["ip", "route", "replace", dst, "via", gw, "proto", ROUTE_PROTO]).await?;
+    }
+    Ok(())
+}
+
+/// Runs until the process ends.
+pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
+    let informers = Informers::new(client);
+    let nodes = informers.get::<Node>();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    {
+        let n = changed.clone();
+        nodes.on_change(move |_, _| n.notify_one());
+    }
+    nodes.synced().await;
+    let mut masq = None;
+    loop {
+        if let Err(e) = sync(&nodes.list(), &cfg, &mut masq).await {
+            tracing::warn!(error = %e, "pod network routes");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        // Node status updates (heartbeats) wake this up too; the sync is cheap and idempotent.
+        changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cidr: Option<&str>, ip: &str) -> Arc<Node> {
+        let mut v = serde_json::json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        if let Some(c) = cidr {
+            v["spec"] = serde_json::json!({"podCIDR": c});
+        }
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn routes_to_every_other_node_with_a_pod_cidr() {
+        let nodes = [node("a", Some("10.244.0.0/24"), "198.19.5.2"), node("b", Some("10.244.1.0/24"), "198.19.5.3"), node("c", None, "198.19.5.4")];
+        let r = desired_routes(&nodes, "a");
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![("10.244.1.0/24".to_string(), "198.19.5.3".to_string())]);
+        assert!(masquerade_rules("10.244.0.0/24", "10.244.0.0/16").contains("ip saddr 10.244.0.0/24 ip daddr != 10.244.0.0/16 masquerade"));
+    }
+}
