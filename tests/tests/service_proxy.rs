@@ -194,3 +194,63 @@ fn pods_on_two_nodes_reach_each_other_and_services_by_name() {
         });
     }
 }
+
+/// Terminating pods leave the rotation before they stop: with a preStop delay, a rolling
+/// update under steady traffic fails no request; a pod that is not ready gets none.
+#[test]
+fn rolling_updates_fail_no_request_and_unready_pods_get_no_traffic() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let deploy = |version: &str| {
+        format!(
+            r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"roll"}},"spec":{{"replicas":2,
+            "strategy":{{"rollingUpdate":{{"maxUnavailable":0,"maxSurge":1}}}},"selector":{{"matchLabels":{{"app":"roll"}}}},
+            "template":{{"metadata":{{"labels":{{"app":"roll"}}}},"spec":{{"terminationGracePeriodSeconds":10,"containers":[{{"name":"httpd","image":"{BUSYBOX}",
+              "command":["sh","-c","mkdir -p /w; echo {version} > /w/index.html; exec httpd -f -p 80 -h /w"],
+              "lifecycle":{{"preStop":{{"exec":{{"command":["sleep","2"]}}}}}},
+              "readinessProbe":{{"httpGet":{{"path":"/","port":80}},"periodSeconds":1}}}}]}}}}}}}}"#
+        )
+    };
+    s.k_stdin(&["apply", "-f", "-"], &deploy("v1"));
+    s.k(&["expose", "deployment", "roll", "--port=80"]);
+    // A pod that never becomes ready, carrying the service's label.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"unready","labels":{{"app":"roll"}}}},"spec":{{"containers":[{{"name":"httpd","image":"{BUSYBOX}",
+              "command":["sh","-c","mkdir -p /w; echo unready > /w/index.html; exec httpd -f -p 80 -h /w"],
+              "readinessProbe":{{"exec":{{"command":["false"]}},"periodSeconds":1}}}}]}}}}"#
+        ),
+    );
+    s.k(&["run", "client", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
+    wait_for("roll 2/2 and client Running", Duration::from_secs(120), || {
+        let d = s.k(&["get", "deployment", "roll", "--no-headers"]);
+        let c = s.k(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
+        (d.split_whitespace().nth(1) == Some("2/2") && c == "Running").then_some(())
+    });
+    // Steady traffic from inside the client while the image's page changes to v2.
+    let script = "ok=0; bad=0; other=0; end=$(( $(date +%s) + 25 )); while [ $(date +%s) -lt $end ]; do \
+                  r=$(wget -qO- http://roll/ 2>/dev/null); case \"$r\" in v1|v2) ok=$((ok+1)); touch /tmp/started;; '') bad=$((bad+1));; *) other=$((other+1));; esac; \
+                  [ -f /tmp/stop ] && break; done; echo ok=$ok bad=$bad other=$other";
+    let traffic = {
+        let kubeconfig = s.kubeconfig.clone();
+        let script = script.to_string();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("kubectl").args(["exec", "client", "--", "sh", "-c", &script]).env("KUBECONFIG", kubeconfig).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    wait_for("traffic flowing", Duration::from_secs(30), || s.kubectl(&["exec", "client", "--", "test", "-f", "/tmp/started"]).status.success().then_some(()));
+    s.k_stdin(&["apply", "-f", "-"], &deploy("v2"));
+    s.k(&["rollout", "status", "deployment/roll", "--timeout=120s"]);
+    wait_for("the old pods gone", Duration::from_secs(60), || {
+        let n = s.k(&["get", "pods", "-l", "app=roll", "--no-headers"]).lines().count();
+        (n == 3).then_some(())
+    });
+    s.k(&["exec", "client", "--", "touch", "/tmp/stop"]);
+    let result = traffic.join().unwrap();
+    let field = |k: &str| result.split_whitespace().find_map(|f| f.strip_prefix(&format!("{k}="))).and_then(|v| v.parse::<u32>().ok()).unwrap_or(u32::MAX);
+    assert!(field("ok") > 10, "traffic flowed during the rollout: {result}");
+    assert_eq!((field("bad"), field("other")), (0, 0), "no failed request and never the unready pod: {result}");
+    assert_eq!(text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://roll/"])).trim(), "v2");
+}
