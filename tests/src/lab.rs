@@ -130,7 +130,7 @@ pub fn write_busybox_image(dir: &Path) -> PathBuf {
     let applets = [
         "sh", "sleep", "hostname", "echo", "cat", "ls", "wget", "httpd", "nc", "env", "true", "false", "kill", "ps", "date", "mkdir", "touch", "yes", "dd",
         "id", "printf", "grep", "test", "head", "tail", "sed", "awk", "nslookup", "ip", "ifconfig", "mount", "rm", "cp", "mv", "tr", "wc", "seq", "tee",
-        "trap", "uname", "whoami", "stat", "chmod", "sync", "tar", "tty", "stty",
+        "trap", "uname", "whoami", "stat", "chmod", "sync", "tar", "tty", "stty", "timeout",
     ];
     let links: Vec<(String, &str)> = applets.iter().map(|a| (format!("/bin/{a}"), "busybox")).collect();
     let link_refs: Vec<(&str, &str)> = links.iter().map(|(a, b)| (a.as_str(), *b)).collect();

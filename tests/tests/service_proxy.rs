@@ -254,3 +254,33 @@ fn rolling_updates_fail_no_request_and_unready_pods_get_no_traffic() {
     assert_eq!((field("bad"), field("other")), (0, 0), "no failed request and never the unready pod: {result}");
     assert_eq!(text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://roll/"])).trim(), "v2");
 }
+
+#[test]
+fn a_network_policy_admits_only_the_labelled_pods() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let pod = |name: &str, labels: &str, cmd: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{labels}}},"spec":{{"containers":[{{"name":"c","image":"{BUSYBOX}","command":["sh","-c","{cmd}"]}}]}}}}"#
+        )
+    };
+    s.k_stdin(&["apply", "-f", "-"], &pod("web", r#"{"app":"web"}"#, "mkdir -p /w; echo hello > /w/index.html; exec httpd -f -p 80 -h /w"));
+    s.k_stdin(&["apply", "-f", "-"], &pod("allowed", r#"{"access":"true"}"#, "sleep 600"));
+    s.k_stdin(&["apply", "-f", "-"], &pod("denied", "{}", "sleep 600"));
+    wait_for("the three pods Running", Duration::from_secs(90), || {
+        let out = s.k(&["get", "pods", "--no-headers"]);
+        (out.lines().filter(|l| l.contains(" Running ")).count() == 3).then_some(())
+    });
+    let ip = s.k(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+    let fetch = |from: &str| text(s.kubectl(&["exec", from, "--", "timeout", "3", "wget", "-qO-", &format!("http://{ip}/")]));
+    assert_eq!(fetch("denied").trim(), "hello", "before any policy every pod may connect");
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"web-access"},"spec":{
+             "podSelector":{"matchLabels":{"app":"web"}},"ingress":[{"from":[{"podSelector":{"matchLabels":{"access":"true"}}}],"ports":[{"port":80}]}]}}"#,
+    );
+    wait_for("the unlabelled pod blocked", Duration::from_secs(30), || (fetch("denied").trim() != "hello").then_some(()));
+    assert_eq!(fetch("allowed").trim(), "hello", "the labelled pod still gets through");
+    s.k(&["delete", "networkpolicy", "web-access"]);
+    wait_for("open again without the policy", Duration::from_secs(30), || (fetch("denied").trim() == "hello").then_some(()));
+}

@@ -4,6 +4,8 @@
 //! masqueraded (table `ip r8s-net`). Routes carry their own protocol number, so the agent knows
 //! which ones are its own to remove.
 
+pub mod netpol;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,7 @@ async fn sh(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn nft(text: &str) -> anyhow::Result<()> {
+pub(crate) async fn nft(text: &str) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
     child.stdin.take().expect("stdin").write_all(text.as_bytes()).await?;
@@ -79,9 +81,17 @@ async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<Strin
     Ok(())
 }
 
-/// Runs until the process ends.
+/// Runs until the process ends (network policies alongside).
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
+    {
+        let (client, node) = (client.clone(), cfg.node_name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = netpol::run(client, node).await {
+                tracing::error!(error = %e, "network policy enforcement stopped");
+            }
+        });
+    }
     let informers = Informers::new(client);
     let nodes = informers.get::<Node>();
     let changed = Arc::new(tokio::sync::Notify::new());
