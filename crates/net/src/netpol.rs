@@ -213,6 +213,38 @@ pub fn render(s: &Sets) -> String {
     t
 }
 
+/// Follows pods, namespaces and policies; rewrites the table when the sets change.
+pub async fn run(client: kube::Client, node: String) -> anyhow::Result<()> {
+    let informers = r8s_client::informer::Informers::new(client);
+    let (pods, nss, pols) = (informers.get::<Pod>(), informers.get::<Namespace>(), informers.get::<NetworkPolicy>());
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let n = changed.clone();
+    pods.on_change(move |_, _| n.notify_one());
+    let n = changed.clone();
+    nss.on_change(move |_, _| n.notify_one());
+    let n = changed.clone();
+    pols.on_change(move |_, _| n.notify_one());
+    pods.synced().await;
+    nss.synced().await;
+    pols.synced().await;
+    let mut applied: Option<Sets> = None;
+    loop {
+        let want = compute(&node, &pods.list(), &nss.list(), &pols.list());
+        if applied.as_ref() != Some(&want) {
+            match crate::nft(&render(&want)).await {
+                Ok(()) => applied = Some(want),
+                Err(e) => {
+                    tracing::warn!(error = %e, "network policy rules");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        changed.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,37 +275,5 @@ mod tests {
             text.contains("set in_port { typeof ip daddr . ip saddr . meta l4proto . th dport; elements = { 10.244.0.5 . 10.244.0.6 . tcp . 80 }; }"),
             "{text}"
         );
-    }
-}
-
-/// Follows pods, namespaces and policies; rewrites the table when the sets change.
-pub async fn run(client: kube::Client, node: String) -> anyhow::Result<()> {
-    let informers = r8s_client::informer::Informers::new(client);
-    let (pods, nss, pols) = (informers.get::<Pod>(), informers.get::<Namespace>(), informers.get::<NetworkPolicy>());
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let n = changed.clone();
-    pods.on_change(move |_, _| n.notify_one());
-    let n = changed.clone();
-    nss.on_change(move |_, _| n.notify_one());
-    let n = changed.clone();
-    pols.on_change(move |_, _| n.notify_one());
-    pods.synced().await;
-    nss.synced().await;
-    pols.synced().await;
-    let mut applied: Option<Sets> = None;
-    loop {
-        let want = compute(&node, &pods.list(), &nss.list(), &pols.list());
-        if applied.as_ref() != Some(&want) {
-            match crate::nft(&render(&want)).await {
-                Ok(()) => applied = Some(want),
-                Err(e) => {
-                    tracing::warn!(error = %e, "network policy rules");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-        }
-        changed.notified().await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
