@@ -284,3 +284,43 @@ fn a_network_policy_admits_only_the_labelled_pods() {
     s.k(&["delete", "networkpolicy", "web-access"]);
     wait_for("open again without the policy", Duration::from_secs(30), || (fetch("denied").trim() == "hello").then_some(()));
 }
+
+#[test]
+fn an_ingress_routes_two_hosts_and_two_paths_to_their_services() {
+    let lab = Lab::start();
+    let s = &lab.server;
+    let ns = &lab.agent.ns;
+    for name in ["app-a", "app-b", "api"] {
+        s.k_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"app":"{name}"}}}},"spec":{{"containers":[{{"name":"c","image":"{BUSYBOX}",
+                  "command":["sh","-c","mkdir -p /w/v1; echo {name} > /w/index.html; echo {name}-v1 > /w/v1/index.html; exec httpd -f -p 80 -h /w"]}}]}}}}"#
+            ),
+        );
+        s.k(&["expose", "pod", name, "--port=80"]);
+    }
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"Ingress","metadata":{"name":"routes"},"spec":{"rules":[
+             {"host":"a.example","http":{"paths":[{"path":"/","pathType":"Prefix","backend":{"service":{"name":"app-a","port":{"number":80}}}},
+                                                 {"path":"/v1","pathType":"Prefix","backend":{"service":{"name":"api","port":{"number":80}}}}]}},
+             {"host":"b.example","http":{"paths":[{"path":"/","pathType":"Prefix","backend":{"service":{"name":"app-b","port":{"number":80}}}}]}}]}}"#,
+    );
+    wait_for("the three backends Running", Duration::from_secs(90), || {
+        let out = s.k(&["get", "pods", "--no-headers"]);
+        (out.lines().filter(|l| l.contains(" Running ")).count() == 3).then_some(())
+    });
+    // The Ingress gets the default class's address: the node's.
+    wait_for("the ingress address", Duration::from_secs(30), || {
+        let row = s.k(&["get", "ingress", "routes", "--no-headers"]);
+        row.contains(&ns.node_ip()).then_some(())
+    });
+    let get = |host: &str, path: &str| text(ns.exec(&format!("curl -s -m 5 -H 'Host: {host}' http://{}{path}", ns.node_ip())));
+    let page = wait_for("a.example served", Duration::from_secs(30), || Some(get("a.example", "/")).filter(|p| p.trim() == "app-a"));
+    assert_eq!(page.trim(), "app-a");
+    assert_eq!(get("a.example", "/v1/").trim(), "api-v1", "the longer prefix goes to the api service");
+    assert_eq!(get("b.example", "/").trim(), "app-b");
+    assert_eq!(get("b.example", "/v1/").trim(), "app-b-v1", "b.example has no /v1 rule: its / backend answers");
+    assert!(get("c.example", "/").contains("404"), "no rule for the host");
+}

@@ -20,6 +20,10 @@ pub const ROUTE_PROTO: &str = "91";
 pub struct Config {
     pub node_name: String,
     pub cluster_cidr: String,
+    /// Service cluster IPs: routed locally so that this node's own connections to them (the
+    /// ingress controller's, a user's curl) find a route before the proxy's DNAT, also on a
+    /// node without a default route.
+    pub service_cidr: String,
 }
 
 /// podCIDR -> next hop, for every other node that has both.
@@ -65,6 +69,9 @@ async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<Strin
     {
         nft(&masquerade_rules(&cidr, &cfg.cluster_cidr)).await?;
         *applied_masq = Some(cidr);
+    }
+    if let Some(ip) = me.and_then(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone())) {
+        sh(&["ip", "route", "replace", &cfg.service_cidr, "dev", "lo", "src", &ip, "proto", ROUTE_PROTO]).await?;
     }
     let want = desired_routes(nodes, &cfg.node_name);
     let current = sh(&["ip", "-4", "route", "show", "proto", ROUTE_PROTO]).await?;

@@ -101,6 +101,12 @@ struct NodeFlags {
     /// Do not run the service proxy with the agent (k3s's flag).
     #[arg(long)]
     disable_kube_proxy: bool,
+    /// Do not run the built-in ingress controller with the agent (k3s: --disable traefik).
+    #[arg(long)]
+    disable_ingress: bool,
+    /// Port the ingress controller serves HTTP on, at the node's address.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
     /// The pod network across nodes: host-gw (routes via each node's address), or none to
     /// leave it to another CNI (k3s's flag).
     #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "none"])]
@@ -130,6 +136,9 @@ struct AgentArgs {
     /// The cluster's pod network (the server's --cluster-cidr).
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// The cluster's service addresses (the server's --service-cidr).
+    #[arg(long, alias = "service-cluster-ip-range", default_value = "10.96.0.0/12")]
+    service_cidr: String,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -415,11 +424,20 @@ async fn agent(args: AgentArgs, with_proxy: bool) -> anyhow::Result<()> {
     let client = kube::Client::try_from(cfg)?;
     let node = args.node.config(&args.data_dir, &[], ca)?;
     if with_proxy && args.node.flannel_backend != "none" {
-        let cfg = r8s_net::Config { node_name: node.node_name.clone(), cluster_cidr: args.cluster_cidr.clone() };
+        let cfg = r8s_net::Config { node_name: node.node_name.clone(), cluster_cidr: args.cluster_cidr.clone(), service_cidr: args.service_cidr.clone() };
         let client = client.clone();
         tokio::spawn(async move {
             if let Err(e) = r8s_net::run(client, cfg).await {
                 tracing::error!(error = format!("{e:#}"), "pod network stopped");
+            }
+        });
+    }
+    if with_proxy && !args.node.disable_ingress {
+        let cfg = r8s_ingress::Config { http: std::net::SocketAddr::new(node.node_ip, args.node.ingress_http_port) };
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = r8s_ingress::run(client, cfg).await {
+                tracing::error!(error = format!("{e:#}"), "ingress controller stopped");
             }
         });
     }
@@ -479,6 +497,19 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }
         });
     }
+    {
+        // The built-in ingress class, the default one (agents serve it unless --disable-ingress).
+        let client = local::client(running.state.clone(), "system:kube-controller-manager");
+        let class: k8s_openapi::api::networking::v1::IngressClass = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": r8s_ingress::CLASS, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": r8s_ingress::CONTROLLER},
+        }))?;
+        match kube::Api::<k8s_openapi::api::networking::v1::IngressClass>::all(client).create(&Default::default(), &class).await {
+            Ok(_) => {}
+            Err(e) if r8s_client::is_conflict(&e) => {}
+            Err(e) => tracing::warn!(error = %e, "creating the r8s IngressClass"),
+        }
+    }
     if !args.disable_cluster_dns {
         let client = local::client(running.state.clone(), "system:serviceaccount:kube-system:coredns");
         let dns_ip = args.node.cluster_dns.first().cloned().unwrap_or_else(|| "10.96.0.10".into());
@@ -493,11 +524,24 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         let node = args.node.config(&args.data_dir, &[("node-role.kubernetes.io/control-plane", "true"), ("node-role.kubernetes.io/master", "true")], ca)?;
         let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
         if args.node.flannel_backend != "none" {
-            let cfg = r8s_net::Config { node_name: node.node_name.clone(), cluster_cidr: args.controllers.cluster_cidr.clone() };
+            let cfg = r8s_net::Config {
+                node_name: node.node_name.clone(),
+                cluster_cidr: args.controllers.cluster_cidr.clone(),
+                service_cidr: args.service_cluster_ip_range.clone(),
+            };
             let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
             tokio::spawn(async move {
                 if let Err(e) = r8s_net::run(client, cfg).await {
                     tracing::error!(error = format!("{e:#}"), "pod network stopped");
+                }
+            });
+        }
+        if !args.node.disable_ingress {
+            let cfg = r8s_ingress::Config { http: std::net::SocketAddr::new(node.node_ip, args.node.ingress_http_port) };
+            let client = local::client(running.state.clone(), "system:serviceaccount:kube-system:r8s-ingress");
+            tokio::spawn(async move {
+                if let Err(e) = r8s_ingress::run(client, cfg).await {
+                    tracing::error!(error = format!("{e:#}"), "ingress controller stopped");
                 }
             });
         }

@@ -1,0 +1,238 @@
+//! The built-in ingress controller (IngressClass `r8s`, the default class): every agent serves
+//! HTTP on its node's port 80 and routes each request by host and path (Exact, then the
+//! longest Prefix) to the backend Service's cluster IP, which the service proxy spreads over
+//! the endpoints. Ingresses of the class get the Ready nodes' addresses in
+//! status.loadBalancer, as k3s's bundled Traefik does.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use r8s_client::informer::Informers;
+
+pub const CLASS: &str = "r8s";
+pub const CONTROLLER: &str = "r8s.io/ingress";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: SocketAddr,
+}
+
+/// One routable path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: Option<String>,
+    pub path: String,
+    pub exact: bool,
+    /// Where it goes: cluster IP and port of the backend Service.
+    pub target: SocketAddr,
+}
+
+/// Whether the Ingress is ours: class `r8s`, or no class when `r8s` is the default.
+fn ours(ing: &Ingress, default_is_ours: bool) -> bool {
+    match ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
+        Some(c) => c == CLASS,
+        None => default_is_ours,
+    }
+}
+
+/// The routing table from every Ingress of the class, most specific first.
+pub fn routes(ingresses: &[Arc<Ingress>], services: &[Arc<Service>], default_is_ours: bool) -> Vec<Route> {
+    let target = |ns: &str, b: &k8s_openapi::api::networking::v1::IngressBackend| -> Option<SocketAddr> {
+        let sb = b.service.as_ref()?;
+        let svc = services.iter().find(|s| s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(sb.name.as_str()))?;
+        let spec = svc.spec.as_ref()?;
+        let ip: std::net::IpAddr = spec.cluster_ip.as_deref()?.parse().ok()?;
+        let want = sb.port.as_ref()?;
+        let port = spec.ports.iter().flatten().find(|p| want.number == Some(p.port) || (want.name.is_some() && want.name == p.name))?.port;
+        Some(SocketAddr::new(ip, port as u16))
+    };
+    let mut out = Vec::new();
+    for ing in ingresses.iter().filter(|i| ours(i, default_is_ours)) {
+        let ns = ing.namespace().unwrap_or_default();
+        let Some(spec) = ing.spec.as_ref() else { continue };
+        for rule in spec.rules.iter().flatten() {
+            for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                if let Some(t) = target(&ns, &p.backend) {
+                    out.push(Route {
+                        host: rule.host.clone().filter(|h| !h.is_empty()),
+                        path: p.path.clone().unwrap_or_else(|| "/".into()),
+                        exact: p.path_type == "Exact",
+                        target: t,
+                    });
+                }
+            }
+        }
+        if let Some(t) = spec.default_backend.as_ref().and_then(|b| target(&ns, b)) {
+            out.push(Route { host: None, path: "/".into(), exact: false, target: t });
+        }
+    }
+    sort_routes(&mut out);
+    out
+}
+
+/// Host rules before catch-alls, Exact before Prefix, longer prefixes first.
+fn sort_routes(routes: &mut [Route]) {
+    routes.sort_by_key(|r| std::cmp::Reverse((r.host.is_some(), r.exact, r.path.len())));
+}
+
+/// Prefix matching is by path element: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
+fn path_matches(r: &Route, path: &str) -> bool {
+    if r.exact {
+        return path == r.path;
+    }
+    let prefix = r.path.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+fn host_matches(r: &Route, host: &str) -> bool {
+    match &r.host {
+        None => true,
+        Some(h) if h.starts_with("*.") => host.ends_with(&h[1..]) && host[..host.len() - h.len() + 1].find('.').is_none(),
+        Some(h) => h.eq_ignore_ascii_case(host),
+    }
+}
+
+pub fn pick<'a>(routes: &'a [Route], host: &str, path: &str) -> Option<&'a Route> {
+    let host = host.split(':').next().unwrap_or(host);
+    routes.iter().find(|r| host_matches(r, host) && path_matches(r, path))
+}
+
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
+fn plain(code: http::StatusCode, text: &str) -> http::Response<Body> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(bytes::Bytes::from(text.to_string())).map_err(|never| match never {}).boxed();
+    http::Response::builder().status(code).header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(body).expect("response")
+}
+
+async fn forward(route: Route, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+    use http_body_util::BodyExt;
+    let Ok(Ok(tcp)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(route.target)).await else {
+        return plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await else {
+        return plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+    };
+    tokio::spawn(conn);
+    match sender.send_request(req).await {
+        Ok(resp) => resp.map(|b| b.boxed()),
+        Err(_) => plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n"),
+    }
+}
+
+/// Serves until the process ends.
+pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
+    let informers = Informers::new(client.clone());
+    let (ings, svcs, classes, nodes) = (informers.get::<Ingress>(), informers.get::<Service>(), informers.get::<IngressClass>(), informers.get::<Node>());
+    let table: Arc<RwLock<Vec<Route>>> = Arc::default();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    for n in 0..4 {
+        let c = changed.clone();
+        match n {
+            0 => ings.on_change(move |_, _| c.notify_one()),
+            1 => svcs.on_change(move |_, _| c.notify_one()),
+            2 => classes.on_change(move |_, _| c.notify_one()),
+            _ => nodes.on_change(move |_, _| c.notify_one()),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.http).await.map_err(|e| anyhow::anyhow!("ingress on {}: {e}", cfg.http))?;
+    {
+        let table = table.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let table = table.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let host = req
+                            .headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                            .or_else(|| req.uri().host().map(str::to_string))
+                            .unwrap_or_default();
+                        let route = pick(&table.read().unwrap(), &host, req.uri().path()).cloned();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(match route {
+                                Some(r) => forward(r, req).await,
+                                None => plain(http::StatusCode::NOT_FOUND, "404 page not found\n"),
+                            })
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
+                });
+            }
+        });
+    }
+    ings.synced().await;
+    svcs.synced().await;
+    classes.synced().await;
+    nodes.synced().await;
+    loop {
+        let default_is_ours = classes
+            .list()
+            .iter()
+            .any(|c| c.name_any() == CLASS && c.annotations().get("ingressclass.kubernetes.io/is-default-class").map(String::as_str) == Some("true"));
+        let ingresses = ings.list();
+        *table.write().unwrap() = routes(&ingresses, &svcs.list(), default_is_ours);
+        let ips = node_addresses(&nodes.list());
+        for ing in ingresses.iter().filter(|i| ours(i, default_is_ours)) {
+            let have: Vec<String> = ing
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip)
+                .collect();
+            if have != ips {
+                let api: Api<Ingress> = Api::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
+                let lb: Vec<serde_json::Value> = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+                let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": lb}}});
+                if let Err(e) = api.patch_status(&ing.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    tracing::debug!(error = %e, "ingress status");
+                }
+            }
+        }
+        changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Ready nodes' InternalIPs, sorted.
+fn node_addresses(nodes: &[Arc<Node>]) -> Vec<String> {
+    let mut ips: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+        .filter_map(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()))
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(host: Option<&str>, path: &str, exact: bool, port: u16) -> Route {
+        Route { host: host.map(str::to_string), path: path.into(), exact, target: SocketAddr::from(([10, 96, 0, 1], port)) }
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let mut routes =
+            vec![r(None, "/", false, 1), r(Some("a.example"), "/", false, 2), r(Some("a.example"), "/api", false, 3), r(Some("a.example"), "/api/v1", true, 4)];
+        sort_routes(&mut routes);
+        let port = |h: &str, p: &str| pick(&routes, h, p).map(|r| r.target.port());
+        assert_eq!(port("a.example", "/api/v1"), Some(4));
+        assert_eq!(port("a.example:80", "/api/v2"), Some(3));
+        assert_eq!(port("a.example", "/apix"), Some(2), "prefixes match whole path elements");
+        assert_eq!(port("b.example", "/api"), Some(1));
+    }
+}
