@@ -179,9 +179,17 @@ impl Lab {
 
     /// Like `start`, with extra agent flags (which may name the namespace's addresses).
     pub fn start_with(agent_args: impl FnOnce(&NetNs) -> Vec<String>) -> Lab {
+        Self::start_full(|_| Vec::new(), agent_args)
+    }
+
+    /// Like `start`, with extra server and agent flags.
+    pub fn start_full(server_args: impl FnOnce(&NetNs) -> Vec<String>, agent_args: impl FnOnce(&NetNs) -> Vec<String>) -> Lab {
         let ns = NetNs::create();
         let extra = agent_args(&ns);
-        let server = TestServer::start_cluster_on(&ns.host_ip(), &["--node-monitor-grace-period", "40s"]);
+        let mut sargs = vec!["--node-monitor-grace-period".to_string(), "40s".to_string()];
+        sargs.extend(server_args(&ns));
+        let sargs: Vec<&str> = sargs.iter().map(String::as_str).collect();
+        let server = TestServer::start_cluster_on(&ns.host_ip(), &sargs);
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let agent = Agent::start_with(&server, ns, &extra);
         Lab { server, agent }

@@ -84,9 +84,32 @@ fn cluster_ips_and_node_ports_reach_ready_pods() {
     assert!(out.contains("refused") || out.contains("Couldn't connect"), "node port without endpoints: {out}");
 }
 
+/// A stand-in for the outside world's resolver, on the lab's host-side address: answers any A
+/// question with 192.0.2.1 (TEST-NET-1, never contacted).
+fn upstream_resolver(addr: String) {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{RData, Record, rdata::A};
+    let sock = std::net::UdpSocket::bind(addr).expect("bind the test resolver");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+            for query in &q.queries {
+                r.add_query(query.clone());
+                if query.query_type() == hickory_proto::rr::RecordType::A {
+                    r.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(A("192.0.2.1".parse().unwrap()))));
+                }
+            }
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer);
+        }
+    });
+}
+
 #[test]
 fn cluster_dns_answers_service_names_from_pods() {
-    let lab = Lab::start();
+    let lab = Lab::start_full(|ns| vec!["--cluster-dns-upstream".into(), format!("{}:5353", ns.host_ip())], |_| vec![]);
+    upstream_resolver(format!("{}:5353", lab.agent.ns.host_ip()));
     let s = &lab.server;
     let deploy = format!(
         r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"my-nginx"}},"spec":{{"replicas":2,"selector":{{"matchLabels":{{"app":"my-nginx"}}}},
@@ -108,8 +131,23 @@ fn cluster_dns_answers_service_names_from_pods() {
         &["apply", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ext"},"spec":{"type":"ExternalName","externalName":"example.org"}}"#,
     );
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"sts"},"spec":{"clusterIP":"None","selector":{"app":"sts"},"ports":[{"name":"http","port":80}]}}"#,
+    );
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{{"name":"sts"}},"spec":{{"serviceName":"sts","replicas":2,"selector":{{"matchLabels":{{"app":"sts"}}}},
+              "template":{{"metadata":{{"labels":{{"app":"sts"}}}},"spec":{{"containers":[{{"name":"c","image":"{BUSYBOX}","command":["sleep","600"]}}]}}}}}}}}"#
+        ),
+    );
     s.k(&["run", "client", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
-    wait_for("my-nginx 2/2 and client Running", Duration::from_secs(120), || {
+    wait_for("my-nginx 2/2, sts 2/2 and client Running", Duration::from_secs(120), || {
+        let st = s.k(&["get", "statefulset", "sts", "--no-headers"]);
+        if st.split_whitespace().nth(1) != Some("2/2") {
+            return None;
+        }
         let d = s.k(&["get", "deployment", "my-nginx", "--no-headers"]);
         let c = s.k(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
         (d.split_whitespace().nth(1) == Some("2/2") && c == "Running").then_some(())
@@ -140,6 +178,13 @@ fn cluster_dns_answers_service_names_from_pods() {
     assert!(out.contains("canonical name = example.org"), "{out}");
     let out = nslookup(&["nope.default.svc.cluster.local"]);
     assert!(out.contains("NXDOMAIN"), "{out}");
+    // StatefulSet pods by name under their governing service.
+    let sts1 = s.k(&["get", "pod", "sts-1", "-o", "jsonpath={.status.podIP}"]);
+    let out = nslookup(&["sts-1.sts.default.svc.cluster.local"]);
+    assert!(out.contains(&format!("Address: {sts1}")), "{out}");
+    // Other names go to the upstream resolver.
+    let out = nslookup(&["outside.test"]);
+    assert!(out.contains("Address: 192.0.2.1"), "{out}");
     // The short name through the search path, all the way to a pod (DNS, then the proxy).
     let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://my-nginx/"]));
     assert!(page.starts_with("served-by-my-nginx-"), "{page}");
