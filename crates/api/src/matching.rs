@@ -69,6 +69,19 @@ pub fn tolerates(tol: &Toleration, t: &Taint) -> bool {
     effect_ok && key_ok && value_ok
 }
 
+/// The InternalIPs of the Ready nodes, sorted: where built-in load balancers (services,
+/// ingress) answer.
+pub fn ready_node_addresses(nodes: &[std::sync::Arc<k8s_openapi::api::core::v1::Node>]) -> Vec<String> {
+    let mut ips: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+        .filter_map(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,18 +16,6 @@ pub struct Controller {
     queue: WorkQueue<ObjKey>,
 }
 
-/// The Ready nodes' InternalIPs, sorted.
-pub fn node_addresses(nodes: &[Arc<Node>]) -> Vec<String> {
-    let mut ips: Vec<String> = nodes
-        .iter()
-        .filter(|n| n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
-        .filter_map(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()))
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
-}
-
 impl Controller {
     pub async fn start(informers: Informers) {
         let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new() });
@@ -68,7 +56,7 @@ impl Controller {
         if spec.type_.as_deref() != Some("LoadBalancer") || spec.load_balancer_class.is_some() {
             return Ok(None);
         }
-        let ips = node_addresses(&self.informers.get::<Node>().list());
+        let ips = r8s_api::matching::ready_node_addresses(&self.informers.get::<Node>().list());
         let want: Vec<serde_json::Value> = ips.iter().map(|ip| json!({"ip": ip, "ipMode": "VIP"})).collect();
         let have = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.clone()).unwrap_or_default();
         let have: Vec<serde_json::Value> = have.iter().map(|i| json!({"ip": i.ip, "ipMode": i.ip_mode.clone().unwrap_or_else(|| "VIP".into())})).collect();

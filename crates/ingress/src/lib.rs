@@ -180,7 +180,7 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             .any(|c| c.name_any() == CLASS && c.annotations().get("ingressclass.kubernetes.io/is-default-class").map(String::as_str) == Some("true"));
         let ingresses = ings.list();
         *table.write().unwrap() = routes(&ingresses, &svcs.list(), default_is_ours);
-        let ips = node_addresses(&nodes.list());
+        let ips = r8s_api::matching::ready_node_addresses(&nodes.list());
         for ing in ingresses.iter().filter(|i| ours(i, default_is_ours)) {
             let have: Vec<String> = ing
                 .status
@@ -203,17 +203,6 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
         changed.notified().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The Ready nodes' InternalIPs, sorted.
-fn node_addresses(nodes: &[Arc<Node>]) -> Vec<String> {
-    let mut ips: Vec<String> = nodes
-        .iter()
-        .filter(|n| n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
-        .filter_map(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()))
-        .collect();
-    ips.sort();
-    ips
 }
 
 #[cfg(test)]

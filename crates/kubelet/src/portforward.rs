@@ -51,12 +51,7 @@ pub async fn handler(State(k): State<Arc<Kubelet>>, Path((ns, pod)): Path<(Strin
     let on_upgrade = hyper::upgrade::on(&mut request);
     let rt = k.runtime().clone();
     if let Some(key) = headers.get("sec-websocket-key") {
-        let offered: Vec<String> = headers
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>())
-            .collect();
+        let offered = crate::streaming::offered_protocols(&headers);
         if !offered.iter().any(|p| p == TUNNEL_PROTOCOL) {
             return status(StatusCode::BAD_REQUEST, "BadRequest", format!("no supported WebSocket subprotocol among {offered:?} (want {TUNNEL_PROTOCOL})"));
         }

@@ -72,12 +72,7 @@ async fn serve(k: Arc<Kubelet>, ns: String, pod: String, container: String, mut 
     let Some(key) = headers.get("sec-websocket-key").cloned() else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "Upgrade request required".into());
     };
-    let offered: Vec<String> = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>())
-        .collect();
+    let offered = offered_protocols(headers);
     let Some(proto) = offered.iter().find(|p| PROTOCOLS.contains(&p.as_str())).cloned() else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", format!("no supported WebSocket subprotocol among {offered:?} (want one of {PROTOCOLS:?})"));
     };
@@ -97,6 +92,16 @@ async fn serve(k: Arc<Kubelet>, ns: String, pod: String, container: String, mut 
         .header("Sec-WebSocket-Protocol", proto)
         .body(axum::body::Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The WebSocket subprotocols a client offers, in its order.
+pub(crate) fn offered_protocols(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>())
+        .collect()
 }
 
 fn req_<T>(m: T) -> tonic::Request<T> {
