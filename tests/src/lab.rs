@@ -206,9 +206,14 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(nodes: u32) -> Cluster {
+        Self::start_with(nodes, &[])
+    }
+
+    /// Like `start`, with extra flags for every agent.
+    pub fn start_with(nodes: u32, agent_args: &[&str]) -> Cluster {
         let switch = NetNs::switch();
         let server = TestServer::start_cluster_on(&switch.host_ip(), &["--node-monitor-grace-period", "40s"]);
-        let agents = (0..nodes).map(|i| Agent::start(&server, NetNs::on_switch(&switch, i))).collect();
+        let agents = (0..nodes).map(|i| Agent::start_with(&server, NetNs::on_switch(&switch, i), agent_args)).collect();
         Cluster { agents, server, switch }
     }
 }

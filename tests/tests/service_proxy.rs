@@ -11,9 +11,43 @@ fn text(o: std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
+fn proxy_mode(mode: &'static str) -> impl FnOnce(&r8s_tests::lab::NetNs) -> Vec<String> {
+    move |_| vec!["--proxy-mode".into(), mode.into()]
+}
+
+// Both proxy backends pass the same data-path tests.
 #[test]
-fn cluster_ips_and_node_ports_reach_ready_pods() {
-    let lab = Lab::start();
+fn cluster_ips_and_node_ports_reach_ready_pods_nftables() {
+    cluster_ips_and_node_ports_reach_ready_pods("nftables");
+}
+
+#[test]
+fn cluster_ips_and_node_ports_reach_ready_pods_iptables() {
+    cluster_ips_and_node_ports_reach_ready_pods("iptables");
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_and_services_by_name_nftables() {
+    pods_on_two_nodes_reach_each_other_and_services_by_name("nftables");
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_and_services_by_name_iptables() {
+    pods_on_two_nodes_reach_each_other_and_services_by_name("iptables");
+}
+
+#[test]
+fn rolling_updates_fail_no_request_and_unready_pods_get_no_traffic_nftables() {
+    rolling_updates_fail_no_request_and_unready_pods_get_no_traffic("nftables");
+}
+
+#[test]
+fn rolling_updates_fail_no_request_and_unready_pods_get_no_traffic_iptables() {
+    rolling_updates_fail_no_request_and_unready_pods_get_no_traffic("iptables");
+}
+
+fn cluster_ips_and_node_ports_reach_ready_pods(mode: &'static str) {
+    let lab = Lab::start_with(proxy_mode(mode));
     let s = &lab.server;
     let ns = &lab.agent.ns;
     let deploy = format!(
@@ -52,6 +86,21 @@ fn cluster_ips_and_node_ports_reach_ready_pods() {
         p
     });
 
+    // sessionAffinity ClientIP: every request from the client goes to the same pod.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"sticky"},"spec":{"selector":{"app":"test1"},"sessionAffinity":"ClientIP","ports":[{"port":80}]}}"#,
+    );
+    let sticky_ip = s.k(&["get", "svc", "sticky", "-o", "jsonpath={.spec.clusterIP}"]);
+    let script = format!("for i in $(seq 1 12); do wget -qO- http://{sticky_ip}/; done");
+    let mut answers = String::new();
+    wait_for("12 answers through the sticky service", Duration::from_secs(60), || {
+        answers = text(s.kubectl(&["exec", "client", "--", "sh", "-c", &script]));
+        (answers.lines().filter(|l| l.starts_with("served-by-")).count() == 12).then_some(())
+    });
+    let distinct: std::collections::BTreeSet<&str> = answers.lines().collect();
+    assert_eq!(distinct.len(), 1, "one pod answers a client with affinity: {answers}");
+
     // From the node: its address and 127.0.0.1 on the node port.
     for addr in [ns.node_ip(), "127.0.0.1".to_string()] {
         let out = ns.exec(&format!("curl -s -m 5 http://{addr}:{node_port}/"));
@@ -60,7 +109,7 @@ fn cluster_ips_and_node_ports_reach_ready_pods() {
     }
 
     // The proxy's own endpoints, as seed 003 shows them.
-    assert_eq!(text(ns.exec("curl -s -m 5 http://127.0.0.1:10249/proxyMode")), "nftables");
+    assert_eq!(text(ns.exec("curl -s -m 5 http://127.0.0.1:10249/proxyMode")), mode);
     let health = text(ns.exec("curl -s -m 5 http://127.0.0.1:10256/healthz"));
     assert!(health.contains("\"lastUpdated\"") && health.contains("\"currentTime\""), "{health}");
 
@@ -190,9 +239,8 @@ fn cluster_dns_answers_service_names_from_pods() {
     assert!(page.starts_with("served-by-my-nginx-"), "{page}");
 }
 
-#[test]
-fn pods_on_two_nodes_reach_each_other_and_services_by_name() {
-    let cluster = r8s_tests::lab::Cluster::start(2);
+fn pods_on_two_nodes_reach_each_other_and_services_by_name(mode: &'static str) {
+    let cluster = r8s_tests::lab::Cluster::start_with(2, &["--proxy-mode", mode]);
     let s = &cluster.server;
     let (a, b) = (&cluster.agents[0].node_name, &cluster.agents[1].node_name);
     let deploy = format!(
@@ -242,9 +290,8 @@ fn pods_on_two_nodes_reach_each_other_and_services_by_name() {
 
 /// Terminating pods leave the rotation before they stop: with a preStop delay, a rolling
 /// update under steady traffic fails no request; a pod that is not ready gets none.
-#[test]
-fn rolling_updates_fail_no_request_and_unready_pods_get_no_traffic() {
-    let lab = Lab::start();
+fn rolling_updates_fail_no_request_and_unready_pods_get_no_traffic(mode: &'static str) {
+    let lab = Lab::start_with(proxy_mode(mode));
     let s = &lab.server;
     let deploy = |version: &str| {
         format!(

@@ -75,6 +75,8 @@ pub struct ServicePort {
     /// with externalTrafficPolicy Local (and then the client address is kept).
     pub external_endpoints: Vec<Endpoint>,
     pub external_local: bool,
+    /// sessionAffinity ClientIP: how long (seconds) a client stays with its endpoint.
+    pub affinity_timeout: Option<u32>,
 }
 
 pub type Model = BTreeMap<PortName, ServicePort>;
@@ -145,6 +147,10 @@ pub fn build<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl I
         }
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            let t = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+            t.filter(|t| *t > 0).unwrap_or(10800) as u32
+        });
         let eps = by_service.get(&(ns.clone(), name.clone()));
         for p in spec.ports.iter().flatten() {
             let protocol = Protocol::parse(p.protocol.as_deref());
@@ -167,6 +173,7 @@ pub fn build<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl I
                     cluster_endpoints: if internal_local { local.clone() } else { all.clone() },
                     external_endpoints: if external_local { local } else { all },
                     external_local,
+                    affinity_timeout,
                 },
             );
         }

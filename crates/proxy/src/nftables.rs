@@ -10,6 +10,12 @@
 //! - `hairpin`: (endpoint, endpoint) pairs, masqueraded so a pod reaching itself through its
 //!   service gets the answer back through NAT.
 //!
+//! - `affinity_T`: cluster addresses of sessionAffinity ClientIP services with timeout T. The
+//!   first packet of a connection to one records `client . service : endpoint` in the dynamic
+//!   map `affinity` (from the packet path, after the DNAT), and later connections from that
+//!   client are DNATed from there. Entries expire after T; when an endpoint of such a service
+//!   goes, the map is flushed (every client picks again) rather than tracked per endpoint.
+//!
 //! A change is then a handful of element additions and deletions in one `nft -f` transaction;
 //! only a service with more endpoints than any rule covers needs the table rebuilt.
 
@@ -83,6 +89,9 @@ pub fn elements(model: &Model) -> BTreeSet<Element> {
         for a in &sp.cluster_ips {
             out.insert(("cluster_ips", a.to_string()));
             slot_sets(sp, *a, false, &mut out);
+            if let Some(t) = sp.affinity_timeout {
+                out.insert((set_name("affinity", t as usize), format!("{a} . {} . {}", proto(sp.protocol), sp.port)));
+            }
         }
         for a in &sp.external_ips {
             slot_sets(sp, *a, true, &mut out);
@@ -111,10 +120,30 @@ fn slots(model: &Model) -> usize {
     model.values().map(|s| s.cluster_endpoints.len().max(s.external_endpoints.len())).max().unwrap_or(0).max(MIN_SLOTS)
 }
 
+/// The affinity timeouts the rules must cover.
+fn affinity_timeouts(model: &Model) -> BTreeSet<u32> {
+    model.values().filter_map(|s| s.affinity_timeout).collect()
+}
+
+/// (client-independent) affinity targets: a change that drops one of these invalidates what
+/// clients have recorded.
+fn affinity_targets(model: &Model) -> BTreeSet<(std::net::Ipv4Addr, Protocol, u16, Endpoint)> {
+    let mut out = BTreeSet::new();
+    for sp in model.values().filter(|s| s.affinity_timeout.is_some()) {
+        for a in &sp.cluster_ips {
+            for e in &sp.cluster_endpoints {
+                out.insert((*a, sp.protocol, sp.port, *e));
+            }
+        }
+    }
+    out
+}
+
 /// The whole table, replacing any previous one, in one transaction.
 pub fn full(model: &Model, o: &Options) -> String {
     let t = &o.table;
     let n = slots(model);
+    let timeouts = affinity_timeouts(model);
     let mut s = String::new();
     // Declaring the table first makes the delete valid when it does not exist yet.
     let _ = writeln!(s, "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
@@ -134,12 +163,21 @@ pub fn full(model: &Model, o: &Options) -> String {
             let _ = writeln!(s, "  set {kind}_{i} {{ {np_key}; }}");
         }
     }
+    let _ = writeln!(
+        s,
+        "  map affinity {{ typeof ip saddr . ip daddr . meta l4proto . th dport : ip daddr . th dport; size 65535; flags dynamic,timeout; timeout 3h; }}"
+    );
+    for t in &timeouts {
+        let _ = writeln!(s, "  set affinity_{t} {{ {svc_key}; }}");
+    }
     let masq = format!("meta mark set meta mark | {MASQ_MARK:#x}");
     let _ = writeln!(s, "  chain services {{");
     if let Some(cidr) = &o.cluster_cidr {
         let _ = writeln!(s, "    ip saddr != {cidr} ip daddr @cluster_ips {masq}");
     }
     let svc = "ip daddr . meta l4proto . th dport";
+    // A client with a recorded endpoint goes back to it.
+    let _ = writeln!(s, "    ip saddr . {svc} @affinity dnat ip to ip saddr . {svc} map @affinity");
     for i in 1..=n {
         let _ = writeln!(s, "    {svc} @svc_{i} dnat ip to {svc} . numgen random mod {i} map @endpoints");
         let _ = writeln!(s, "    {svc} @ext_{i} {masq} dnat ip to {svc} . numgen random mod {i} map @endpoints");
@@ -164,6 +202,22 @@ pub fn full(model: &Model, o: &Options) -> String {
     // Before routing: a node without a route to the service range still refuses.
     let _ = writeln!(s, "  chain filter_prerouting {{ type filter hook prerouting priority -110; {reject}; }}");
     let _ = writeln!(s, "  chain filter_input {{ type filter hook input priority -10; {np_reject}; }}");
+    // Affinity is recorded once the DNAT has chosen (priority after dstnat), from pods and
+    // from the node itself.
+    let mut record = String::new();
+    for t in &timeouts {
+        for p in ["tcp", "udp", "sctp"] {
+            let orig = "ct original ip daddr . meta l4proto . ct original proto-dst";
+            let _ = write!(
+                record,
+                " meta l4proto {p} ct state new ct status dnat {orig} @affinity_{t} update @affinity {{ ip saddr . {orig} timeout {t}s : ip daddr . th dport }};"
+            );
+        }
+    }
+    if !record.is_empty() {
+        let _ = writeln!(s, "  chain affinity_prerouting {{ type filter hook prerouting priority -90;{record} }}");
+        let _ = writeln!(s, "  chain affinity_output {{ type filter hook output priority -90;{record} }}");
+    }
     let _ = writeln!(s, "}}");
     let els = elements(model);
     write_elements(&mut s, "add", t, els.iter());
@@ -192,11 +246,14 @@ fn write_elements<'a>(s: &mut String, verb: &str, table: &str, els: impl Iterato
 /// The transaction turning `old` into `new` element by element, or None when `new` needs
 /// rules the table does not have (a service with more endpoints than any rule covers).
 pub fn delta(old: &Model, new: &Model, o: &Options) -> Option<String> {
-    if slots(new) > slots(old) {
+    if slots(new) > slots(old) || !affinity_timeouts(new).is_subset(&affinity_timeouts(old)) {
         return None;
     }
     let (a, b) = (elements(old), elements(new));
     let mut s = String::new();
+    if !affinity_targets(old).is_subset(&affinity_targets(new)) {
+        let _ = writeln!(s, "flush map ip {} affinity", o.table);
+    }
     // Deletions first: a map entry whose value changes is deleted, then added.
     write_elements(&mut s, "delete", &o.table, a.difference(&b));
     write_elements(&mut s, "add", &o.table, b.difference(&a));
@@ -211,7 +268,10 @@ mod tests {
     use serde_json::json;
 
     fn two_services() -> Model {
-        let web = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        let web = service(
+            "web",
+            json!({"type": "NodePort", "clusterIP": "10.96.0.20", "sessionAffinity": "ClientIP", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+        );
         let dns = service("dns", json!({"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}));
         let web_eps = slice(
             "web",
@@ -247,6 +307,7 @@ mod tests {
         let d = delta(&old, &new, &o).unwrap();
         golden("delta-scale-down.nft", &d);
         assert!(!d.contains("10.96.0.10"), "the other service is untouched: {d}");
+        assert!(d.starts_with("flush map ip r8s-proxy affinity"), "an affinity service lost an endpoint: clients pick again: {d}");
         assert_eq!(delta(&old, &old, &o).unwrap(), "", "no change, no transaction");
     }
 

@@ -13,7 +13,7 @@ use r8s_client::informer::Informers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::{self, Model};
-use crate::nftables;
+use crate::{iptables, nftables};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -70,15 +70,15 @@ struct Health {
     last: Option<SystemTime>,
 }
 
-/// Applies one nft transaction (all or nothing).
-pub async fn nft_apply(text: &str) -> anyhow::Result<()> {
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
+/// Feeds `text` to a program's standard input (one transaction for nft -f and iptables-restore).
+async fn pipe_to(program: &str, args: &[&str], text: &str) -> anyhow::Result<String> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("running nft (Debian package nftables): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("running {program}: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let input = text.to_string();
     let writer = tokio::spawn(async move {
@@ -86,8 +86,73 @@ pub async fn nft_apply(text: &str) -> anyhow::Result<()> {
     });
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
     let _ = writer.await;
-    anyhow::ensure!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr).trim());
-    Ok(())
+    anyhow::ensure!(out.status.success(), "{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Applies one nft transaction (all or nothing).
+pub async fn nft_apply(text: &str) -> anyhow::Result<()> {
+    pipe_to("nft", &["-f", "-"], text).await.map(|_| ())
+}
+
+/// A proxy backend: brings the node's rules to a model, whole or from the one applied last.
+trait Backend {
+    /// Replaces everything this backend owns with `model`'s rules.
+    async fn full(&mut self, model: &Model) -> anyhow::Result<()>;
+    /// Applies the change from `old` (applied last) to `new`; Ok(false) when only a full sync can.
+    async fn delta(&mut self, old: &Model, new: &Model) -> anyhow::Result<bool>;
+}
+
+struct Nftables(nftables::Options);
+
+impl Backend for Nftables {
+    async fn full(&mut self, model: &Model) -> anyhow::Result<()> {
+        nft_apply(&nftables::full(model, &self.0)).await
+    }
+    async fn delta(&mut self, old: &Model, new: &Model) -> anyhow::Result<bool> {
+        match nftables::delta(old, new, &self.0) {
+            None => Ok(false),
+            Some(t) if t.is_empty() => Ok(true),
+            Some(t) => nft_apply(&t).await.map(|_| true),
+        }
+    }
+}
+
+struct Iptables {
+    opts: iptables::Options,
+    /// The ruleset applied last (None until a full sync succeeds).
+    applied: Option<iptables::Ruleset>,
+}
+
+impl Backend for Iptables {
+    async fn full(&mut self, model: &Model) -> anyhow::Result<()> {
+        self.applied = None;
+        let mut stale = Vec::new();
+        for table in [iptables::Table::Nat, iptables::Table::Filter] {
+            let save = pipe_to("iptables-save", &["-t", table.name()], "").await?;
+            stale.extend(iptables::chains_in_save(table, &save));
+        }
+        let rs = iptables::ruleset(model, &self.opts);
+        pipe_to("iptables-restore", &["--noflush"], &iptables::full(&rs, &stale)).await?;
+        for (table, chain, rule) in iptables::JUMPS {
+            let t = table.name();
+            let script = format!("iptables -w -t {t} -C {chain} {rule} 2>/dev/null || iptables -w -t {t} -I {chain} 1 {rule}");
+            pipe_to("sh", &["-c", &script], "").await?;
+        }
+        self.applied = Some(rs);
+        Ok(())
+    }
+    async fn delta(&mut self, _old: &Model, new: &Model) -> anyhow::Result<bool> {
+        let Some(applied) = &self.applied else { return Ok(false) };
+        let rs = iptables::ruleset(new, &self.opts);
+        let text = iptables::delta(applied, &rs);
+        if !text.is_empty() {
+            self.applied = None;
+            pipe_to("iptables-restore", &["--noflush"], &text).await?;
+        }
+        self.applied = Some(rs);
+        Ok(true)
+    }
 }
 
 fn sysctl(key: &str, value: &str) {
@@ -99,7 +164,6 @@ fn sysctl(key: &str, value: &str) {
 
 /// Runs until the process ends.
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
-    anyhow::ensure!(cfg.mode == Mode::Nftables, "--proxy-mode iptables is not available yet; use nftables");
     // Forwarding for pod traffic, and DNAT of 127.0.0.1 node-port traffic to pods.
     sysctl("net.ipv4.ip_forward", "1");
     sysctl("net.ipv4.conf.all.route_localnet", "1");
@@ -121,29 +185,48 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     }
     services.synced().await;
     slices.synced().await;
-    let opts = nftables::Options { table: cfg.table.clone(), cluster_cidr: cfg.cluster_cidr.clone() };
+    match cfg.mode {
+        Mode::Nftables => {
+            let opts = nftables::Options { table: cfg.table.clone(), cluster_cidr: cfg.cluster_cidr.clone() };
+            sync_loop(Nftables(opts), &cfg, services, slices, changed, health).await
+        }
+        Mode::Iptables => {
+            // Switching modes: the other backend's table goes.
+            let _ = pipe_to("nft", &["delete", "table", "ip", &cfg.table], "").await;
+            let opts = iptables::Options { cluster_cidr: cfg.cluster_cidr.clone() };
+            sync_loop(Iptables { opts, applied: None }, &cfg, services, slices, changed, health).await
+        }
+    }
+}
+
+async fn sync_loop(
+    mut backend: impl Backend,
+    cfg: &Config,
+    services: Arc<r8s_client::informer::Informer<Service>>,
+    slices: Arc<r8s_client::informer::Informer<EndpointSlice>>,
+    changed: Arc<tokio::sync::Notify>,
+    health: Arc<Mutex<Health>>,
+) -> anyhow::Result<()> {
     let mut applied: Option<Model> = None;
     loop {
         let svcs = services.list();
         let sls = slices.list();
         let want = model::build(svcs.iter().map(|s| s.as_ref()), sls.iter().map(|s| s.as_ref()), &cfg.node_name);
         let started = Instant::now();
-        let partial = applied.as_ref().and_then(|old| nftables::delta(old, &want, &opts));
-        let result = match &partial {
-            Some(t) if t.is_empty() => Ok(()),
-            Some(t) => nft_apply(t).await,
-            None => nft_apply(&nftables::full(&want, &opts)).await,
-        };
-        let result = match result {
-            Err(e) if partial.is_some() => {
-                tracing::warn!(error = %e, "partial sync failed; rewriting the whole table");
-                nft_apply(&nftables::full(&want, &opts)).await
-            }
-            r => r,
+        let result = match &applied {
+            Some(old) => match backend.delta(old, &want).await {
+                Ok(true) => Ok(true),
+                Ok(false) => backend.full(&want).await.map(|_| false),
+                Err(e) => {
+                    tracing::warn!(error = %e, "partial sync failed; rewriting the whole ruleset");
+                    backend.full(&want).await.map(|_| false)
+                }
+            },
+            None => backend.full(&want).await.map(|_| false),
         };
         match result {
-            Ok(()) => {
-                tracing::debug!(services = want.len(), partial = partial.is_some(), elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
+            Ok(partial) => {
+                tracing::debug!(services = want.len(), partial, elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
                 applied = Some(want);
                 health.lock().unwrap().last = Some(SystemTime::now());
             }
