@@ -20,6 +20,9 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v iptables >/dev/null || need_apt+=(iptables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)   # the proxy clears stale UDP flows
+command -v openssl >/dev/null || need_apt+=(openssl)       # tests make TLS certificates
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

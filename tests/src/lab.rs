@@ -312,12 +312,27 @@ impl Drop for Agent {
         // The agent's containers: their shims outlive containerd; stop them and the sandboxes'
         // mounts so the data dir can go.
         let state = self.data_dir.join("agent/containerd");
-        let _ = sh(&format!(
-            "for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address {s}'); do kill -9 $p; done; \
-             for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done",
-            s = state.join("containerd.sock").display(),
-            d = self.data_dir.display()
-        ));
+        let sock = state.join("containerd.sock");
+        // containerd dies with the agent, but not at once: a shim it was starting can appear
+        // after a first sweep. Wait for containerd to be gone, then sweep until no shim is left.
+        // pgrep directly, not through sh: the shell's own command line would match.
+        let pgrep = |pattern: String| {
+            let out = Command::new("pgrep").arg("-f").arg(pattern).output().expect("pgrep");
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !pgrep(format!("containerd --config {}", state.display())).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while std::time::Instant::now() < deadline {
+            let pids = pgrep(format!("containerd-shim-runc-v2 .*-address {}", sock.display()));
+            if pids.is_empty() {
+                break;
+            }
+            let _ = sh(&format!("kill -9 {}", pids.join(" ")));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = sh(&format!("for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done", d = self.data_dir.display()));
         let _ = sh(&format!("find /sys/fs/cgroup/*/r8s-lab-{n} -depth -type d -exec rmdir {{}} \\; 2>/dev/null", n = self.ns.n));
     }
 }

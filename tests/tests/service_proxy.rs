@@ -28,12 +28,18 @@ fn cluster_ips_and_node_ports_reach_ready_pods_iptables() {
 
 #[test]
 fn pods_on_two_nodes_reach_each_other_and_services_by_name_nftables() {
-    pods_on_two_nodes_reach_each_other_and_services_by_name("nftables");
+    pods_on_two_nodes_reach_each_other_and_services_by_name(&["--proxy-mode", "nftables"]);
 }
 
 #[test]
 fn pods_on_two_nodes_reach_each_other_and_services_by_name_iptables() {
-    pods_on_two_nodes_reach_each_other_and_services_by_name("iptables");
+    pods_on_two_nodes_reach_each_other_and_services_by_name(&["--proxy-mode", "iptables"]);
+}
+
+/// The same across nodes with the pod traffic in VXLAN between the nodes' addresses.
+#[test]
+fn pods_on_two_nodes_reach_each_other_over_vxlan() {
+    pods_on_two_nodes_reach_each_other_and_services_by_name(&["--flannel-backend", "vxlan"]);
 }
 
 #[test]
@@ -239,8 +245,8 @@ fn cluster_dns_answers_service_names_from_pods() {
     assert!(page.starts_with("served-by-my-nginx-"), "{page}");
 }
 
-fn pods_on_two_nodes_reach_each_other_and_services_by_name(mode: &'static str) {
-    let cluster = r8s_tests::lab::Cluster::start_with(2, &["--proxy-mode", mode]);
+fn pods_on_two_nodes_reach_each_other_and_services_by_name(agent_args: &[&str]) {
+    let cluster = r8s_tests::lab::Cluster::start_with(2, agent_args);
     let s = &cluster.server;
     let (a, b) = (&cluster.agents[0].node_name, &cluster.agents[1].node_name);
     let deploy = format!(
@@ -268,6 +274,14 @@ fn pods_on_two_nodes_reach_each_other_and_services_by_name(mode: &'static str) {
     let rows = s.k(&["get", "pods", "-l", "app=my-nginx", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}"]);
     let pods: Vec<Vec<String>> = rows.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect();
     assert!(pods.iter().any(|p| &p[2] == a) && pods.iter().any(|p| &p[2] == b), "pods on both nodes: {rows}");
+    // The route to the other node's pods: via its address (host-gw) or the VXLAN device.
+    let b_cidr = s.k(&["get", "node", b, "-o", "jsonpath={.spec.podCIDR}"]);
+    let route = text(cluster.agents[0].ns.exec(&format!("ip route show {b_cidr}")));
+    if agent_args.contains(&"vxlan") {
+        assert!(route.contains("dev r8s.1"), "{b_cidr} through the VXLAN device: {route}");
+    } else {
+        assert!(route.contains(&format!("via {}", cluster.agents[1].ns.node_ip())), "{b_cidr} via node b: {route}");
+    }
     // Pod IPs on the other node answer directly (host-gw routes, no NAT needed).
     for p in &pods {
         let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", &format!("http://{}/", p[1])]));
@@ -415,4 +429,35 @@ fn an_ingress_routes_two_hosts_and_two_paths_to_their_services() {
     assert_eq!(get("b.example", "/").trim(), "app-b");
     assert_eq!(get("b.example", "/v1/").trim(), "app-b-v1", "b.example has no /v1 rule: its / backend answers");
     assert!(get("c.example", "/").contains("404"), "no rule for the host");
+
+    // HTTPS: a.example's certificate from a TLS Secret, picked by SNI.
+    let dir = s.dir.path().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key) = (dir.join("a.crt"), dir.join("a.key"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=a.example", "-addext", "subjectAltName=DNS:a.example"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    s.k(&["create", "secret", "tls", "a-tls", &format!("--cert={}", crt.display()), &format!("--key={}", key.display())]);
+    s.k(&["patch", "ingress", "routes", "--type=merge", "-p", r#"{"spec":{"tls":[{"hosts":["a.example"],"secretName":"a-tls"}]}}"#]);
+    let https = |host: &str, path: &str, verify: &str| {
+        text(ns.exec(&format!("curl -s -m 5 {verify} --resolve {host}:443:{ip} https://{host}{path}", ip = ns.node_ip())))
+    };
+    let cacert = format!("--cacert {}", crt.display());
+    let page =
+        wait_for("https://a.example with its certificate", Duration::from_secs(30), || Some(https("a.example", "/", &cacert)).filter(|p| p.trim() == "app-a"));
+    assert_eq!(page.trim(), "app-a");
+    assert_eq!(https("a.example", "/v1/", &cacert).trim(), "api-v1", "routing is the same over HTTPS");
+    // Another host gets the default certificate (not a.example's), and still its routes.
+    let verify_b = text(ns.exec(&format!(
+        "curl -s -m 5 -o /dev/null -w '%{{ssl_verify_result}} %{{http_code}}' {cacert} --resolve b.example:443:{ip} https://b.example/",
+        ip = ns.node_ip()
+    )));
+    assert!(!verify_b.ends_with(" 200"), "b.example is not covered by a.example's certificate: {verify_b}");
+    assert_eq!(https("b.example", "/", "-k").trim(), "app-b");
 }

@@ -45,7 +45,7 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
     let informers = Informers::new(client);
     let services = informers.get::<Service>();
     let slices = informers.get::<EndpointSlice>();
-    let index = Arc::new(RwLock::new(Arc::new(Index::default())));
+    let index = Arc::new(RwLock::new(Arc::new(Answers::new(Index::default()))));
     let changed = Arc::new(tokio::sync::Notify::new());
     {
         let n = changed.clone();
@@ -61,7 +61,7 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
             loop {
                 let (sv, sl) = (services.list(), slices.list());
                 let built = Index::build(sv.iter().map(|s| s.as_ref()), sl.iter().map(|s| s.as_ref()), &domain);
-                *index.write().unwrap() = Arc::new(built);
+                *index.write().unwrap() = Arc::new(Answers::new(built));
                 changed.notified().await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -73,8 +73,15 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
         let (udp, ctx) = (udp.clone(), ctx.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
+            let mut out = Vec::with_capacity(512);
             loop {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
+                // A question answered before: the stored answer with this query's ID, sent
+                // from this loop (no task, no parsing).
+                if ctx.cached(&buf[..n], &mut out) {
+                    let _ = udp.send_to(&out, peer).await;
+                    continue;
+                }
                 let (query, udp, ctx) = (buf[..n].to_vec(), udp.clone(), ctx.clone());
                 tokio::spawn(async move {
                     if let Some(answer) = ctx.answer(&query, false).await {
@@ -110,8 +117,49 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
     Ok(addr)
 }
 
+/// Stored answers are bounded: names outside the cluster domain are not stored at all, but
+/// NXDOMAIN answers for made-up names inside it could grow without end.
+const MAX_CACHED: usize = 50_000;
+
+/// One generation of the index, and the answers given from it so far (wire bytes after the
+/// ID, keyed by the query's bytes after the ID up to the end of its question). They go when
+/// the index is rebuilt.
+struct Answers {
+    index: Index,
+    cache: RwLock<std::collections::HashMap<Vec<u8>, Arc<[u8]>>>,
+}
+
+impl Answers {
+    fn new(index: Index) -> Answers {
+        Answers { index, cache: RwLock::default() }
+    }
+}
+
+/// The cache key of a query: header after the ID (flags and counts) and the question, exactly
+/// as sent (names keep their case: some resolvers randomise it and check the echo). None for
+/// anything but one plain question.
+fn cache_key(query: &[u8]) -> Option<&[u8]> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || query[4..6] != [0, 1] || query[6..10] != [0, 0, 0, 0] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    let end = i + 4;
+    (end <= query.len()).then(|| &query[2..end])
+}
+
 struct Ctx {
-    index: Arc<RwLock<Arc<Index>>>,
+    index: Arc<RwLock<Arc<Answers>>>,
     upstreams: Vec<SocketAddr>,
 }
 
@@ -126,6 +174,18 @@ fn record(name: &Name, d: &Data) -> Option<Record> {
 }
 
 impl Ctx {
+    /// Writes the stored answer to `query` into `out`, if there is one.
+    fn cached(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(key) = cache_key(query) else { return false };
+        let answers = self.index.read().unwrap().clone();
+        let cache = answers.cache.read().unwrap();
+        let Some(a) = cache.get(key) else { return false };
+        out.clear();
+        out.extend_from_slice(&query[..2]);
+        out.extend_from_slice(a);
+        true
+    }
+
     async fn answer(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let msg = Message::from_vec(query).ok()?;
         if msg.metadata.message_type != MessageType::Query {
@@ -134,7 +194,8 @@ impl Ctx {
         let Some(q) = msg.queries.first().cloned() else {
             return Message::error_msg(msg.metadata.id, msg.metadata.op_code, ResponseCode::FormErr).to_vec().ok();
         };
-        let index = self.index.read().unwrap().clone();
+        let answers = self.index.read().unwrap().clone();
+        let index = &answers.index;
         let qtype = q.query_type().to_string();
         let mut resp = Message::response(msg.metadata.id, msg.metadata.op_code);
         resp.metadata.recursion_desired = msg.metadata.recursion_desired;
@@ -155,7 +216,17 @@ impl Ctx {
             }
             Lookup::NotOurs => return self.forward(query, msg.metadata.id, msg.metadata.op_code, tcp).await,
         }
-        resp.to_vec().ok()
+        let wire = resp.to_vec().ok()?;
+        // Cluster answers are stored for the next asker (UDP-sized ones: TCP answers the same).
+        if let Some(key) = cache_key(query)
+            && wire.len() <= 512
+        {
+            let mut cache = answers.cache.write().unwrap();
+            if cache.len() < MAX_CACHED {
+                cache.insert(key.to_vec(), Arc::from(&wire[2..]));
+            }
+        }
+        Some(wire)
     }
 
     /// Relays the query to the first upstream that answers (over UDP; a truncated answer is
@@ -173,5 +244,43 @@ impl Ctx {
             }
         }
         Message::error_msg(id, op, ResponseCode::ServFail).to_vec().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::RecordType;
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_question_gets_the_stored_answer_with_its_own_id() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.20", "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let index = Index::build([&svc], [], "cluster.local");
+        let ctx = Ctx { index: Arc::new(RwLock::new(Arc::new(Answers::new(index)))), upstreams: vec![] };
+        let mut out = Vec::new();
+        let q1 = query(7, "web.default.svc.cluster.local.");
+        assert!(!ctx.cached(&q1, &mut out), "nothing stored yet");
+        let first = ctx.answer(&q1, false).await.unwrap();
+        let q2 = query(9, "web.default.svc.cluster.local.");
+        assert!(ctx.cached(&q2, &mut out));
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.id, 9);
+        assert_eq!(out[2..], first[2..], "the same answer");
+        assert_eq!(m.answers.len(), 1);
+        // Another case is another key: the echo keeps the asker's spelling.
+        assert!(!ctx.cached(&query(9, "WEB.default.svc.cluster.local."), &mut out));
+        assert_eq!(cache_key(&q1[..13]), None, "a cut-off question is not a key");
     }
 }

@@ -1,14 +1,17 @@
 //! The built-in ingress controller (IngressClass `r8s`, the default class): every agent serves
 //! HTTP on its node's port 80 and routes each request by host and path (Exact, then the
 //! longest Prefix) to the backend Service's cluster IP, which the service proxy spreads over
-//! the endpoints. Ingresses of the class get the Ready nodes' addresses in
-//! status.loadBalancer, as k3s's bundled Traefik does.
+//! the endpoints. HTTPS on port 443 terminates TLS with the certificate of the host's
+//! `spec.tls` Secret (`tls`), then routes the same way. Ingresses of the class get the Ready
+//! nodes' addresses in status.loadBalancer, as k3s's bundled Traefik does.
+
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -20,6 +23,8 @@ pub const CONTROLLER: &str = "r8s.io/ingress";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: SocketAddr,
+    /// HTTPS (None: not served).
+    pub https: Option<SocketAddr>,
 }
 
 /// One routable path.
@@ -125,10 +130,36 @@ async fn forward(route: Route, req: http::Request<hyper::body::Incoming>) -> htt
     }
 }
 
+/// Serves HTTP/1.1 on one client connection (plain or TLS), routing each request.
+async fn serve_connection<I>(io: I, table: Arc<RwLock<Vec<Route>>>, scheme: &'static str)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().host().map(str::to_string))
+            .unwrap_or_default();
+        let route = pick(&table.read().unwrap(), &host, req.uri().path()).cloned();
+        req.headers_mut().insert("x-forwarded-proto", http::HeaderValue::from_static(scheme));
+        async move {
+            Ok::<_, std::convert::Infallible>(match route {
+                Some(r) => forward(r, req).await,
+                None => plain(http::StatusCode::NOT_FOUND, "404 page not found\n"),
+            })
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), svc).await;
+}
+
 /// Serves until the process ends.
 pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let informers = Informers::new(client.clone());
     let (ings, svcs, classes, nodes) = (informers.get::<Ingress>(), informers.get::<Service>(), informers.get::<IngressClass>(), informers.get::<Node>());
+    let secrets = cfg.https.map(|_| informers.get::<Secret>());
     let table: Arc<RwLock<Vec<Route>>> = Arc::default();
     let changed = Arc::new(tokio::sync::Notify::new());
     for n in 0..4 {
@@ -140,39 +171,55 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             _ => nodes.on_change(move |_, _| c.notify_one()),
         }
     }
+    if let Some(secrets) = &secrets {
+        let c = changed.clone();
+        // Only TLS secrets can matter: other changes (service account tokens...) wake nothing.
+        secrets.on_change(move |o, n| {
+            if o.or(n).and_then(|s| s.type_.as_deref()) == Some("kubernetes.io/tls") {
+                c.notify_one();
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(cfg.http).await.map_err(|e| anyhow::anyhow!("ingress on {}: {e}", cfg.http))?;
     {
         let table = table.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let table = table.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let host = req
-                            .headers()
-                            .get(http::header::HOST)
-                            .and_then(|h| h.to_str().ok())
-                            .map(str::to_string)
-                            .or_else(|| req.uri().host().map(str::to_string))
-                            .unwrap_or_default();
-                        let route = pick(&table.read().unwrap(), &host, req.uri().path()).cloned();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(match route {
-                                Some(r) => forward(r, req).await,
-                                None => plain(http::StatusCode::NOT_FOUND, "404 page not found\n"),
-                            })
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
-                });
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(serve_connection(tcp, table.clone(), "http"));
             }
         });
     }
+    let resolver = match cfg.https {
+        Some(addr) => {
+            let resolver = Arc::new(tls::Resolver { by_host: RwLock::default(), default: Arc::new(tls::default_key()?) });
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("ingress on {addr}: {e}"))?;
+            let table = table.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    let (acceptor, table) = (acceptor.clone(), table.clone());
+                    tokio::spawn(async move {
+                        if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                            serve_connection(tls, table, "https").await;
+                        }
+                    });
+                }
+            });
+            Some(resolver)
+        }
+        None => None,
+    };
     ings.synced().await;
     svcs.synced().await;
     classes.synced().await;
     nodes.synced().await;
+    if let Some(s) = &secrets {
+        s.synced().await;
+    }
     loop {
         let default_is_ours = classes
             .list()
@@ -180,6 +227,10 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             .any(|c| c.name_any() == CLASS && c.annotations().get("ingressclass.kubernetes.io/is-default-class").map(String::as_str) == Some("true"));
         let ingresses = ings.list();
         *table.write().unwrap() = routes(&ingresses, &svcs.list(), default_is_ours);
+        if let (Some(resolver), Some(secrets)) = (&resolver, &secrets) {
+            let mine: Vec<&Ingress> = ingresses.iter().map(|i| i.as_ref()).filter(|i| ours(i, default_is_ours)).collect();
+            *resolver.by_host.write().unwrap() = tls::certificates(&mine, |ns, name| secrets.get(ns, name));
+        }
         let ips = r8s_api::matching::ready_node_addresses(&nodes.list());
         for ing in ingresses.iter().filter(|i| ours(i, default_is_ours)) {
             let have: Vec<String> = ing

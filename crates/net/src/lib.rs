@@ -1,8 +1,16 @@
-//! The pod network across nodes, host-gw style: every node routes each other node's podCIDR
-//! via that node's InternalIP (the nodes share an L2 segment), so pod-to-pod traffic crosses
-//! nodes without NAT; traffic from this node's pods to anything outside the cluster CIDR is
-//! masqueraded (table `ip r8s-net`). Routes carry their own protocol number, so the agent knows
-//! which ones are its own to remove.
+//! The pod network across nodes, two ways (flannel's backends):
+//!
+//! - host-gw: every node routes each other node's podCIDR via that node's InternalIP (the
+//!   nodes share an L2 segment);
+//! - vxlan: for nodes that do not share one, a VXLAN device (`r8s.1`, VNI 1, UDP 8472) carries
+//!   pod traffic inside UDP between the nodes' addresses. Each node's device has a MAC derived
+//!   from its InternalIP, so peers need no annotation to find it: a route to the peer's
+//!   podCIDR via the peer's gateway address (`.0`) on the device, a permanent neighbour entry
+//!   for that address, and a forwarding entry sending the MAC to the peer's InternalIP.
+//!
+//! Either way pod-to-pod traffic crosses nodes without NAT; traffic from this node's pods to
+//! anything outside the cluster CIDR is masqueraded (table `ip r8s-net`). Routes carry their own
+//! protocol number, so the agent knows which ones are its own to remove.
 
 pub mod netpol;
 
@@ -16,9 +24,31 @@ use r8s_client::informer::Informers;
 /// rtnetlink protocol number marking r8s's routes (`ip route show proto 91`).
 pub const ROUTE_PROTO: &str = "91";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    HostGw,
+    Vxlan,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "host-gw" => Ok(Backend::HostGw),
+            "vxlan" => Ok(Backend::Vxlan),
+            other => Err(format!("unknown flannel backend {other:?}: want host-gw, vxlan or none")),
+        }
+    }
+}
+
+/// The VXLAN device, as flannel's `flannel.1`.
+pub const VXLAN_DEVICE: &str = "r8s.1";
+const VXLAN_PORT: &str = "8472";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_name: String,
+    pub backend: Backend,
     pub cluster_cidr: String,
     /// Service cluster IPs: routed locally so that this node's own connections to them (the
     /// ingress controller's, a user's curl) find a route before the proxy's DNAT, also on a
@@ -37,6 +67,18 @@ pub fn desired_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, String>
             Some((cidr, ip))
         })
         .collect()
+}
+
+/// The MAC of a node's VXLAN device: locally administered, the InternalIP in the low bytes.
+pub fn vtep_mac(ip: &str) -> Option<String> {
+    let a: std::net::Ipv4Addr = ip.parse().ok()?;
+    let o = a.octets();
+    Some(format!("0e:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]))
+}
+
+/// A podCIDR's network address (`10.244.1.0/24` -> `10.244.1.0`): the VXLAN gateway address.
+pub fn cidr_base(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
 }
 
 /// The masquerade rule for this node's pods, as one nft transaction.
@@ -73,7 +115,23 @@ async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<Strin
     if let Some(ip) = me.and_then(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone())) {
         sh(&["ip", "route", "replace", &cfg.service_cidr, "dev", "lo", "src", &ip, "proto", ROUTE_PROTO]).await?;
     }
-    let want = desired_routes(nodes, &cfg.node_name);
+    let peers = desired_routes(nodes, &cfg.node_name);
+    // dst -> gateway the route should have.
+    let want: BTreeMap<String, String> = match cfg.backend {
+        Backend::HostGw => peers.clone(),
+        Backend::Vxlan => peers.keys().map(|cidr| (cidr.clone(), cidr_base(cidr).to_string())).collect(),
+    };
+    if cfg.backend == Backend::Vxlan {
+        let my_ip = me.and_then(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()));
+        let my_cidr = me.and_then(|n| n.spec.as_ref()?.pod_cidr.clone());
+        let (Some(ip), Some(cidr)) = (my_ip, my_cidr) else { return Ok(()) };
+        vxlan_device(&ip, &cidr).await?;
+        for (cidr, peer_ip) in &peers {
+            let Some(mac) = vtep_mac(peer_ip) else { continue };
+            sh(&["ip", "neigh", "replace", cidr_base(cidr), "lladdr", &mac, "dev", VXLAN_DEVICE, "nud", "permanent"]).await?;
+            sh(&["bridge", "fdb", "replace", &mac, "dev", VXLAN_DEVICE, "dst", peer_ip, "self", "permanent"]).await?;
+        }
+    }
     let current = sh(&["ip", "-4", "route", "show", "proto", ROUTE_PROTO]).await?;
     for line in current.lines() {
         let mut f = line.split_whitespace();
@@ -83,8 +141,32 @@ async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<Strin
         }
     }
     for (dst, gw) in &want {
-        sh(&["ip", "route", "replace", dst, "via", gw, "proto", ROUTE_PROTO]).await?;
+        match cfg.backend {
+            Backend::HostGw => sh(&["ip", "route", "replace", dst, "via", gw, "proto", ROUTE_PROTO]).await?,
+            Backend::Vxlan => sh(&["ip", "route", "replace", dst, "via", gw, "dev", VXLAN_DEVICE, "onlink", "proto", ROUTE_PROTO]).await?,
+        };
     }
+    Ok(())
+}
+
+/// Creates (or fixes up) this node's VXLAN device: local address, derived MAC, the podCIDR's
+/// gateway address, and room for the 50 bytes of encapsulation.
+async fn vxlan_device(node_ip: &str, pod_cidr: &str) -> anyhow::Result<()> {
+    let mac = vtep_mac(node_ip).ok_or_else(|| anyhow::anyhow!("VXLAN needs an IPv4 node address, not {node_ip}"))?;
+    let existing = sh(&["ip", "-d", "link", "show", VXLAN_DEVICE]).await.unwrap_or_default();
+    if !existing.contains(&format!("local {node_ip} ")) {
+        let _ = sh(&["ip", "link", "del", VXLAN_DEVICE]).await;
+        sh(&["ip", "link", "add", VXLAN_DEVICE, "type", "vxlan", "id", "1", "local", node_ip, "dstport", VXLAN_PORT, "nolearning"]).await?;
+    }
+    if !existing.contains(&mac) {
+        sh(&["ip", "link", "set", VXLAN_DEVICE, "address", &mac]).await?;
+    }
+    // The encapsulation's 50 bytes come off the underlay's MTU.
+    let underlay = sh(&["ip", "-o", "route", "get", node_ip]).await.unwrap_or_default();
+    let dev = underlay.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("lo").to_string();
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).ok().and_then(|m| m.trim().parse::<u32>().ok()).unwrap_or(1500).min(1500);
+    sh(&["ip", "link", "set", VXLAN_DEVICE, "mtu", &(mtu - 50).to_string(), "up"]).await?;
+    sh(&["ip", "addr", "replace", &format!("{}/32", cidr_base(pod_cidr)), "dev", VXLAN_DEVICE]).await?;
     Ok(())
 }
 
@@ -138,5 +220,13 @@ mod tests {
         let r = desired_routes(&nodes, "a");
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![("10.244.1.0/24".to_string(), "198.19.5.3".to_string())]);
         assert!(masquerade_rules("10.244.0.0/24", "10.244.0.0/16").contains("ip saddr 10.244.0.0/24 ip daddr != 10.244.0.0/16 masquerade"));
+    }
+
+    #[test]
+    fn vxlan_macs_come_from_the_node_address() {
+        assert_eq!(vtep_mac("198.19.5.3").as_deref(), Some("0e:58:c6:13:05:03"));
+        assert_eq!(vtep_mac("fe80::1"), None);
+        assert_eq!(cidr_base("10.244.1.0/24"), "10.244.1.0");
+        assert_eq!("vxlan".parse::<Backend>(), Ok(Backend::Vxlan));
     }
 }

@@ -4,6 +4,7 @@
 //! `iptables`) renders it whole or as the difference from what was applied last; `run` keeps
 //! the node's rules in step through the `Backend` seam.
 
+pub mod conntrack;
 pub mod iptables;
 pub mod model;
 pub mod nftables;

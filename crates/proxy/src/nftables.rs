@@ -19,10 +19,10 @@
 //! A change is then a handful of element additions and deletions in one `nft -f` transaction;
 //! only a service with more endpoints than any rule covers needs the table rebuilt.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
-use crate::model::{Endpoint, Model, Protocol, ServicePort};
+use crate::model::{Change, Endpoint, Model, Protocol, ServicePort};
 
 /// Mark bit of packets to masquerade (upstream's 0x4000).
 pub const MASQ_MARK: u32 = 0x4000;
@@ -84,8 +84,13 @@ fn set_name(kind: &str, n: usize) -> &'static str {
 
 /// Every element the model puts in the table's sets and maps.
 pub fn elements(model: &Model) -> BTreeSet<Element> {
+    model.values().flat_map(sp_elements).collect()
+}
+
+/// The elements one service port puts in the table.
+fn sp_elements(sp: &ServicePort) -> BTreeSet<Element> {
     let mut out = BTreeSet::new();
-    for sp in model.values() {
+    {
         for a in &sp.cluster_ips {
             out.insert(("cluster_ips", a.to_string()));
             slot_sets(sp, *a, false, &mut out);
@@ -139,8 +144,12 @@ fn affinity_targets(model: &Model) -> BTreeSet<(std::net::Ipv4Addr, Protocol, u1
     out
 }
 
-/// The whole table, replacing any previous one, in one transaction.
-pub fn full(model: &Model, o: &Options) -> String {
+/// The whole table, replacing any previous one, in one transaction, and what it holds.
+pub fn full(model: &Model, o: &Options) -> (String, Applied) {
+    (full_text(model, o), Applied::of(model))
+}
+
+fn full_text(model: &Model, o: &Options) -> String {
     let t = &o.table;
     let n = slots(model);
     let timeouts = affinity_timeouts(model);
@@ -243,21 +252,74 @@ fn write_elements<'a>(s: &mut String, verb: &str, table: &str, els: impl Iterato
     }
 }
 
-/// The transaction turning `old` into `new` element by element, or None when `new` needs
-/// rules the table does not have (a service with more endpoints than any rule covers).
-pub fn delta(old: &Model, new: &Model, o: &Options) -> Option<String> {
-    if slots(new) > slots(old) || !affinity_timeouts(new).is_subset(&affinity_timeouts(old)) {
-        return None;
+/// What the kernel's table holds once a transaction from here went in: each element with the
+/// number of service ports that need it (two services may share an element, such as a hairpin
+/// pair), and what the fixed rules cover.
+#[derive(Debug, Default)]
+pub struct Applied {
+    counts: HashMap<Element, u32>,
+    slots: usize,
+    timeouts: BTreeSet<u32>,
+}
+
+impl Applied {
+    fn of(model: &Model) -> Applied {
+        let mut counts = HashMap::new();
+        for sp in model.values() {
+            for e in sp_elements(sp) {
+                *counts.entry(e).or_insert(0) += 1;
+            }
+        }
+        Applied { counts, slots: slots(model), timeouts: affinity_timeouts(model) }
     }
-    let (a, b) = (elements(old), elements(new));
-    let mut s = String::new();
-    if !affinity_targets(old).is_subset(&affinity_targets(new)) {
-        let _ = writeln!(s, "flush map ip {} affinity", o.table);
+
+    /// The transaction for one change (the changed services' entries before and after),
+    /// element by element; None when it needs rules the table does not have (more endpoints
+    /// than any rule covers, a new affinity timeout). Costs what the change touches.
+    pub fn delta(&mut self, change: &Change, o: &Options) -> Option<String> {
+        if slots(&change.new) > self.slots || !affinity_timeouts(&change.new).is_subset(&self.timeouts) {
+            return None;
+        }
+        let mut diff: BTreeMap<Element, i64> = BTreeMap::new();
+        for sp in change.old.values() {
+            for e in sp_elements(sp) {
+                *diff.entry(e).or_insert(0) -= 1;
+            }
+        }
+        for sp in change.new.values() {
+            for e in sp_elements(sp) {
+                *diff.entry(e).or_insert(0) += 1;
+            }
+        }
+        let (mut add, mut del) = (BTreeSet::new(), BTreeSet::new());
+        for (e, d) in diff {
+            let before = self.counts.get(&e).copied().unwrap_or(0) as i64;
+            let after = before + d;
+            debug_assert!(after >= 0, "element {e:?} released more than held");
+            match (before > 0, after > 0) {
+                (false, true) => {
+                    add.insert(e.clone());
+                }
+                (true, false) => {
+                    del.insert(e.clone());
+                }
+                _ => {}
+            }
+            if after > 0 {
+                self.counts.insert(e, after as u32);
+            } else {
+                self.counts.remove(&e);
+            }
+        }
+        let mut s = String::new();
+        if !affinity_targets(&change.old).is_subset(&affinity_targets(&change.new)) {
+            let _ = writeln!(s, "flush map ip {} affinity", o.table);
+        }
+        // Deletions first: a map entry whose value changes is deleted, then added.
+        write_elements(&mut s, "delete", &o.table, del.iter());
+        write_elements(&mut s, "add", &o.table, add.iter());
+        Some(s)
     }
-    // Deletions first: a map entry whose value changes is deleted, then added.
-    write_elements(&mut s, "delete", &o.table, a.difference(&b));
-    write_elements(&mut s, "add", &o.table, b.difference(&a));
-    Some(s)
 }
 
 #[cfg(test)]
@@ -293,7 +355,7 @@ mod tests {
     #[test]
     fn full_ruleset_matches_the_golden_file() {
         let o = Options { table: "r8s-proxy".into(), cluster_cidr: Some("10.244.0.0/16".into()) };
-        golden("full.nft", &full(&two_services(), &o));
+        golden("full.nft", &full(&two_services(), &o).0);
     }
 
     #[test]
@@ -304,11 +366,32 @@ mod tests {
         let web = new.values_mut().find(|s| s.port == 80).unwrap();
         web.cluster_endpoints.truncate(1);
         web.external_endpoints.truncate(1);
-        let d = delta(&old, &new, &o).unwrap();
+        let (_, mut applied) = full(&old, &o);
+        let d = applied.delta(&Change { old: old.clone(), new: new.clone() }, &o).unwrap();
         golden("delta-scale-down.nft", &d);
         assert!(!d.contains("10.96.0.10"), "the other service is untouched: {d}");
         assert!(d.starts_with("flush map ip r8s-proxy affinity"), "an affinity service lost an endpoint: clients pick again: {d}");
-        assert_eq!(delta(&old, &old, &o).unwrap(), "", "no change, no transaction");
+        assert_eq!(applied.delta(&Change { old: new.clone(), new: new.clone() }, &o).unwrap(), "", "no change, no transaction");
+        // Back again: the elements return, and the table's counts match a fresh full sync.
+        applied.delta(&Change { old: new, new: old.clone() }, &o).unwrap();
+        assert_eq!(applied.counts, full(&old, &o).1.counts);
+    }
+
+    #[test]
+    fn an_element_two_services_share_stays_until_both_let_go() {
+        let o = Options::default();
+        let old = two_services();
+        let mut new = old.clone();
+        // A second service selecting the same pods: the hairpin pairs are shared.
+        let (k, mut v) = new.iter().find(|(_, s)| s.port == 80).map(|(k, v)| (k.clone(), v.clone())).unwrap();
+        v.cluster_ips = vec!["10.96.0.21".parse().unwrap()];
+        v.node_port = None;
+        let k2 = crate::model::PortName { service: "web2".into(), ..k };
+        new.insert(k2.clone(), v.clone());
+        let (_, mut applied) = full(&new, &o);
+        let gone = Model::from([(k2, v)]);
+        let d = applied.delta(&Change { old: gone, new: Model::new() }, &o).unwrap();
+        assert!(d.contains("10.96.0.21") && !d.contains("hairpin"), "web still needs the hairpin pairs: {d}");
     }
 
     #[test]
@@ -317,7 +400,8 @@ mod tests {
         let mut new = old.clone();
         let web = new.values_mut().find(|s| s.port == 80).unwrap();
         web.cluster_endpoints = (0..40).map(|i| Endpoint { ip: std::net::Ipv4Addr::new(10, 244, 3, i), port: 8080 }).collect();
-        assert!(delta(&old, &new, &Options::default()).is_none());
-        assert!(full(&new, &Options::default()).contains("set svc_40 "));
+        let (_, mut applied) = full(&old, &Options::default());
+        assert!(applied.delta(&Change { old, new: new.clone() }, &Options::default()).is_none());
+        assert!(full(&new, &Options::default()).0.contains("set svc_40 "));
     }
 }

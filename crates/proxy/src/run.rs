@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use r8s_client::informer::Informers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::model::{self, Model};
-use crate::{iptables, nftables};
+use crate::model::{Change, Model, Tracker};
+use crate::{conntrack, iptables, nftables};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -71,7 +71,7 @@ struct Health {
 }
 
 /// Feeds `text` to a program's standard input (one transaction for nft -f and iptables-restore).
-async fn pipe_to(program: &str, args: &[&str], text: &str) -> anyhow::Result<String> {
+pub async fn pipe_to(program: &str, args: &[&str], text: &str) -> anyhow::Result<String> {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::piped())
@@ -95,25 +95,40 @@ pub async fn nft_apply(text: &str) -> anyhow::Result<()> {
     pipe_to("nft", &["-f", "-"], text).await.map(|_| ())
 }
 
-/// A proxy backend: brings the node's rules to a model, whole or from the one applied last.
+/// A proxy backend: brings the node's rules to a model, whole or by one change.
 trait Backend {
     /// Replaces everything this backend owns with `model`'s rules.
     async fn full(&mut self, model: &Model) -> anyhow::Result<()>;
-    /// Applies the change from `old` (applied last) to `new`; Ok(false) when only a full sync can.
-    async fn delta(&mut self, old: &Model, new: &Model) -> anyhow::Result<bool>;
+    /// Applies `change` (after which the whole model is `model`); Ok(false) when only a full
+    /// sync can.
+    async fn delta(&mut self, change: &Change, model: &Model) -> anyhow::Result<bool>;
 }
 
-struct Nftables(nftables::Options);
+struct Nftables {
+    opts: nftables::Options,
+    applied: Option<nftables::Applied>,
+}
 
 impl Backend for Nftables {
     async fn full(&mut self, model: &Model) -> anyhow::Result<()> {
-        nft_apply(&nftables::full(model, &self.0)).await
+        self.applied = None;
+        let (text, applied) = nftables::full(model, &self.opts);
+        nft_apply(&text).await?;
+        self.applied = Some(applied);
+        Ok(())
     }
-    async fn delta(&mut self, old: &Model, new: &Model) -> anyhow::Result<bool> {
-        match nftables::delta(old, new, &self.0) {
+    async fn delta(&mut self, change: &Change, _model: &Model) -> anyhow::Result<bool> {
+        let Some(applied) = self.applied.as_mut() else { return Ok(false) };
+        match applied.delta(change, &self.opts) {
             None => Ok(false),
             Some(t) if t.is_empty() => Ok(true),
-            Some(t) => nft_apply(&t).await.map(|_| true),
+            Some(t) => {
+                let r = nft_apply(&t).await;
+                if r.is_err() {
+                    self.applied = None;
+                }
+                r.map(|_| true)
+            }
         }
     }
 }
@@ -142,9 +157,9 @@ impl Backend for Iptables {
         self.applied = Some(rs);
         Ok(())
     }
-    async fn delta(&mut self, _old: &Model, new: &Model) -> anyhow::Result<bool> {
+    async fn delta(&mut self, _change: &Change, model: &Model) -> anyhow::Result<bool> {
         let Some(applied) = &self.applied else { return Ok(false) };
-        let rs = iptables::ruleset(new, &self.opts);
+        let rs = iptables::ruleset(model, &self.opts);
         let text = iptables::delta(applied, &rs);
         if !text.is_empty() {
             self.applied = None;
@@ -176,25 +191,52 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let informers = Informers::new(client);
     let services = informers.get::<Service>();
     let slices = informers.get::<EndpointSlice>();
-    let changed = Arc::new(tokio::sync::Notify::new());
+    // Every change goes to the sync loop's tracker, in order.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     {
-        let n = changed.clone();
-        services.on_change(move |_, _| n.notify_one());
-        let n = changed.clone();
-        slices.on_change(move |_, _| n.notify_one());
+        let t = tx.clone();
+        services.on_change(move |o, n| {
+            let _ = t.send(Event::Service(o.cloned(), n.cloned()));
+        });
+        let t = tx.clone();
+        slices.on_change(move |o, n| {
+            let _ = t.send(Event::Slice(o.cloned(), n.cloned()));
+        });
     }
     services.synced().await;
     slices.synced().await;
+    // What the informers held before the handlers were in place (adding twice is harmless).
+    for s in services.list() {
+        let _ = tx.send(Event::Service(None, Some(s)));
+    }
+    for s in slices.list() {
+        let _ = tx.send(Event::Slice(None, Some(s)));
+    }
+    drop(tx);
     match cfg.mode {
         Mode::Nftables => {
             let opts = nftables::Options { table: cfg.table.clone(), cluster_cidr: cfg.cluster_cidr.clone() };
-            sync_loop(Nftables(opts), &cfg, services, slices, changed, health).await
+            sync_loop(Nftables { opts, applied: None }, &cfg, rx, health).await
         }
         Mode::Iptables => {
             // Switching modes: the other backend's table goes.
             let _ = pipe_to("nft", &["delete", "table", "ip", &cfg.table], "").await;
             let opts = iptables::Options { cluster_cidr: cfg.cluster_cidr.clone() };
-            sync_loop(Iptables { opts, applied: None }, &cfg, services, slices, changed, health).await
+            sync_loop(Iptables { opts, applied: None }, &cfg, rx, health).await
+        }
+    }
+}
+
+enum Event {
+    Service(Option<Arc<Service>>, Option<Arc<Service>>),
+    Slice(Option<Arc<EndpointSlice>>, Option<Arc<EndpointSlice>>),
+}
+
+impl Event {
+    fn apply(self, t: &mut Tracker) {
+        match self {
+            Event::Service(o, n) => t.service(o.as_ref(), n.as_ref()),
+            Event::Slice(o, n) => t.slice(o.as_ref(), n.as_ref()),
         }
     }
 }
@@ -202,42 +244,54 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
 async fn sync_loop(
     mut backend: impl Backend,
     cfg: &Config,
-    services: Arc<r8s_client::informer::Informer<Service>>,
-    slices: Arc<r8s_client::informer::Informer<EndpointSlice>>,
-    changed: Arc<tokio::sync::Notify>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     health: Arc<Mutex<Health>>,
 ) -> anyhow::Result<()> {
-    let mut applied: Option<Model> = None;
+    let mut tracker = Tracker::new(&cfg.node_name);
+    let mut need_full = true;
     loop {
-        let svcs = services.list();
-        let sls = slices.list();
-        let want = model::build(svcs.iter().map(|s| s.as_ref()), sls.iter().map(|s| s.as_ref()), &cfg.node_name);
+        while let Ok(ev) = rx.try_recv() {
+            ev.apply(&mut tracker);
+        }
+        let change = tracker.take_change();
+        let model = tracker.model();
         let started = Instant::now();
-        let result = match &applied {
-            Some(old) => match backend.delta(old, &want).await {
+        let result = if need_full {
+            backend.full(model).await.map(|_| false)
+        } else if change.is_empty() {
+            Ok(true)
+        } else {
+            match backend.delta(&change, model).await {
                 Ok(true) => Ok(true),
-                Ok(false) => backend.full(&want).await.map(|_| false),
+                Ok(false) => backend.full(model).await.map(|_| false),
                 Err(e) => {
                     tracing::warn!(error = %e, "partial sync failed; rewriting the whole ruleset");
-                    backend.full(&want).await.map(|_| false)
+                    backend.full(model).await.map(|_| false)
                 }
-            },
-            None => backend.full(&want).await.map(|_| false),
+            }
         };
         match result {
             Ok(partial) => {
-                tracing::debug!(services = want.len(), partial, elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
-                applied = Some(want);
+                tracing::debug!(services = model.len(), partial, elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
+                // Once no rule sends new packets there, the old UDP flows go too.
+                let stale = conntrack::stale_udp_flows(&change);
+                if !stale.is_empty() {
+                    conntrack::flush(stale).await;
+                }
+                need_full = false;
                 health.lock().unwrap().last = Some(SystemTime::now());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "proxy sync failed; retrying");
-                applied = None;
+                need_full = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         }
-        changed.notified().await;
+        match rx.recv().await {
+            Some(ev) => ev.apply(&mut tracker),
+            None => return Ok(()),
+        }
         // Let a burst of changes (a rollout) land in one transaction.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -107,13 +107,23 @@ struct NodeFlags {
     /// Port the ingress controller serves HTTP on, at the node's address.
     #[arg(long, default_value_t = 80)]
     ingress_http_port: u16,
-    /// The pod network across nodes: host-gw (routes via each node's address), or none to
-    /// leave it to another CNI (k3s's flag).
-    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "none"])]
+    /// Port the ingress controller serves HTTPS on (certificates from the Ingresses' TLS
+    /// Secrets); 0 to serve no HTTPS.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+    /// The pod network across nodes: host-gw (routes via each node's address; the nodes share
+    /// an L2 segment), vxlan (encapsulated between the nodes' addresses), or none to leave it
+    /// to another CNI (k3s's flag).
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan", "none"])]
     flannel_backend: String,
 }
 
 impl NodeFlags {
+    fn ingress_config(&self, node_ip: std::net::IpAddr) -> r8s_ingress::Config {
+        let https = (self.ingress_https_port != 0).then(|| std::net::SocketAddr::new(node_ip, self.ingress_https_port));
+        r8s_ingress::Config { http: std::net::SocketAddr::new(node_ip, self.ingress_http_port), https }
+    }
+
     fn proxy_config(&self, node_name: &str, cluster_cidr: &str) -> anyhow::Result<r8s_proxy::run::Config> {
         let mut cfg = r8s_proxy::run::Config::new(node_name);
         cfg.mode = self.proxy_mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
@@ -424,7 +434,12 @@ async fn agent(args: AgentArgs, with_proxy: bool) -> anyhow::Result<()> {
     let client = kube::Client::try_from(cfg)?;
     let node = args.node.config(&args.data_dir, &[], ca)?;
     if with_proxy && args.node.flannel_backend != "none" {
-        let cfg = r8s_net::Config { node_name: node.node_name.clone(), cluster_cidr: args.cluster_cidr.clone(), service_cidr: args.service_cidr.clone() };
+        let cfg = r8s_net::Config {
+            node_name: node.node_name.clone(),
+            backend: args.node.flannel_backend.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            cluster_cidr: args.cluster_cidr.clone(),
+            service_cidr: args.service_cidr.clone(),
+        };
         let client = client.clone();
         tokio::spawn(async move {
             if let Err(e) = r8s_net::run(client, cfg).await {
@@ -433,7 +448,7 @@ async fn agent(args: AgentArgs, with_proxy: bool) -> anyhow::Result<()> {
         });
     }
     if with_proxy && !args.node.disable_ingress {
-        let cfg = r8s_ingress::Config { http: std::net::SocketAddr::new(node.node_ip, args.node.ingress_http_port) };
+        let cfg = args.node.ingress_config(node.node_ip);
         let client = client.clone();
         tokio::spawn(async move {
             if let Err(e) = r8s_ingress::run(client, cfg).await {
@@ -526,6 +541,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         if args.node.flannel_backend != "none" {
             let cfg = r8s_net::Config {
                 node_name: node.node_name.clone(),
+                backend: args.node.flannel_backend.parse().map_err(|e: String| anyhow::anyhow!(e))?,
                 cluster_cidr: args.controllers.cluster_cidr.clone(),
                 service_cidr: args.service_cluster_ip_range.clone(),
             };
@@ -537,7 +553,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             });
         }
         if !args.node.disable_ingress {
-            let cfg = r8s_ingress::Config { http: std::net::SocketAddr::new(node.node_ip, args.node.ingress_http_port) };
+            let cfg = args.node.ingress_config(node.node_ip);
             let client = local::client(running.state.clone(), "system:serviceaccount:kube-system:r8s-ingress");
             tokio::spawn(async move {
                 if let Err(e) = r8s_ingress::run(client, cfg).await {
