@@ -389,6 +389,18 @@ fn a_network_policy_admits_only_the_labelled_pods() {
     assert_eq!(fetch("allowed").trim(), "hello", "the labelled pod still gets through");
     s.k(&["delete", "networkpolicy", "web-access"]);
     wait_for("open again without the policy", Duration::from_secs(30), || (fetch("denied").trim() == "hello").then_some(()));
+
+    // An ipBlock: the pod network, except the denied pod's address, on port 80 only.
+    let denied_ip = s.k(&["get", "pod", "denied", "-o", "jsonpath={.status.podIP}"]);
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{{"name":"web-block"}},"spec":{{
+                 "podSelector":{{"matchLabels":{{"app":"web"}}}},"ingress":[{{"from":[{{"ipBlock":{{"cidr":"10.244.0.0/16","except":["{denied_ip}/32"]}}}}],"ports":[{{"port":80}}]}}]}}}}"#
+        ),
+    );
+    wait_for("the excepted address blocked", Duration::from_secs(30), || (fetch("denied").trim() != "hello").then_some(()));
+    assert_eq!(fetch("allowed").trim(), "hello", "the rest of the block gets through");
 }
 
 #[test]
