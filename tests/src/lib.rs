@@ -136,7 +136,7 @@ impl TestServer {
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
             // Parallel servers share addresses (127.0.0.1): cluster DNS takes any free port.
-            .args(["--cluster-dns-port", "0"])
+            .args(["--cluster-dns-port", "0", "--cluster-dns-metrics-port", "0"])
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)

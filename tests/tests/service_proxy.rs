@@ -243,6 +243,15 @@ fn cluster_dns_answers_service_names_from_pods() {
     // The short name through the search path, all the way to a pod (DNS, then the proxy).
     let page = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://my-nginx/"]));
     assert!(page.starts_with("served-by-my-nginx-"), "{page}");
+    // CoreDNS's metrics through the kube-dns Service's metrics port.
+    let metrics = text(s.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://kube-dns.kube-system:9153/metrics"]));
+    let udp = metrics
+        .lines()
+        .find(|l| l.starts_with("coredns_dns_requests_total") && l.contains("proto=\"udp\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(udp.is_some_and(|n| n > 5), "the queries above were counted: {metrics}");
+    assert!(metrics.contains("coredns_dns_responses_total{server=\"dns://:53\",zone=\".\",rcode=\"NXDOMAIN\"}"), "{metrics}");
 }
 
 fn pods_on_two_nodes_reach_each_other_and_services_by_name(agent_args: &[&str]) {

@@ -14,6 +14,7 @@ use r8s_client::informer::Informers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::metrics::{self, METRICS};
 use crate::records::{Data, Index, Lookup};
 
 /// CoreDNS's kubernetes plugin answers with a 5 s TTL.
@@ -78,6 +79,7 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
                 // A question answered before: the stored answer with this query's ID, sent
                 // from this loop (no task, no parsing).
+                metrics::inc(&METRICS.udp);
                 if ctx.cached(&buf[..n], &mut out) {
                     let _ = udp.send_to(&out, peer).await;
                     continue;
@@ -104,6 +106,7 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
                     if s.read_exact(&mut q).await.is_err() {
                         return;
                     }
+                    metrics::inc(&METRICS.tcp);
                     let Some(a) = ctx.answer(&q, true).await else { return };
                     let mut out = (a.len() as u16).to_be_bytes().to_vec();
                     out.extend_from_slice(&a);
@@ -180,6 +183,9 @@ impl Ctx {
         let answers = self.index.read().unwrap().clone();
         let cache = answers.cache.read().unwrap();
         let Some(a) = cache.get(key) else { return false };
+        metrics::inc(&METRICS.cache_hits);
+        // The stored answer's rcode: byte 3 of the message, which is byte 1 of what is kept.
+        metrics::inc(if a.get(1).is_some_and(|b| b & 0x0f == 3) { &METRICS.nxdomain } else { &METRICS.noerror });
         out.clear();
         out.extend_from_slice(&query[..2]);
         out.extend_from_slice(a);
@@ -203,6 +209,7 @@ impl Ctx {
         resp.add_query(q.clone());
         match index.lookup(&q.name().to_ascii(), &qtype) {
             Lookup::Found(data) => {
+                metrics::inc(&METRICS.noerror);
                 resp.metadata.authoritative = true;
                 for d in &data {
                     if let Some(r) = record(q.name(), d) {
@@ -211,6 +218,7 @@ impl Ctx {
                 }
             }
             Lookup::NxDomain => {
+                metrics::inc(&METRICS.nxdomain);
                 resp.metadata.authoritative = true;
                 resp.metadata.response_code = ResponseCode::NXDomain;
             }
@@ -232,6 +240,7 @@ impl Ctx {
     /// Relays the query to the first upstream that answers (over UDP; a truncated answer is
     /// passed on, and the client retries over TCP to us, which asks again over UDP).
     async fn forward(&self, query: &[u8], id: u16, op: hickory_proto::op::OpCode, _tcp: bool) -> Option<Vec<u8>> {
+        metrics::inc(&METRICS.forwarded);
         for up in &self.upstreams {
             let bind: SocketAddr = if up.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
             let Ok(sock) = UdpSocket::bind(bind).await else { continue };
@@ -243,6 +252,7 @@ impl Ctx {
                 return Some(buf[..n].to_vec());
             }
         }
+        metrics::inc(&METRICS.servfail);
         Message::error_msg(id, op, ResponseCode::ServFail).to_vec().ok()
     }
 }

@@ -65,10 +65,7 @@ pub fn block_ranges(cidr: &str, except: &[String]) -> Vec<String> {
             })
             .collect();
     }
-    ranges
-        .into_iter()
-        .map(|(a, b)| if a == b { Ipv4Addr::from(a).to_string() } else { format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b)) })
-        .collect()
+    ranges.into_iter().map(|(a, b)| if a == b { Ipv4Addr::from(a).to_string() } else { format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b)) }).collect()
 }
 
 fn peers(list: Option<&Vec<NetworkPolicyPeer>>, policy_ns: &str, pods: &[Arc<Pod>], namespaces: &[Arc<Namespace>]) -> Peers {
@@ -321,7 +318,9 @@ mod tests {
         assert_eq!(block_ranges("10.0.0.0/8", &["10.1.0.0/16".into()]), ["10.0.0.0-10.0.255.255", "10.2.0.0-10.255.255.255"]);
         assert_eq!(block_ranges("192.0.2.0/30", &["192.0.2.1/32".into(), "192.0.2.3/32".into()]), ["192.0.2.0", "192.0.2.2"]);
         assert_eq!(block_ranges("192.0.2.0/24", &["198.51.100.0/24".into()]), ["192.0.2.0-192.0.2.255"], "an except outside changes nothing");
-        let pod = obj::<Pod>(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"nodeName": "a", "containers": []}, "status": {"podIP": "10.244.0.5"}}));
+        let pod = obj::<Pod>(
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"nodeName": "a", "containers": []}, "status": {"podIP": "10.244.0.5"}}),
+        );
         let pol = obj::<NetworkPolicy>(json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"podSelector": {}, "policyTypes": ["Egress"],
             "egress": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24", "except": ["192.0.2.128/25"]}}], "ports": [{"port": 53, "protocol": "UDP"}]}]}}));
         let s = compute("a", &[pod], &[], &[pol]);

@@ -33,6 +33,25 @@ enum Command {
     Kubelet(AgentArgs),
     /// Run the service proxy (kube-proxy) against a cluster.
     Proxy(ProxyArgs),
+    /// Run the cluster DNS server (CoreDNS's job) against a cluster.
+    Dns(DnsArgs),
+}
+
+#[derive(Args)]
+struct DnsArgs {
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Where to answer queries (UDP and TCP).
+    #[arg(long, default_value = "0.0.0.0:53")]
+    bind_address: std::net::SocketAddr,
+    /// Prometheus metrics (/metrics) and /health.
+    #[arg(long, default_value = "0.0.0.0:9153")]
+    metrics_bind_address: std::net::SocketAddr,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Resolvers for other names (repeatable ADDR or ADDR:PORT; default: /etc/resolv.conf's).
+    #[arg(long)]
+    upstream: Vec<String>,
 }
 
 #[derive(Args)]
@@ -299,6 +318,9 @@ struct ServerArgs {
     /// kube-dns Service's endpoints follow it).
     #[arg(long, default_value_t = 53)]
     cluster_dns_port: u16,
+    /// Port of the cluster DNS server's Prometheus metrics (CoreDNS's 9153; 0: any free port).
+    #[arg(long, default_value_t = 9153)]
+    cluster_dns_metrics_port: u16,
     /// Resolvers for names outside the cluster (repeatable ADDR or ADDR:PORT; default: the
     /// nameservers of /etc/resolv.conf).
     #[arg(long = "cluster-dns-upstream")]
@@ -366,31 +388,25 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent(args, true)),
         Command::Kubelet(args) => rt.block_on(agent(args, false)),
         Command::Proxy(args) => rt.block_on(proxy(args)),
+        Command::Dns(args) => rt.block_on(dns(args)),
     }
 }
 
 /// Starts the cluster DNS server at the server's address and points the `kube-dns` Service
 /// (cluster IP `dns_ip`) at it with a hand-kept EndpointSlice.
 async fn cluster_dns(client: kube::Client, args: &ServerArgs, advertise: IpAddr, dns_ip: &str) -> anyhow::Result<()> {
-    let upstreams: Vec<std::net::SocketAddr> = if args.cluster_dns_upstream.is_empty() {
-        r8s_dns::upstreams_from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
-    } else {
-        args.cluster_dns_upstream
-            .iter()
-            .map(|u| u.parse::<std::net::SocketAddr>().or_else(|_| u.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53))))
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("--cluster-dns-upstream: {e}"))?
-    };
+    let upstreams = parse_upstreams(&args.cluster_dns_upstream).map_err(|e| anyhow::anyhow!("--cluster-dns-upstream: {e}"))?;
     let cfg = r8s_dns::Config { bind: std::net::SocketAddr::new(advertise, args.cluster_dns_port), domain: args.node.cluster_domain.clone(), upstreams };
     let addr = r8s_dns::serve(client.clone(), cfg).await?;
-    tracing::info!(%addr, "cluster DNS serving");
+    let metrics = r8s_dns::metrics::serve(std::net::SocketAddr::new(advertise, args.cluster_dns_metrics_port)).await?;
+    tracing::info!(%addr, %metrics, "cluster DNS serving");
     let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "kube-dns", "namespace": "kube-system",
                      "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
         "spec": {"clusterIP": dns_ip, "ports": [
             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": addr.port()},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": addr.port()},
-            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
+            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": metrics.port()}]},
     }))?;
     let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(client.clone(), "kube-system");
     match services.create(&Default::default(), &svc).await {
@@ -403,11 +419,32 @@ async fn cluster_dns(client: kube::Client, args: &ServerArgs, advertise: IpAddr,
                      "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "r8s-server"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-        "ports": [{"name": "dns", "port": addr.port(), "protocol": "UDP"}, {"name": "dns-tcp", "port": addr.port(), "protocol": "TCP"}],
+        "ports": [{"name": "dns", "port": addr.port(), "protocol": "UDP"}, {"name": "dns-tcp", "port": addr.port(), "protocol": "TCP"},
+                  {"name": "metrics", "port": metrics.port(), "protocol": "TCP"}],
     }))?;
     let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = kube::Api::namespaced(client, "kube-system");
     let pp = kube::api::PatchParams::apply("r8s-server").force();
     slices.patch("kube-dns-r8s", &pp, &kube::api::Patch::Apply(&slice)).await.map_err(|e| anyhow::anyhow!("writing the kube-dns endpoints: {e}"))?;
+    Ok(())
+}
+
+fn parse_upstreams(list: &[String]) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    if list.is_empty() {
+        return Ok(r8s_dns::upstreams_from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()));
+    }
+    list.iter()
+        .map(|u| u.parse::<std::net::SocketAddr>().or_else(|_| u.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53))))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("upstream resolver: {e}"))
+}
+
+async fn dns(args: DnsArgs) -> anyhow::Result<()> {
+    let client = r8s_client::client_from_kubeconfig(&args.kubeconfig).await?;
+    let cfg = r8s_dns::Config { bind: args.bind_address, domain: args.cluster_domain.clone(), upstreams: parse_upstreams(&args.upstream)? };
+    let addr = r8s_dns::serve(client, cfg).await?;
+    let metrics = r8s_dns::metrics::serve(args.metrics_bind_address).await?;
+    tracing::info!(%addr, %metrics, "cluster DNS serving");
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 
