@@ -115,23 +115,32 @@ fn plain(code: http::StatusCode, text: &str) -> http::Response<Body> {
     http::Response::builder().status(code).header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8").body(body).expect("response")
 }
 
-async fn forward(route: Route, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+/// Keep-alive connections to backends, reused across requests (per cluster IP and port).
+type Upstream = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, hyper::body::Incoming>;
+
+fn upstream() -> Upstream {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
+async fn forward(client: &Upstream, route: Route, mut req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
     use http_body_util::BodyExt;
-    let Ok(Ok(tcp)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(route.target)).await else {
-        return plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+    // The request goes to the Service's address; its Host header stays the client's.
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let Ok(uri) = format!("http://{}{path}", route.target).parse::<http::Uri>() else {
+        return plain(http::StatusCode::BAD_REQUEST, "400 Bad Request\n");
     };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await else {
-        return plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
-    };
-    tokio::spawn(conn);
-    match sender.send_request(req).await {
+    *req.uri_mut() = uri;
+    match client.request(req).await {
         Ok(resp) => resp.map(|b| b.boxed()),
         Err(_) => plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n"),
     }
 }
 
 /// Serves HTTP/1.1 on one client connection (plain or TLS), routing each request.
-async fn serve_connection<I>(io: I, table: Arc<RwLock<Vec<Route>>>, scheme: &'static str)
+async fn serve_connection<I>(io: I, table: Arc<RwLock<Vec<Route>>>, client: Upstream, scheme: &'static str)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -145,9 +154,10 @@ where
             .unwrap_or_default();
         let route = pick(&table.read().unwrap(), &host, req.uri().path()).cloned();
         req.headers_mut().insert("x-forwarded-proto", http::HeaderValue::from_static(scheme));
+        let client = client.clone();
         async move {
             Ok::<_, std::convert::Infallible>(match route {
-                Some(r) => forward(r, req).await,
+                Some(r) => forward(&client, r, req).await,
                 None => plain(http::StatusCode::NOT_FOUND, "404 page not found\n"),
             })
         }
@@ -161,6 +171,7 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let (ings, svcs, classes, nodes) = (informers.get::<Ingress>(), informers.get::<Service>(), informers.get::<IngressClass>(), informers.get::<Node>());
     let secrets = cfg.https.map(|_| informers.get::<Secret>());
     let table: Arc<RwLock<Vec<Route>>> = Arc::default();
+    let upstream = upstream();
     let changed = Arc::new(tokio::sync::Notify::new());
     for n in 0..4 {
         let c = changed.clone();
@@ -182,12 +193,12 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(cfg.http).await.map_err(|e| anyhow::anyhow!("ingress on {}: {e}", cfg.http))?;
     {
-        let table = table.clone();
+        let (table, client) = (table.clone(), upstream.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_connection(tcp, table.clone(), "http"));
+                tokio::spawn(serve_connection(tcp, table.clone(), client.clone(), "http"));
             }
         });
     }
@@ -196,15 +207,15 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             let resolver = Arc::new(tls::Resolver { by_host: RwLock::default(), default: Arc::new(tls::default_key()?) });
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("ingress on {addr}: {e}"))?;
-            let table = table.clone();
+            let (table, client) = (table.clone(), upstream.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else { continue };
                     let _ = tcp.set_nodelay(true);
-                    let (acceptor, table) = (acceptor.clone(), table.clone());
+                    let (acceptor, table, client) = (acceptor.clone(), table.clone(), client.clone());
                     tokio::spawn(async move {
                         if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                            serve_connection(tls, table, "https").await;
+                            serve_connection(tls, table, client, "https").await;
                         }
                     });
                 }
