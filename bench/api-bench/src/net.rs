@@ -11,7 +11,6 @@
 //!
 //! Usage: r8s-net-bench [proxy|dns|datapath]... (all when none is named).
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
