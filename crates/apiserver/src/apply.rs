@@ -46,11 +46,22 @@ fn is_string_map(field: &str, v: &Map<String, Value>) -> bool {
     ) && v.values().all(|x| !x.is_object() && !x.is_array())
 }
 
+/// Key fields the schema gives a default (upstream's structured merge uses the default when
+/// the applied item leaves the key out, so `ports: [{port: 80}]` applied twice is one port).
+fn key_default(key: &str) -> Option<Value> {
+    (key == "protocol").then(|| Value::String("TCP".into()))
+}
+
+/// Whether a list item has these key values (a missing key field counting as its default).
+fn has_keys(item: &Value, keys: &Map<String, Value>) -> bool {
+    keys.iter().all(|(k, v)| item.get(k).cloned().or_else(|| key_default(k)).as_ref() == Some(v))
+}
+
 fn key_element(item: &Value, keys: &[&str]) -> Option<String> {
     let mut m = Map::new();
     for k in keys {
-        if let Some(v) = item.get(*k) {
-            m.insert(k.to_string(), v.clone());
+        if let Some(v) = item.get(*k).cloned().or_else(|| key_default(k)) {
+            m.insert(k.to_string(), v);
         }
     }
     if m.is_empty() {
@@ -189,7 +200,7 @@ fn resolve<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur.get(f)?;
         } else if let Some(k) = el.strip_prefix("k:") {
             let keys: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array()?.iter().find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))?;
+            cur = cur.as_array()?.iter().find(|item| has_keys(item, &keys))?;
         } else if let Some(v) = el.strip_prefix("v:") {
             let val: Value = serde_json::from_str(v).ok()?;
             cur = cur.as_array()?.iter().find(|item| **item == val)?;
@@ -217,7 +228,7 @@ fn remove_path(obj: &mut Value, path: &[String]) {
             let Ok(keys) = serde_json::from_str::<Map<String, Value>>(k) else {
                 return;
             };
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv))))
+            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| has_keys(item, &keys)))
         } else {
             None
         };
@@ -232,7 +243,7 @@ fn remove_path(obj: &mut Value, path: &[String]) {
         }
     } else if let Some(k) = last.strip_prefix("k:") {
         if let (Ok(keys), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
-            a.retain(|item| !keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
+            a.retain(|item| !has_keys(item, &keys));
         }
     } else if let Some(v) = last.strip_prefix("v:")
         && let (Ok(val), Some(a)) = (serde_json::from_str::<Value>(v), cur.as_array_mut())
@@ -471,6 +482,19 @@ mod tests {
         // And emptied again: the member goes, the map stays owned.
         let third = apply(Some(&second), &cm(json!({})), "a", false, "v1").unwrap();
         assert_eq!(third["data"], json!({}));
+    }
+
+    #[test]
+    fn a_defaulted_key_matches_the_item_it_defaulted() {
+        let cfg = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "q"}, "spec": {"ports": [{"port": 80}]}});
+        let live = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "q"},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}});
+        let first = apply(Some(&live), &cfg, "kubectl", false, "v1").unwrap();
+        assert_eq!(first["spec"]["ports"].as_array().unwrap().len(), 1, "{first}");
+        let again = apply(Some(&first), &cfg, "kubectl", false, "v1").unwrap();
+        assert_eq!(again["spec"]["ports"], json!([{"port": 80, "protocol": "TCP", "targetPort": 80}]));
+        // Another manager applying the same value co-owns the key field: no conflict.
+        assert!(apply(Some(&again), &cfg, "other", false, "v1").is_ok());
     }
 
     #[test]

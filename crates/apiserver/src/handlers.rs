@@ -100,7 +100,7 @@ pub async fn dispatch(state: &Arc<AppState>, ctx: &RequestContext, body: Bytes) 
         return Ok(metrics(state).await);
     }
     if path == "/openapi/v2" {
-        return state.openapi.v2(headers);
+        return state.openapi.v2(&state.catalog, headers);
     }
     if path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
         return state.openapi.v3(&state.catalog, path, headers);

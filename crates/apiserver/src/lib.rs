@@ -24,6 +24,7 @@ pub mod kubelet_proxy;
 pub mod mergekeys;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod patching;
 pub mod pipeline;

@@ -41,9 +41,38 @@ fn hash_hex(bytes: &[u8]) -> String {
 }
 
 impl OpenApi {
-    pub fn v2(&self, _headers: &HeaderMap) -> ApiResult<Response> {
-        // Clients (kubectl) fetch v2 only as protobuf, which is not served; v3 is complete.
-        Err(ApiError::new(406, "NotAcceptable", "only OpenAPI v3 is served: use /openapi/v3"))
+    /// OpenAPI v2: every definition of the v3 documents, as JSON or (what kubectl asks for)
+    /// gnostic protobuf.
+    pub fn v2(&self, cat: &Catalog, headers: &HeaderMap) -> ApiResult<Response> {
+        let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let protobuf = accept.contains("com.github.proto-openapi.spec.v2");
+        let key = if protobuf { "v2.pb" } else { "v2.json" }.to_string();
+        let generation = cat.generation();
+        let cached = self.cache.lock().unwrap().get(&key).filter(|(g, _, _)| *g == generation).map(|(_, h, d)| (h.clone(), d.clone()));
+        let (hash, bytes) = match cached {
+            Some(c) => c,
+            None => {
+                let mut gvs: Vec<(String, String)> = cat.all().iter().map(|r| (r.group.clone(), r.version.clone())).collect();
+                gvs.sort();
+                gvs.dedup();
+                let mut defs = std::collections::BTreeMap::new();
+                for (g, v) in gvs {
+                    let Some((_, bytes)) = self.document(cat, &g, &v) else { continue };
+                    let doc: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    for (name, schema) in doc["components"]["schemas"].as_object().into_iter().flatten() {
+                        defs.entry(name.clone()).or_insert_with(|| schema.clone());
+                    }
+                }
+                let doc = crate::openapi_v2::json_document(&defs, crate::GIT_VERSION);
+                let bytes = std::sync::Arc::new(if protobuf { crate::openapi_v2::protobuf_document(&doc) } else { serde_json::to_vec(&doc).unwrap() });
+                let hash = hash_hex(&bytes);
+                self.cache.lock().unwrap().insert(key, (generation, hash.clone(), bytes.clone()));
+                (hash, bytes)
+            }
+        };
+        let ctype = if protobuf { crate::openapi_v2::PROTOBUF } else { "application/json" };
+        Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, ctype.to_string()), (http::header::ETAG, format!("\"{hash}\""))], bytes.as_ref().clone())
+            .into_response())
     }
 
     fn document(&self, cat: &Catalog, group: &str, version: &str) -> Option<(String, std::sync::Arc<Vec<u8>>)> {
