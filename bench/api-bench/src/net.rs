@@ -243,8 +243,10 @@ fn datapath_section() -> String {
         "## Data path\n\nwrk (1 thread, 8 connections, 8 s) to one busybox httpd pod, which closes every connection: each request is a new connection, so each pays the NAT lookup. By pod IP (no proxy rule on the path) and through the Service's ClusterIP; from another pod on the node (wrk run in that pod's network namespace) and from the node itself.\n\n",
     );
     out.push_str("| proxy mode | from | target | requests/s | latency avg | latency p99 | socket errors |\n|---|---|---|---|---|---|---|\n");
-    for mode in ["nftables", "iptables"] {
-        let lab = Lab::start_with(|_| vec!["--proxy-mode".into(), mode.into()]);
+    let modes = std::env::var("BENCH_PROXY_MODES").unwrap_or_else(|_| "nftables,iptables".into());
+    for mode in modes.split(',') {
+        let mode = mode.to_string();
+        let lab = Lab::start_with(|_| vec!["--proxy-mode".into(), mode.clone()]);
         let s = &lab.server;
         let pod = format!(
             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"web","labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"httpd","image":"{BUSYBOX}",
