@@ -240,20 +240,22 @@ fn wrk(prefix: &str, url: &str) -> (f64, String, String, String) {
 
 fn datapath_section() -> String {
     let mut out = String::from(
-        "## Data path\n\nwrk (1 thread, 8 connections, 8 s) to one busybox httpd pod, which closes every connection: each request is a new connection, so each pays the NAT lookup. By pod IP (no proxy rule on the path) and through the Service's ClusterIP; from another pod on the node (wrk run in that pod's network namespace) and from the node itself.\n\n",
+        "## Data path\n\nwrk (1 thread, 8 keep-alive connections, 8 s) to one pod, by its pod IP (no proxy rule on the path) and through its Service's ClusterIP (DNAT by the proxy's rules), from another pod on the node (wrk run in that pod's network namespace) and from the node itself. The pod's server is a minimal keep-alive HTTP server (this benchmark's `serve`, started in the pod's network namespace), so the numbers are the data path's rather than the server's. Targets alternate, twice each.\n\n",
     );
     out.push_str("| proxy mode | from | target | requests/s | latency avg | latency p99 | socket errors |\n|---|---|---|---|---|---|---|\n");
     let modes = std::env::var("BENCH_PROXY_MODES").unwrap_or_else(|_| "nftables,iptables".into());
+    let me = std::env::current_exe().expect("own path");
     for mode in modes.split(',') {
         let mode = mode.to_string();
         let lab = Lab::start_with(|_| vec!["--proxy-mode".into(), mode.clone()]);
         let s = &lab.server;
+        // busybox httpd makes the pod ready; the measured server listens on 8080 beside it.
         let pod = format!(
             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"web","labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"httpd","image":"{BUSYBOX}",
               "command":["sh","-c","mkdir -p /w; echo hello > /w/index.html; exec httpd -f -p 80 -h /w"],"readinessProbe":{{"tcpSocket":{{"port":80}},"periodSeconds":1}}}}]}}}}"#
         );
         s.k_stdin(&["apply", "-f", "-"], &pod);
-        s.k(&["expose", "pod", "web", "--port=80"]);
+        s.k(&["expose", "pod", "web", "--port=80", "--target-port=8080"]);
         // The client pod: a marker command so its process (and network namespace) can be found.
         let marker = format!("sleep 86{}", lab.agent.ns.n);
         s.k(&["run", "client", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", &format!("exec {marker}")]);
@@ -262,13 +264,23 @@ fn datapath_section() -> String {
             let client = s.kubectl(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
             (String::from_utf8_lossy(&out.stdout).trim() == "true" && String::from_utf8_lossy(&client.stdout) == "Running").then_some(())
         });
+        let pid_of = |pattern: &str| sh(&format!("pgrep -f '{pattern}'")).lines().next().unwrap_or_default().trim().to_string();
+        let web_pid = pid_of("^httpd -f -p 80 -h /w$");
+        let client_pid = pid_of(&format!("^{marker}$"));
+        let mut server = Command::new("nsenter").arg(format!("--net=/proc/{web_pid}/ns/net")).arg(&me).args(["serve", "8080"]).spawn().expect("serve in the pod");
         let pod_ip = s.k(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
         let cluster_ip = s.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
         let ns = &lab.agent.ns;
         wait_for("the cluster IP answers", Duration::from_secs(30), || {
             String::from_utf8_lossy(&ns.exec(&format!("curl -s -m 2 http://{cluster_ip}/")).stdout).contains("hello").then_some(())
         });
-        let client_pid = sh(&format!("pgrep -f '^{marker}$'")).trim().to_string();
+        // BENCH_HOLD=FILE: keep the lab up (for looking around) until FILE is removed.
+        if let Ok(hold) = std::env::var("BENCH_HOLD") {
+            std::fs::write(&hold, format!("ns={} client_pid={client_pid} pod_ip={pod_ip} cluster_ip={cluster_ip}\n", ns.name)).unwrap();
+            while std::path::Path::new(&hold).exists() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
         let from_pod = format!("nsenter --net=/proc/{client_pid}/ns/net");
         let from_node = format!("nsenter --net=/run/netns/{}", ns.name);
         for (from, prefix) in [("pod", &from_pod), ("node", &from_node)] {
@@ -277,12 +289,53 @@ fn datapath_section() -> String {
                 out.push_str(&format!("| {mode} | {from} | {target} | {rps:.0} | {avg} | {p99} | {errors} |\n"));
             }
         }
+        let _ = server.kill();
+        let _ = server.wait();
     }
     out
 }
 
+/// `serve PORT`: a minimal HTTP/1.1 keep-alive server (run inside the pod's network namespace),
+/// so the data path, not busybox's fork per connection, is what wrk measures.
+fn serve(port: u16) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+        loop {
+            let (mut s, _) = listener.accept().await?;
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut have = 0;
+                loop {
+                    let Ok(n) = s.read(&mut buf[have..]).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    // Answer each complete request in the buffer.
+                    while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n").await.is_err() {
+                            return;
+                        }
+                        buf.copy_within(end + 4..have, 0);
+                        have -= end + 4;
+                    }
+                    if have == buf.len() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        return serve(args.get(1).and_then(|p| p.parse().ok()).unwrap_or(8080));
+    }
     let want = |p: &str| args.is_empty() || args.iter().any(|a| a == p);
     let machine = sh("nproc; uname -r; nft --version; iptables --version");
     println!("# Service networking benchmark\n\nMachine: {}\n", machine.split_whitespace().collect::<Vec<_>>().join(" "));
