@@ -244,6 +244,33 @@ fn server_side_apply_with_two_managers() {
     assert_eq!(mf, "other kubectl");
 }
 
+/// A `kind: List` file (what `kubectl get -o yaml` writes) applies: kubectl validates it
+/// against OpenAPI v2, read as protobuf. An unknown field in an item is still caught.
+#[test]
+fn apply_a_list_file_and_move_from_client_side_to_server_side_apply() {
+    let s = TestServer::start();
+    let list = r#"{"apiVersion":"v1","kind":"List","items":[
+        {"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"selector":{"app":"web"},"ports":[{"port":80}]}},
+        {"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web"},"data":{"a":"1"}}]}"#;
+    let out = s.k_stdin(&["apply", "-f", "-"], list);
+    assert_eq!(out.trim(), "service/web created\nconfigmap/web created");
+    let bad = list.replace("\"selector\"", "\"selectorz\"");
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown field \"selectorz\" in io.k8s.api.core.v1.ServiceSpec"), "{err}");
+    // Client-side apply, then server-side: kubectl moves the ownership to its SSA manager,
+    // and the port applied without a protocol is still one port (the key's default, TCP).
+    let out = s.k_stdin(&["apply", "--server-side", "-f", "-"], list);
+    assert_eq!(out.trim(), "service/web serverside-applied\nconfigmap/web serverside-applied");
+    let mf = s.k(&["get", "svc", "web", "--show-managed-fields", "-o", "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}"]);
+    assert_eq!(mf.trim(), "kubectl-last-applied/Apply kubectl/Apply");
+    assert_eq!(s.k(&["get", "svc", "web", "-o", "jsonpath={.spec.ports}"]), r#"[{"port":80,"protocol":"TCP","targetPort":80}]"#);
+    // Applying the same again changes nothing, not even the resourceVersion.
+    let rv = s.k(&["get", "svc", "web", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    s.k_stdin(&["apply", "--server-side", "-f", "-"], list);
+    assert_eq!(s.k(&["get", "svc", "web", "-o", "jsonpath={.metadata.resourceVersion}"]), rv);
+}
+
 #[test]
 fn crd_then_custom_resources() {
     let s = TestServer::start();

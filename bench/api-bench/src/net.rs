@@ -267,7 +267,8 @@ fn datapath_section() -> String {
         let pid_of = |pattern: &str| sh(&format!("pgrep -f '{pattern}'")).lines().next().unwrap_or_default().trim().to_string();
         let web_pid = pid_of("^httpd -f -p 80 -h /w$");
         let client_pid = pid_of(&format!("^{marker}$"));
-        let mut server = Command::new("nsenter").arg(format!("--net=/proc/{web_pid}/ns/net")).arg(&me).args(["serve", "8080"]).spawn().expect("serve in the pod");
+        let mut server =
+            Command::new("nsenter").arg(format!("--net=/proc/{web_pid}/ns/net")).arg(&me).args(["serve", "8080"]).spawn().expect("serve in the pod");
         let pod_ip = s.k(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
         let cluster_ip = s.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
         let ns = &lab.agent.ns;

@@ -566,14 +566,18 @@ impl Registry {
             } else {
                 None
             };
-            // No-op updates do not write (and keep the resourceVersion), like upstream.
+            // No-op updates do not write (and keep the resourceVersion), like upstream. A
+            // change of managers (a new applier co-owning fields, managedFields set by the
+            // client) is a change; fresher timestamps alone are not.
             let mut cmp_old = current.clone();
             let mut cmp_new = obj.clone();
             strip_rv(&mut cmp_old);
             strip_rv(&mut cmp_new);
             for v in [&mut cmp_old, &mut cmp_new] {
-                if let Some(md) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                    md.remove("managedFields");
+                if let Some(entries) = v.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
+                    for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                        e.remove("time");
+                    }
                 }
             }
             if cmp_old == cmp_new && !final_delete {
