@@ -333,7 +333,20 @@ impl Drop for Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = sh(&format!("for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done", d = self.data_dir.display()));
-        let _ = sh(&format!("find /sys/fs/cgroup/*/r8s-lab-{n} -depth -type d -exec rmdir {{}} \\; 2>/dev/null", n = self.ns.n));
+        // Killing a shim leaves its container's processes running (reparented to init): end
+        // every process in the agent's cgroups, then remove them.
+        let cgroups = format!("/sys/fs/cgroup/*/r8s-lab-{}", self.ns.n);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let out = sh(&format!("cat $(find {cgroups} -name cgroup.procs 2>/dev/null) 2>/dev/null"));
+            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+            if pids.is_empty() {
+                break;
+            }
+            let _ = sh(&format!("kill -9 {}", pids.join(" ")));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = sh(&format!("find {cgroups} -depth -type d -exec rmdir {{}} \\; 2>/dev/null"));
     }
 }
 

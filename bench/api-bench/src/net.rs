@@ -272,7 +272,8 @@ fn datapath_section() -> String {
         // busybox httpd makes the pod ready; the measured server listens on 8080 beside it.
         let pod = format!(
             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"web","labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"httpd","image":"{BUSYBOX}",
-              "command":["sh","-c","mkdir -p /w; echo hello > /w/index.html; exec httpd -f -p 80 -h /w"],"readinessProbe":{{"tcpSocket":{{"port":80}},"periodSeconds":1}}}}]}}}}"#
+              "command":["sh","-c","mkdir -p /w{n}; echo hello > /w{n}/index.html; exec httpd -f -p 80 -h /w{n}"],"readinessProbe":{{"tcpSocket":{{"port":80}},"periodSeconds":1}}}}]}}}}"#,
+            n = lab.agent.ns.n
         );
         s.k_stdin(&["apply", "-f", "-"], &pod);
         s.k(&["expose", "pod", "web", "--port=80", "--target-port=8080"]);
@@ -285,7 +286,7 @@ fn datapath_section() -> String {
             (String::from_utf8_lossy(&out.stdout).trim() == "true" && String::from_utf8_lossy(&client.stdout) == "Running").then_some(())
         });
         let pid_of = |pattern: &str| sh(&format!("pgrep -f '{pattern}'")).lines().next().unwrap_or_default().trim().to_string();
-        let web_pid = pid_of("^httpd -f -p 80 -h /w$");
+        let web_pid = pid_of(&format!("^httpd -f -p 80 -h /w{}$", lab.agent.ns.n));
         let client_pid = pid_of(&format!("^{marker}$"));
         let mut server =
             Command::new("nsenter").arg(format!("--net=/proc/{web_pid}/ns/net")).arg(&me).args(["serve", "8080"]).spawn().expect("serve in the pod");
@@ -304,8 +305,10 @@ fn datapath_section() -> String {
         }
         let from_pod = format!("nsenter --net=/proc/{client_pid}/ns/net");
         let from_node = format!("nsenter --net=/run/netns/{}", ns.name);
+        // The pod's own address and port, or the Service's (port 80 -> targetPort 8080).
+        let direct = format!("{pod_ip}:8080");
         for (from, prefix) in [("pod", &from_pod), ("node", &from_node)] {
-            for (target, ip) in [("pod IP", &pod_ip), ("ClusterIP", &cluster_ip), ("pod IP", &pod_ip), ("ClusterIP", &cluster_ip)] {
+            for (target, ip) in [("pod IP", &direct), ("ClusterIP", &cluster_ip), ("pod IP", &direct), ("ClusterIP", &cluster_ip)] {
                 let (rps, avg, p99, errors) = wrk(prefix, &format!("http://{ip}/"));
                 out.push_str(&format!("| {mode} | {from} | {target} | {rps:.0} | {avg} | {p99} | {errors} |\n"));
             }
