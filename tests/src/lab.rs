@@ -309,44 +309,7 @@ impl Drop for Agent {
             }
         }
         self.kill9();
-        // The agent's containers: their shims outlive containerd; stop them and the sandboxes'
-        // mounts so the data dir can go.
-        let state = self.data_dir.join("agent/containerd");
-        let sock = state.join("containerd.sock");
-        // containerd dies with the agent, but not at once: a shim it was starting can appear
-        // after a first sweep. Wait for containerd to be gone, then sweep until no shim is left.
-        // pgrep directly, not through sh: the shell's own command line would match.
-        let pgrep = |pattern: String| {
-            let out = Command::new("pgrep").arg("-f").arg(pattern).output().expect("pgrep");
-            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !pgrep(format!("containerd --config {}", state.display())).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        while std::time::Instant::now() < deadline {
-            let pids = pgrep(format!("containerd-shim-runc-v2 .*-address {}", sock.display()));
-            if pids.is_empty() {
-                break;
-            }
-            let _ = sh(&format!("kill -9 {}", pids.join(" ")));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = sh(&format!("for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done", d = self.data_dir.display()));
-        // Killing a shim leaves its container's processes running (reparented to init): end
-        // every process in the agent's cgroups, then remove them.
-        let cgroups = format!("/sys/fs/cgroup/*/r8s-lab-{}", self.ns.n);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let out = sh(&format!("cat $(find {cgroups} -name cgroup.procs 2>/dev/null) 2>/dev/null"));
-            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-            if pids.is_empty() {
-                break;
-            }
-            let _ = sh(&format!("kill -9 {}", pids.join(" ")));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = sh(&format!("find {cgroups} -depth -type d -exec rmdir {{}} \\; 2>/dev/null"));
+        clean_node(&self.data_dir.join("agent"), &format!("r8s-lab-{}", self.ns.n));
     }
 }
 
@@ -425,4 +388,48 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     let code = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
     let hs = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     Ok((code, hs))
+}
+
+/// Ends what a node agent left behind once its process is gone: containerd (it dies with the
+/// agent, but not at once), the shims, the containers' processes (killing a shim leaves them
+/// running), their mounts under `agent_dir`, and the cgroup tree `cgroup` (under every
+/// hierarchy).
+pub fn clean_node(agent_dir: &Path, cgroup: &str) {
+    let state = agent_dir.join("containerd");
+    let sock = state.join("containerd.sock");
+    // containerd dies with the agent, but not at once: a shim it was starting can appear
+    // after a first sweep. Wait for containerd to be gone, then sweep until no shim is left.
+    // pgrep directly, not through sh: the shell's own command line would match.
+    let pgrep = |pattern: String| {
+        let out = Command::new("pgrep").arg("-f").arg(pattern).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pgrep(format!("containerd --config {}", state.display())).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while std::time::Instant::now() < deadline {
+        let pids = pgrep(format!("containerd-shim-runc-v2 .*-address {}", sock.display()));
+        if pids.is_empty() {
+            break;
+        }
+        let _ = sh(&format!("kill -9 {}", pids.join(" ")));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Killing a shim leaves its container's processes running (reparented to init): end
+    // every process in the agent's cgroups, then remove them.
+    let cgroups = format!("/sys/fs/cgroup/*/{cgroup}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let out = sh(&format!("cat $(find {cgroups} -name cgroup.procs 2>/dev/null) 2>/dev/null"));
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        if pids.is_empty() {
+            break;
+        }
+        let _ = sh(&format!("kill -9 {}", pids.join(" ")));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Then the sandboxes' and containers' mounts, so the data dir can go.
+    let _ = sh(&format!("for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done", d = agent_dir.display()));
+    let _ = sh(&format!("find {cgroups} -depth -type d -exec rmdir {{}} \\; 2>/dev/null"));
 }

@@ -78,17 +78,9 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let sock = self.data.join("agent/containerd/containerd.sock");
-        let _ = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address {s}'); do kill -9 $p; done; \
-                 for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done; \
-                 find /sys/fs/cgroup/*{c} -depth -type d -exec rmdir {{}} \\; 2>/dev/null",
-                s = sock.display(),
-                d = self.data.display(),
-                c = self.cgroup
-            ))
-            .status();
+        // Dropped before the server (declared after it): end the server first, so its
+        // containerd cannot start anything while its node is being cleaned.
+        let _ = std::process::Command::new("pkill").arg("-9").arg("-f").arg(format!("r8s server .*--data-dir {}", self.data.display())).status();
+        r8s_tests::lab::clean_node(&self.data.join("agent"), self.cgroup.trim_start_matches('/'));
     }
 }
