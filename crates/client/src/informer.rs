@@ -131,6 +131,40 @@ impl<K: Object> Informer<K> {
     }
 }
 
+/// "Something changed: rebuild": a wake-up that informers ring on every change, for loops that
+/// recompute their whole state from the informers' stores (the DNS index, the ingress routes,
+/// the network policy sets). A burst of changes wakes the loop once.
+#[derive(Clone, Default)]
+pub struct Changes(Arc<tokio::sync::Notify>);
+
+impl Changes {
+    pub fn new() -> Changes {
+        Changes::default()
+    }
+
+    /// Rings on every change of `informer`'s objects.
+    pub fn watch<K: Object>(&self, informer: &Informer<K>) {
+        let n = self.0.clone();
+        informer.on_change(move |_, _| n.notify_one());
+    }
+
+    /// Rings on the changes `relevant` accepts (given the old and the new object).
+    pub fn watch_if<K: Object>(&self, informer: &Informer<K>, relevant: impl Fn(Option<&Arc<K>>, Option<&Arc<K>>) -> bool + Send + Sync + 'static) {
+        let n = self.0.clone();
+        informer.on_change(move |o, c| {
+            if relevant(o, c) {
+                n.notify_one();
+            }
+        });
+    }
+
+    /// Waits for the next change, then `settle` more so that a burst lands as one.
+    pub async fn next(&self, settle: std::time::Duration) {
+        self.0.notified().await;
+        tokio::time::sleep(settle).await;
+    }
+}
+
 /// (type, field selector) of one shared informer.
 type InformerKey = (TypeId, String);
 

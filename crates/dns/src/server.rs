@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::{A, CNAME, PTR, SRV};
 use hickory_proto::rr::{Name, RData, Record};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use r8s_client::informer::Informers;
+use r8s_client::informer::{Changes, Informers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -47,13 +47,9 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
     let services = informers.get::<Service>();
     let slices = informers.get::<EndpointSlice>();
     let index = Arc::new(RwLock::new(Arc::new(Answers::new(Index::default()))));
-    let changed = Arc::new(tokio::sync::Notify::new());
-    {
-        let n = changed.clone();
-        services.on_change(move |_, _| n.notify_one());
-        let n = changed.clone();
-        slices.on_change(move |_, _| n.notify_one());
-    }
+    let changes = Changes::new();
+    changes.watch(&services);
+    changes.watch(&slices);
     {
         let (index, domain) = (index.clone(), cfg.domain.clone());
         tokio::spawn(async move {
@@ -63,8 +59,7 @@ pub async fn serve(client: kube::Client, cfg: Config) -> anyhow::Result<SocketAd
                 let (sv, sl) = (services.list(), slices.list());
                 let built = Index::build(sv.iter().map(|s| s.as_ref()), sl.iter().map(|s| s.as_ref()), &domain);
                 *index.write().unwrap() = Arc::new(Answers::new(built));
-                changed.notified().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                changes.next(Duration::from_millis(20)).await;
             }
         });
     }

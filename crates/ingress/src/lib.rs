@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use r8s_client::informer::Informers;
+use r8s_client::informer::{Changes, Informers};
 
 pub const CLASS: &str = "r8s";
 pub const CONTROLLER: &str = "r8s.io/ingress";
@@ -172,24 +172,14 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     let secrets = cfg.https.map(|_| informers.get::<Secret>());
     let table: Arc<RwLock<Vec<Route>>> = Arc::default();
     let upstream = upstream();
-    let changed = Arc::new(tokio::sync::Notify::new());
-    for n in 0..4 {
-        let c = changed.clone();
-        match n {
-            0 => ings.on_change(move |_, _| c.notify_one()),
-            1 => svcs.on_change(move |_, _| c.notify_one()),
-            2 => classes.on_change(move |_, _| c.notify_one()),
-            _ => nodes.on_change(move |_, _| c.notify_one()),
-        }
-    }
+    let changes = Changes::new();
+    changes.watch(&ings);
+    changes.watch(&svcs);
+    changes.watch(&classes);
+    changes.watch(&nodes);
     if let Some(secrets) = &secrets {
-        let c = changed.clone();
         // Only TLS secrets can matter: other changes (service account tokens...) wake nothing.
-        secrets.on_change(move |o, n| {
-            if o.or(n).and_then(|s| s.type_.as_deref()) == Some("kubernetes.io/tls") {
-                c.notify_one();
-            }
-        });
+        changes.watch_if(secrets, |o, n| o.or(n).and_then(|s| s.type_.as_deref()) == Some("kubernetes.io/tls"));
     }
     let listener = tokio::net::TcpListener::bind(cfg.http).await.map_err(|e| anyhow::anyhow!("ingress on {}: {e}", cfg.http))?;
     {
@@ -262,8 +252,7 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        changed.notified().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        changes.next(Duration::from_millis(50)).await;
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use r8s_client::informer::Informers;
+use r8s_client::informer::{Changes, Informers};
 
 /// rtnetlink protocol number marking r8s's routes (`ip route show proto 91`).
 pub const ROUTE_PROTO: &str = "91";
@@ -183,11 +183,8 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     }
     let informers = Informers::new(client);
     let nodes = informers.get::<Node>();
-    let changed = Arc::new(tokio::sync::Notify::new());
-    {
-        let n = changed.clone();
-        nodes.on_change(move |_, _| n.notify_one());
-    }
+    let changes = Changes::new();
+    changes.watch(&nodes);
     nodes.synced().await;
     let mut masq = None;
     loop {
@@ -197,8 +194,7 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             continue;
         }
         // Node status updates (heartbeats) wake this up too; the sync is cheap and idempotent.
-        changed.notified().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        changes.next(Duration::from_millis(100)).await;
     }
 }
 

@@ -253,13 +253,10 @@ pub fn render(s: &Sets) -> String {
 pub async fn run(client: kube::Client, node: String) -> anyhow::Result<()> {
     let informers = r8s_client::informer::Informers::new(client);
     let (pods, nss, pols) = (informers.get::<Pod>(), informers.get::<Namespace>(), informers.get::<NetworkPolicy>());
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let n = changed.clone();
-    pods.on_change(move |_, _| n.notify_one());
-    let n = changed.clone();
-    nss.on_change(move |_, _| n.notify_one());
-    let n = changed.clone();
-    pols.on_change(move |_, _| n.notify_one());
+    let changes = r8s_client::informer::Changes::new();
+    changes.watch(&pods);
+    changes.watch(&nss);
+    changes.watch(&pols);
     pods.synced().await;
     nss.synced().await;
     pols.synced().await;
@@ -276,8 +273,7 @@ pub async fn run(client: kube::Client, node: String) -> anyhow::Result<()> {
                 }
             }
         }
-        changed.notified().await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        changes.next(std::time::Duration::from_millis(50)).await;
     }
 }
 
