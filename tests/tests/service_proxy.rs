@@ -95,7 +95,7 @@ fn cluster_ips_and_node_ports_reach_ready_pods(mode: &'static str) {
     // sessionAffinity ClientIP: every request from the client goes to the same pod.
     s.k_stdin(
         &["apply", "-f", "-"],
-        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"sticky"},"spec":{"selector":{"app":"test1"},"sessionAffinity":"ClientIP","ports":[{"port":80}]}}"#,
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"sticky"},"spec":{"type":"NodePort","selector":{"app":"test1"},"sessionAffinity":"ClientIP","ports":[{"port":80}]}}"#,
     );
     let sticky_ip = s.k(&["get", "svc", "sticky", "-o", "jsonpath={.spec.clusterIP}"]);
     let script = format!("for i in $(seq 1 12); do wget -qO- http://{sticky_ip}/; done");
@@ -106,6 +106,12 @@ fn cluster_ips_and_node_ports_reach_ready_pods(mode: &'static str) {
     });
     let distinct: std::collections::BTreeSet<&str> = answers.lines().collect();
     assert_eq!(distinct.len(), 1, "one pod answers a client with affinity: {answers}");
+    // The same through its node port, from the node.
+    let sticky_port = s.k(&["get", "svc", "sticky", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let answers = text(ns.exec(&format!("for i in $(seq 1 12); do curl -s -m 5 http://{}:{sticky_port}/; done", ns.node_ip())));
+    assert_eq!(answers.lines().filter(|l| l.starts_with("served-by-")).count(), 12, "{answers}");
+    let distinct: std::collections::BTreeSet<&str> = answers.lines().collect();
+    assert_eq!(distinct.len(), 1, "one pod answers a client of the node port with affinity: {answers}");
 
     // From the node: its address and 127.0.0.1 on the node port.
     for addr in [ns.node_ip(), "127.0.0.1".to_string()] {

@@ -10,7 +10,10 @@
 //! - `hairpin`: (endpoint, endpoint) pairs, masqueraded so a pod reaching itself through its
 //!   service gets the answer back through NAT.
 //!
-//! - `affinity_T`: cluster addresses of sessionAffinity ClientIP services with timeout T. The
+//! - `ext_masq`, `np_masq`: external addresses and node ports whose traffic is masqueraded
+//!   (externalTrafficPolicy Cluster), marked before any DNAT.
+//! - `affinity_T` (`np_affinity_T` for node ports): addresses of sessionAffinity ClientIP
+//!   services with timeout T. The
 //!   first packet of a connection to one records `client . service : endpoint` in the dynamic
 //!   map `affinity` (from the packet path, after the DNAT), and later connections from that
 //!   client are DNATed from there. Entries expire after T; when an endpoint of such a service
@@ -98,8 +101,16 @@ fn sp_elements(sp: &ServicePort) -> BTreeSet<Element> {
                 out.insert((set_name("affinity", t as usize), format!("{a} . {} . {}", proto(sp.protocol), sp.port)));
             }
         }
+        let reachable_from_outside = !sp.external_endpoints.is_empty();
         for a in &sp.external_ips {
             slot_sets(sp, *a, true, &mut out);
+            let key = format!("{a} . {} . {}", proto(sp.protocol), sp.port);
+            if reachable_from_outside && !sp.external_local {
+                out.insert(("ext_masq", key.clone()));
+            }
+            if let (Some(t), true) = (sp.affinity_timeout, reachable_from_outside) {
+                out.insert((set_name("affinity", t as usize), key));
+            }
         }
         if let Some(np) = sp.node_port {
             let key = format!("{} . {np}", proto(sp.protocol));
@@ -107,6 +118,12 @@ fn sp_elements(sp: &ServicePort) -> BTreeSet<Element> {
             if eps.is_empty() {
                 out.insert(("np_none", key));
             } else {
+                if !sp.external_local {
+                    out.insert(("np_masq", key.clone()));
+                }
+                if let Some(t) = sp.affinity_timeout {
+                    out.insert((set_name("np_affinity", t as usize), key.clone()));
+                }
                 out.insert((set_name(if sp.external_local { "npl" } else { "np" }, eps.len()), key.clone()));
                 for (i, e) in eps.iter().enumerate() {
                     out.insert(("np_endpoints", format!("{key} . {i} : {}", ep(e))));
@@ -139,6 +156,15 @@ fn affinity_targets(model: &Model) -> BTreeSet<(std::net::Ipv4Addr, Protocol, u1
             for e in &sp.cluster_endpoints {
                 out.insert((*a, sp.protocol, sp.port, *e));
             }
+        }
+        for a in &sp.external_ips {
+            for e in &sp.external_endpoints {
+                out.insert((*a, sp.protocol, sp.port, *e));
+            }
+        }
+        // Node ports, on whatever local address: keyed by the port alone.
+        for (np, e) in sp.node_port.iter().flat_map(|np| sp.external_endpoints.iter().map(move |e| (*np, e))) {
+            out.insert((std::net::Ipv4Addr::UNSPECIFIED, sp.protocol, np, *e));
         }
     }
     out
@@ -178,13 +204,20 @@ fn full_text(model: &Model, o: &Options) -> String {
     );
     for t in &timeouts {
         let _ = writeln!(s, "  set affinity_{t} {{ {svc_key}; }}");
+        let _ = writeln!(s, "  set np_affinity_{t} {{ {np_key}; }}");
     }
+    // Traffic from outside that the cluster-wide policy may send to another node: masqueraded
+    // (marked here, before the affinity lookup can DNAT it).
+    let _ = writeln!(s, "  set ext_masq {{ {svc_key}; }}");
+    let _ = writeln!(s, "  set np_masq {{ {np_key}; }}");
     let masq = format!("meta mark set meta mark | {MASQ_MARK:#x}");
     let _ = writeln!(s, "  chain services {{");
     if let Some(cidr) = &o.cluster_cidr {
         let _ = writeln!(s, "    ip saddr != {cidr} ip daddr @cluster_ips {masq}");
     }
     let svc = "ip daddr . meta l4proto . th dport";
+    let _ = writeln!(s, "    {svc} @ext_masq {masq}");
+    let _ = writeln!(s, "    fib daddr type local meta l4proto . th dport @np_masq {masq}");
     // A client with a recorded endpoint goes back to it.
     let _ = writeln!(s, "    ip saddr . {svc} @affinity dnat ip to ip saddr . {svc} map @affinity");
     for i in 1..=n {
@@ -220,6 +253,10 @@ fn full_text(model: &Model, o: &Options) -> String {
             let _ = write!(
                 record,
                 " meta l4proto {p} ct state new ct status dnat {orig} @affinity_{t} update @affinity {{ ip saddr . {orig} timeout {t}s : ip daddr . th dport }};"
+            );
+            let _ = write!(
+                record,
+                " meta l4proto {p} ct state new ct status dnat meta l4proto . ct original proto-dst @np_affinity_{t} update @affinity {{ ip saddr . {orig} timeout {t}s : ip daddr . th dport }};"
             );
         }
     }
