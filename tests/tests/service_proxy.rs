@@ -168,8 +168,17 @@ fn upstream_resolver(addr: String) {
 }
 
 #[test]
-fn cluster_dns_answers_service_names_from_pods() {
-    let lab = Lab::start_full(|ns| vec!["--cluster-dns-upstream".into(), format!("{}:5353", ns.host_ip())], |_| vec![]);
+fn cluster_dns_answers_service_names_from_pods_nftables() {
+    cluster_dns_answers_service_names_from_pods("nftables");
+}
+
+#[test]
+fn cluster_dns_answers_service_names_from_pods_iptables() {
+    cluster_dns_answers_service_names_from_pods("iptables");
+}
+
+fn cluster_dns_answers_service_names_from_pods(mode: &'static str) {
+    let lab = Lab::start_full(|ns| vec!["--cluster-dns-upstream".into(), format!("{}:5353", ns.host_ip())], proxy_mode(mode));
     upstream_resolver(format!("{}:5353", lab.agent.ns.host_ip()));
     let s = &lab.server;
     let deploy = format!(
@@ -419,8 +428,17 @@ fn a_network_policy_admits_only_the_labelled_pods() {
 }
 
 #[test]
-fn an_ingress_routes_two_hosts_and_two_paths_to_their_services() {
-    let lab = Lab::start();
+fn an_ingress_routes_two_hosts_and_two_paths_to_their_services_nftables() {
+    an_ingress_routes_two_hosts_and_two_paths_to_their_services("nftables");
+}
+
+#[test]
+fn an_ingress_routes_two_hosts_and_two_paths_to_their_services_iptables() {
+    an_ingress_routes_two_hosts_and_two_paths_to_their_services("iptables");
+}
+
+fn an_ingress_routes_two_hosts_and_two_paths_to_their_services(mode: &'static str) {
+    let lab = Lab::start_with(proxy_mode(mode));
     let s = &lab.server;
     let ns = &lab.agent.ns;
     for name in ["app-a", "app-b", "api"] {
