@@ -271,6 +271,22 @@ fn apply_a_list_file_and_move_from_client_side_to_server_side_apply() {
     assert_eq!(s.k(&["get", "svc", "web", "-o", "jsonpath={.metadata.resourceVersion}"]), rv);
 }
 
+/// `kubectl create ingress` sends protobuf, where an IngressRule's embedded value is a field of
+/// its own; the Ingress without a class gets the default class, as upstream's admission does.
+#[test]
+fn create_ingress_gets_the_default_class() {
+    let s = TestServer::start_cluster(&[]);
+    wait_for("the r8s IngressClass", Duration::from_secs(30), || (!s.k(&["get", "ingressclass", "--no-headers"]).is_empty()).then_some(()));
+    s.k(&["create", "ingress", "web", "--rule=a.example/*=web:80,tls=a-tls"]);
+    s.k(&["create", "ingress", "other", "--class=nginx", "--rule=c.example/*=web:80"]);
+    let rows = normalize_ages(&s.k(&["get", "ingress"]));
+    assert_eq!(
+        rows,
+        "NAME    CLASS   HOSTS       ADDRESS   PORTS     AGE\nother   nginx   c.example             80        <age>\nweb     r8s     a.example             80, 443   <age>"
+    );
+    assert_eq!(s.k(&["get", "ingress", "web", "-o", "jsonpath={.spec.rules[0].http.paths[0].backend.service.name}"]), "web");
+}
+
 #[test]
 fn crd_then_custom_resources() {
     let s = TestServer::start();

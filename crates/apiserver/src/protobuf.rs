@@ -267,6 +267,15 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
             _ => None,
         };
         let Some(v) = value else { continue };
+        // Embedded Go structs (`json:",inline"`) are fields of their own in protobuf; in JSON
+        // their members sit in the parent.
+        if !f.repeated
+            && is_inline(&f.json, &f.msg)
+            && let Value::Object(members) = v
+        {
+            obj.extend(members);
+            continue;
+        }
         if f.repeated {
             let arr = obj.entry(f.json.clone()).or_insert_with(|| json!([]));
             if let Some(a) = arr.as_array_mut() {
@@ -277,6 +286,21 @@ fn message(buf: &[u8], name: &str) -> Result<Option<Value>, String> {
         }
     }
     Ok(Some(Value::Object(obj)))
+}
+
+/// The embedded (JSON-inline) fields of the built-in types: (field name, message type suffix).
+fn is_inline(json: &str, msg: &str) -> bool {
+    const INLINE: &[(&str, &str)] = &[
+        ("volumeSource", ".core.v1.VolumeSource"),
+        ("persistentVolumeSource", ".core.v1.PersistentVolumeSource"),
+        ("handler", ".core.v1.ProbeHandler"),
+        ("ephemeralContainerCommon", ".core.v1.EphemeralContainerCommon"),
+        ("ingressRuleValue", ".IngressRuleValue"),
+        ("rule", ".Rule"),
+        ("ruleWithOperations", ".RuleWithOperations"),
+        ("deviceConfiguration", ".DeviceConfiguration"),
+    ];
+    INLINE.iter().any(|(j, m)| *j == json && msg.ends_with(m))
 }
 
 /// The protobuf message name of a kind.
@@ -368,6 +392,26 @@ mod tests {
         varint_field(16, 0, &mut c); // stdin: false (plain bool, omitempty)
         let v = message(&c, "api.core.v1.Container").unwrap().unwrap();
         assert_eq!(v, json!({"name": "web", "ports": [{"containerPort": 80}]}));
+    }
+
+    #[test]
+    fn embedded_structs_are_inlined_as_json_has_them() {
+        // Volume{name: "data", volumeSource: {emptyDir: {}}}
+        let mut empty_dir = Vec::new();
+        len_field(2, &[], &mut empty_dir); // VolumeSource.emptyDir = EmptyDirVolumeSource{}
+        let mut vol = Vec::new();
+        len_field(1, b"data", &mut vol);
+        len_field(2, &empty_dir, &mut vol);
+        let v = message(&vol, "api.core.v1.Volume").unwrap().unwrap();
+        assert_eq!(v, json!({"name": "data", "emptyDir": {}}));
+        // IngressRule{host, ingressRuleValue: {http: {}}}
+        let mut value = Vec::new();
+        len_field(1, &[], &mut value);
+        let mut rule = Vec::new();
+        len_field(1, b"a.example", &mut rule);
+        len_field(2, &value, &mut rule);
+        let v = message(&rule, "api.networking.v1.IngressRule").unwrap().unwrap();
+        assert_eq!(v, json!({"host": "a.example", "http": {}}));
     }
 
     #[test]

@@ -320,6 +320,44 @@ impl Plugin for DefaultStorageClass {
     }
 }
 
+/// DefaultIngressClass: an Ingress created without `ingressClassName` (and without the legacy
+/// `kubernetes.io/ingress.class` annotation) gets the IngressClass annotated
+/// `ingressclass.kubernetes.io/is-default-class: "true"` (the newest, if several).
+pub struct DefaultIngressClass;
+
+impl Plugin for DefaultIngressClass {
+    fn name(&self) -> &'static str {
+        "DefaultIngressClass"
+    }
+    fn admit<'a>(&'a self, reg: &'a Registry, a: &'a mut Attributes) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            if a.operation != Operation::Create || a.resource.group != "networking.k8s.io" || a.resource.kind != "Ingress" || a.subresource.is_some() {
+                return Ok(());
+            }
+            let Some(obj) = a.object.as_mut() else { return Ok(()) };
+            if obj.pointer("/spec/ingressClassName").is_some_and(|v| !v.is_null())
+                || obj.pointer("/metadata/annotations/kubernetes.io~1ingress.class").is_some()
+            {
+                return Ok(());
+            }
+            let Some(info) = reg.catalog.find("networking.k8s.io", "v1", "ingressclasses") else { return Ok(()) };
+            let mut defaults: Vec<Value> = cached(reg, &info, None)
+                .await?
+                .into_iter()
+                .filter(|c| c.pointer("/metadata/annotations/ingressclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true"))
+                .collect();
+            defaults.sort_by(|a, b| {
+                let t = |v: &Value| v.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
+                t(b).cmp(&t(a)).then_with(|| meta::name(a).cmp(meta::name(b)))
+            });
+            if let Some(c) = defaults.first() {
+                meta::obj_mut(obj, &["spec"]).insert("ingressClassName".into(), json!(meta::name(c)));
+            }
+            Ok(())
+        })
+    }
+}
+
 /// LimitRanger on pod create (defaults, then min/max).
 pub struct LimitRanger;
 

@@ -14,7 +14,7 @@ use crate::authn::UserInfo;
 use crate::registry::Registry;
 use crate::status::ApiResult;
 
-pub use builtin::{DefaultStorageClass, Defaulting, LimitRanger, Priority, ResourceQuota};
+pub use builtin::{DefaultIngressClass, DefaultStorageClass, Defaulting, LimitRanger, Priority, ResourceQuota};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -79,7 +79,16 @@ pub struct Chain {
 impl Default for Chain {
     /// Upstream's default order for the plugins r8s has.
     fn default() -> Self {
-        Chain { plugins: vec![Box::new(Defaulting), Box::new(Priority), Box::new(LimitRanger), Box::new(DefaultStorageClass), Box::new(ResourceQuota)] }
+        Chain {
+            plugins: vec![
+                Box::new(Defaulting),
+                Box::new(Priority),
+                Box::new(LimitRanger),
+                Box::new(DefaultStorageClass),
+                Box::new(DefaultIngressClass),
+                Box::new(ResourceQuota),
+            ],
+        }
     }
 }
 
