@@ -192,11 +192,21 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let resolver = match cfg.https {
-        Some(addr) => {
+    let https = match cfg.https {
+        // HTTPS is an addition: a port that cannot be had leaves HTTP serving.
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "ingress HTTPS port unavailable; serving HTTP only");
+                None
+            }
+        },
+        None => None,
+    };
+    let resolver = match https {
+        Some(listener) => {
             let resolver = Arc::new(tls::Resolver { by_host: RwLock::default(), default: Arc::new(tls::default_key()?) });
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("ingress on {addr}: {e}"))?;
             let (table, client) = (table.clone(), upstream.clone());
             tokio::spawn(async move {
                 loop {
