@@ -287,6 +287,28 @@ fn create_ingress_gets_the_default_class() {
     assert_eq!(s.k(&["get", "ingress", "web", "-o", "jsonpath={.spec.rules[0].http.paths[0].backend.service.name}"]), "web");
 }
 
+/// The review APIs answer from the authorizer (allow-all until RBAC): `kubectl auth`.
+#[test]
+fn auth_can_i_and_whoami() {
+    let s = TestServer::start();
+    assert_eq!(s.k(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    assert_eq!(s.k(&["auth", "can-i", "get", "/healthz"]).trim(), "yes");
+    let who = s.k(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"]);
+    assert_eq!(who, r#"kubernetes-admin ["system:masters","system:authenticated"]"#);
+    let list = s.k(&["auth", "can-i", "--list"]);
+    assert!(list.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["*.*", "[]", "[]", "[*]"]), "{list}");
+    let sar = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","spec":{"user":"bob","resourceAttributes":{"verb":"get","resource":"pods","namespace":"default"}}}"#;
+    assert_eq!(s.k_stdin(&["create", "-f", "-", "-o", "jsonpath={.status.allowed}"], sar), "true");
+    // Asked, not stored.
+    let out = s.kubectl(&["get", "subjectaccessreviews"]);
+    assert!(!out.status.success(), "reviews cannot be listed");
+    // Nothing to ask about: upstream's 422.
+    let bad = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","spec":{"resourceAttributes":{"verb":"get","resource":"pods"}}}"#;
+    let out = s.kubectl_stdin(&["create", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("at least one of user or group must be specified"), "{err}");
+}
+
 #[test]
 fn crd_then_custom_resources() {
     let s = TestServer::start();

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{apps, autoscaling, batch, certificates, coordination, core, discovery, events, networking, policy, rbac, scheduling, storage};
+use k8s_openapi::api::{
+    apps, authentication, authorization, autoscaling, batch, certificates, coordination, core, discovery, events, networking, policy, rbac, scheduling, storage,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 
 use crate::kinds::{self, Behavior, Typed};
@@ -256,6 +258,48 @@ const BUILTIN: &[Entry] = &[
     e("apps/v1", "Deployment", "deployments", &["deploy"], true, true, &[Scale, Status], b!(kinds::Deployment, apps::v1::Deployment)),
     e("apps/v1", "ReplicaSet", "replicasets", &["rs"], true, true, &[Scale, Status], b!(kinds::ReplicaSet, apps::v1::ReplicaSet)),
     e("apps/v1", "StatefulSet", "statefulsets", &["sts"], true, true, &[Scale, Status], b!(kinds::StatefulSet, apps::v1::StatefulSet)),
+    // Reviews: asked, answered, never stored (create only).
+    e("authentication.k8s.io/v1", "SelfSubjectReview", "selfsubjectreviews", &[], false, false, &[], b!(kinds::Generic, authentication::v1::SelfSubjectReview)),
+    e(
+        "authorization.k8s.io/v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        &[],
+        true,
+        false,
+        &[],
+        b!(kinds::Generic, authorization::v1::LocalSubjectAccessReview),
+    ),
+    e(
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        &[],
+        false,
+        false,
+        &[],
+        b!(kinds::Generic, authorization::v1::SelfSubjectAccessReview),
+    ),
+    e(
+        "authorization.k8s.io/v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        &[],
+        false,
+        false,
+        &[],
+        b!(kinds::Generic, authorization::v1::SelfSubjectRulesReview),
+    ),
+    e(
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        &[],
+        false,
+        false,
+        &[],
+        b!(kinds::Generic, authorization::v1::SubjectAccessReview),
+    ),
     Entry {
         storage: None,
         preferred: true,
@@ -352,6 +396,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             let (group, version) = split_gv(en.gv);
             let verbs: Vec<String> = match en.plural {
                 "bindings" => vec!["create".into()],
+                p if p.ends_with("reviews") => vec!["create".into()],
                 "componentstatuses" => vec!["get".into(), "list".into()],
                 _ if en.gv.starts_with("metrics.k8s.io/") => vec!["get".into(), "list".into()],
                 _ => ALL_VERBS.iter().map(|s| s.to_string()).collect(),

@@ -18,8 +18,24 @@ pub enum Decision {
     NoOpinion,
 }
 
+/// What a user may do in a namespace, as `kubectl auth can-i --list` shows it
+/// (SelfSubjectRulesReview): PolicyRule-shaped resource and non-resource rules.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules {
+    pub resource_rules: Vec<serde_json::Value>,
+    pub non_resource_rules: Vec<serde_json::Value>,
+    /// The list may leave out what the authorizer cannot enumerate.
+    pub incomplete: bool,
+}
+
 pub trait Authorizer: Send + Sync {
     fn authorize<'a>(&'a self, user: &'a UserInfo, req: &'a RequestInfo) -> BoxFuture<'a, Decision>;
+
+    /// The rules that apply to `user` in `namespace`; an authorizer that cannot list them
+    /// answers an incomplete, empty list.
+    fn rules_for<'a>(&'a self, _user: &'a UserInfo, _namespace: &'a str) -> BoxFuture<'a, Rules> {
+        Box::pin(async { Rules { incomplete: true, ..Rules::default() } })
+    }
 }
 
 pub struct AlwaysAllow;
@@ -27,6 +43,17 @@ pub struct AlwaysAllow;
 impl Authorizer for AlwaysAllow {
     fn authorize<'a>(&'a self, _user: &'a UserInfo, _req: &'a RequestInfo) -> BoxFuture<'a, Decision> {
         Box::pin(async { Decision::Allow })
+    }
+
+    /// Everything, as upstream's AlwaysAllow lists it.
+    fn rules_for<'a>(&'a self, _user: &'a UserInfo, _namespace: &'a str) -> BoxFuture<'a, Rules> {
+        Box::pin(async {
+            Rules {
+                resource_rules: vec![json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})],
+                non_resource_rules: vec![json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],
+                incomplete: false,
+            }
+        })
     }
 }
 

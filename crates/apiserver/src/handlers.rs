@@ -328,6 +328,10 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
             }
             let mut obj = decode_object(&body, fmt)?;
             check_type(&info, &mut obj, &body)?;
+            if crate::reviews::is_review(&info) {
+                let answered = crate::reviews::create(state, ctx, &info, ns, obj).await?;
+                return render_object(state, &info, answered, out, query, StatusCode::CREATED);
+            }
             let opts = write_options(ctx, true)?;
             check_duplicates(&info, &body, &opts)?;
             let created = reg.create(&info, ns, obj, &opts).await?;

@@ -32,6 +32,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod request_info;
+pub mod reviews;
 pub mod server;
 pub mod status;
 pub mod subresources;

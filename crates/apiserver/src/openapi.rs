@@ -394,6 +394,14 @@ fn decorate(defs: &mut Map<String, Value>) {
     }
     for (name, schema) in defs.iter_mut() {
         let short = name.rsplit('.').next().unwrap_or(name);
+        // An object's metadata is never required upstream (k8s-openapi's types hold it as a
+        // plain field, which the generated schema marks required).
+        if let Some(req) = schema.get_mut("required").and_then(Value::as_array_mut) {
+            req.retain(|f| f != "metadata");
+            if req.is_empty() {
+                schema.as_object_mut().map(|m| m.remove("required"));
+            }
+        }
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             for (field, ps) in props.iter_mut() {
                 if retains_keys(short, field)
