@@ -11,6 +11,32 @@ fn text(o: std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
+/// Asks the ingress at `node_ip:80` to switch `ws.example` to the `echo` protocol, then sends a
+/// line and returns the line that comes back (None while the route is not there yet).
+fn upgrade_echo(node_ip: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut tcp = std::net::TcpStream::connect_timeout(&format!("{node_ip}:80").parse().unwrap(), Duration::from_secs(5)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    tcp.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").ok()?;
+    let mut reader = BufReader::new(tcp.try_clone().ok()?);
+    let mut status = String::new();
+    reader.read_line(&mut status).ok()?;
+    if !status.starts_with("HTTP/1.1 101") {
+        return None;
+    }
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        if h.trim().is_empty() {
+            break;
+        }
+    }
+    tcp.write_all(b"hello\n").ok()?;
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    Some(line.trim().to_string())
+}
+
 fn proxy_mode(mode: &'static str) -> impl FnOnce(&r8s_tests::lab::NetNs) -> Vec<String> {
     move |_| vec!["--proxy-mode".into(), mode.into()]
 }
@@ -474,6 +500,23 @@ fn an_ingress_routes_two_hosts_and_two_paths_to_their_services(mode: &'static st
     assert_eq!(get("b.example", "/").trim(), "app-b");
     assert_eq!(get("b.example", "/v1/").trim(), "app-b-v1", "b.example has no /v1 rule: its / backend answers");
     assert!(get("c.example", "/").contains("404"), "no rule for the host");
+
+    // A protocol upgrade (WebSocket's handshake) passes through, then bytes flow both ways.
+    let echo = r#"while read -r l; do [ -z "$(echo "$l" | tr -d '\r')" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n'; while read -r l; do echo "echo: $l"; done"#;
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo", "labels": {"app": "echo"}},
+            "spec": {"containers": [{"name": "c", "image": BUSYBOX, "command": ["sh", "-c", format!("printf '%s' '{}' > /echo.sh; exec nc -ll -p 80 -e sh /echo.sh", echo.replace('\'', "'\\''"))],
+                "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}}]}})
+        .to_string(),
+    );
+    s.k(&["expose", "pod", "echo", "--port=80"]);
+    s.k(&["create", "ingress", "echo", "--rule=ws.example/*=echo:80"]);
+    wait_for("the echo pod ready", Duration::from_secs(60), || {
+        (s.k(&["get", "pod", "echo", "-o", "jsonpath={.status.containerStatuses[0].ready}"]) == "true").then_some(())
+    });
+    let line = wait_for("an upgraded connection echoing through the ingress", Duration::from_secs(30), || upgrade_echo(&ns.node_ip()));
+    assert_eq!(line, "echo: hello");
 
     // HTTPS: a.example's certificate from a TLS Secret, picked by SNI.
     let dir = s.dir.path().join("tls");

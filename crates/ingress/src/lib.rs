@@ -125,8 +125,52 @@ fn upstream() -> Upstream {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
 }
 
+/// Whether the client asks to switch protocols (WebSocket and the like).
+fn is_upgrade(req: &http::Request<hyper::body::Incoming>) -> bool {
+    req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// An upgrade request goes to the backend on a connection of its own; once the backend
+/// switches protocols (101), the two connections are spliced until either side closes.
+async fn forward_upgrade(route: Route, mut req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
+    use http_body_util::BodyExt;
+    let bad_gateway = || plain(http::StatusCode::BAD_GATEWAY, "502 Bad Gateway\n");
+    let Ok(Ok(tcp)) = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(route.target)).await else {
+        return bad_gateway();
+    };
+    let _ = tcp.set_nodelay(true);
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await else {
+        return bad_gateway();
+    };
+    tokio::spawn(conn.with_upgrades());
+    let client_side = hyper::upgrade::on(&mut req);
+    let mut resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(_) => return bad_gateway(),
+    };
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let backend_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
+                let (mut c, mut b) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(b));
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+            }
+        });
+    }
+    resp.map(|b| b.boxed())
+}
+
 async fn forward(client: &Upstream, route: Route, mut req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
     use http_body_util::BodyExt;
+    if is_upgrade(&req) {
+        return forward_upgrade(route, req).await;
+    }
     // The request goes to the Service's address; its Host header stays the client's.
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let Ok(uri) = format!("http://{}{path}", route.target).parse::<http::Uri>() else {
@@ -162,7 +206,7 @@ where
             })
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), svc).await;
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), svc).with_upgrades().await;
 }
 
 /// Serves until the process ends.
