@@ -30,6 +30,10 @@ fn deployment_flows_of_the_seeds() {
     nodes.sort();
     assert_eq!(nodes, ["node0", "node1", "node2"]);
     assert!(pods.iter().all(|r| r[5].starts_with("10.244.")), "pod IPs come from the nodes' podCIDRs: {pods:?}");
+    // Simulated nodes have no kubelet to ask for logs: a clear error, and no packet sent.
+    let out = s.kubectl(&["logs", &pods[0][0]]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is simulated (r8s sim-nodes)"), "{err}");
 
     // Scale down and up (seed 002).
     s.k(&["scale", "deployment", "nginx-app", "--replicas=1"]);

@@ -74,6 +74,12 @@ pub async fn kubelet_json(state: &Arc<AppState>, node: &Value, path: &str) -> Ap
 
 fn endpoint_of(n: &Value) -> ApiResult<(String, u16)> {
     let node = n["metadata"]["name"].as_str().unwrap_or_default();
+    // A simulated node's address is made up (198.18.0.0/15): nothing may be sent there.
+    if n["metadata"]["annotations"]["r8s.io/simulated"] == "true" {
+        return Err(ApiError::bad_request(format!(
+            "node {node} is simulated (r8s sim-nodes): it has no kubelet serving logs, exec, attach, port-forward or stats"
+        )));
+    }
     let addrs = n["status"]["addresses"].as_array().cloned().unwrap_or_default();
     let ip = addrs
         .iter()
