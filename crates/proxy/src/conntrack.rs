@@ -37,7 +37,10 @@ pub async fn flush(flows: Vec<Vec<String>>) {
         match tokio::process::Command::new("conntrack").args(&a).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().await {
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, "conntrack (Debian package conntrack) not available: stale UDP flows stay until they time out");
+                static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "conntrack (Debian package conntrack) not available: stale UDP flows stay until they time out");
+                }
                 return;
             }
         }
