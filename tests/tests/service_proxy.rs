@@ -549,3 +549,36 @@ fn an_ingress_routes_two_hosts_and_two_paths_to_their_services(mode: &'static st
     assert!(!verify_b.ends_with(" 200"), "b.example is not covered by a.example's certificate: {verify_b}");
     assert_eq!(https("b.example", "/", "-k").trim(), "app-b");
 }
+
+/// `--flannel-backend none`: the agent writes no CNI configuration of its own; the network
+/// the user installs (here a bridge conflist the test writes into `--cni-conf-dir`, as a CNI's
+/// installer would) gives pods their addresses.
+#[test]
+fn with_flannel_backend_none_pods_use_the_installed_cni() {
+    let lab = Lab::start_with(|ns| {
+        let dir = std::env::temp_dir().join(format!("r8s-user-cni-{}", ns.n));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conflist = serde_json::json!({
+            "cniVersion": "0.4.0", "name": "user-net",
+            "plugins": [
+                {"type": "bridge", "bridge": "user0", "isGateway": true, "ipMasq": false,
+                 "ipam": {"type": "host-local", "dataDir": dir.join("ipam").display().to_string(),
+                          "ranges": [[{"subnet": format!("10.88.{}.0/24", ns.n % 250)}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "loopback"}
+            ]
+        });
+        std::fs::write(dir.join("10-user.conflist"), conflist.to_string()).unwrap();
+        vec!["--flannel-backend".into(), "none".into(), "--cni-conf-dir".into(), dir.display().to_string()]
+    });
+    let s = &lab.server;
+    let dir = std::env::temp_dir().join(format!("r8s-user-cni-{}", lab.agent.ns.n));
+    s.k(&["run", "p", &format!("--image={BUSYBOX}"), "--command", "--", "sleep", "600"]);
+    let ip = wait_for("p Running with an address", Duration::from_secs(90), || {
+        let ip = s.k(&["get", "pod", "p", "-o", "jsonpath={.status.podIP}"]);
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(ip.starts_with(&format!("10.88.{}.", lab.agent.ns.n % 250)), "the installed network's address: {ip}");
+    let files: Vec<String> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!files.iter().any(|f| f.contains("r8s")), "the agent wrote no conflist of its own: {files:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,11 @@ pub struct Config {
     pub cgroup_root: String,
     /// Where the distribution's CNI plugins live.
     pub cni_bin_dir: PathBuf,
+    /// Where containerd reads CNI configuration (None: DATA_DIR/cni).
+    pub cni_conf_dir_override: Option<PathBuf>,
+    /// Write the bridge network's conflist for the node's podCIDR (false when another CNI,
+    /// flannel or calico, provides the pod network: `--flannel-backend none`).
+    pub write_cni_config: bool,
     /// Labels added to the Node at registration (node-role labels for a server's node).
     pub node_labels: Vec<(String, String)>,
     pub node_taints: Vec<k8s_openapi::api::core::v1::Taint>,
@@ -52,7 +57,7 @@ impl Config {
         self.data_dir.join("containerd")
     }
     pub fn cni_conf_dir(&self) -> PathBuf {
-        self.data_dir.join("cni")
+        self.cni_conf_dir_override.clone().unwrap_or_else(|| self.data_dir.join("cni"))
     }
     pub fn pods_dir(&self) -> PathBuf {
         self.data_dir.join("pods")

@@ -36,7 +36,9 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, "container runtime connected");
     images::import_builtin_and_airgap(&cfg, &endpoint).await?;
     let node = node::register(&client, &cfg, &version).await?;
-    cni::write_conflist(&cfg, &node)?;
+    if cfg.write_cni_config {
+        cni::write_conflist(&cfg, &node)?;
+    }
     node::spawn_heartbeat(client.clone(), cfg.clone(), runtime.clone());
     {
         let (client, cfg) = (client.clone(), cfg.clone());

@@ -96,6 +96,10 @@ struct NodeFlags {
     /// Where the CNI plugins are.
     #[arg(long, default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
+    /// Where the node's CNI configuration lives (default: DATA_DIR/agent/cni). With
+    /// `--flannel-backend none`, the CNI you install (flannel, calico) writes its conflist here.
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
     /// Node labels at registration (repeatable, key=value).
     #[arg(long = "node-label")]
     node_label: Vec<String>,
@@ -197,6 +201,8 @@ impl NodeFlags {
             runtime_endpoint: self.container_runtime_endpoint.clone(),
             cgroup_root: self.cgroup_root.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
+            cni_conf_dir_override: self.cni_conf_dir.clone(),
+            write_cni_config: self.flannel_backend != "none",
             node_labels: labels,
             node_taints: taints,
             lease_renew_interval: Duration::from_secs(10),

@@ -259,6 +259,8 @@ async fn start_kubelets(client: &Client, cfg: &SimConfig, indexed: &[(usize, Str
             pod_manifest_path: PathBuf::new(),
             cgroup_root: "/".into(),
             cni_bin_dir: PathBuf::new(),
+            cni_conf_dir_override: None,
+            write_cni_config: false,
             node_labels: vec![],
             node_taints: vec![],
             lease_renew_interval: Duration::from_secs(10),
