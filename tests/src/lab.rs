@@ -82,6 +82,36 @@ impl NetNs {
         NetNs { n: m, host: sw.host.clone(), node, name }
     }
 
+    /// A router: a namespace that forwards between the host side (198.19.R.1 on the host,
+    /// 198.19.R.254 here) and nodes that each sit on a subnet of their own
+    /// (`behind_router`): machines that do not share an L2 segment.
+    pub fn router() -> NetNs {
+        let (n, name) = claim();
+        must(&format!(
+            "ip link add r8sh{n} type veth peer name r8sp{n} && ip link set r8sp{n} netns {name} && \
+             ip addr add 198.19.{n}.1/24 dev r8sh{n} && ip link set r8sh{n} up && \
+             ip netns exec {name} sh -c 'ip addr add 198.19.{n}.254/24 dev r8sp{n} && ip link set r8sp{n} up && \
+             ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward'"
+        ));
+        NetNs { n, host: format!("198.19.{n}.1"), node: format!("198.19.{n}.254"), name }
+    }
+
+    /// A node on a subnet of its own behind `router`: 198.19.M.2, reaching the host side and
+    /// the other nodes through the router (198.19.M.1); the host reaches it the same way.
+    pub fn behind_router(router: &NetNs) -> NetNs {
+        let (m, name) = claim();
+        must(&format!(
+            "ip link add r8sn{m} type veth peer name r8sq{m} && ip link set r8sn{m} netns {name} && ip link set r8sq{m} netns {r} && \
+             ip netns exec {r} sh -c 'ip addr add 198.19.{m}.1/24 dev r8sq{m} && ip link set r8sq{m} up' && \
+             ip netns exec {name} sh -c 'ip addr add 198.19.{m}.2/24 dev r8sn{m} && ip link set r8sn{m} up && ip link set lo up && \
+             ip route add 198.19.0.0/16 via 198.19.{m}.1' && \
+             ip route add 198.19.{m}.0/24 via {gw}",
+            r = router.name,
+            gw = router.node
+        ));
+        NetNs { n: m, host: router.host.clone(), node: format!("198.19.{m}.2"), name }
+    }
+
     pub fn host_ip(&self) -> String {
         self.host.clone()
     }
@@ -98,7 +128,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = sh(&format!("ip netns del {}; ip link del r8sh{} 2>/dev/null", self.name, self.n));
+        // A node behind a router has a host route of its own (the others' routes go with
+        // their links).
+        let _ = sh(&format!("ip netns del {}; ip link del r8sh{n} 2>/dev/null; ip route del 198.19.{n}.0/24 2>/dev/null", self.name, n = self.n));
     }
 }
 
@@ -205,6 +237,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Nodes on subnets of their own behind a router (no shared L2 segment).
+    pub fn start_routed(nodes: u32, agent_args: &[&str]) -> Cluster {
+        let router = NetNs::router();
+        let server = TestServer::start_cluster_on(&router.host_ip(), &["--node-monitor-grace-period", "40s"]);
+        let agents = (0..nodes).map(|_| Agent::start_with(&server, NetNs::behind_router(&router), agent_args)).collect();
+        Cluster { agents, server, switch: router }
+    }
+
     pub fn start(nodes: u32) -> Cluster {
         Self::start_with(nodes, &[])
     }
