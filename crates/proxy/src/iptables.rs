@@ -265,17 +265,8 @@ pub fn chains_in_save(table: Table, save: &str) -> Vec<(Table, String)> {
 mod tests {
     use super::*;
     use crate::model::build;
-    use crate::model::tests::{service, slice};
+    use crate::model::tests::{golden, service, slice};
     use serde_json::json;
-
-    fn golden(name: &str, text: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
-        if std::env::var("UPDATE_GOLDEN").is_ok() {
-            std::fs::write(&path, text).unwrap();
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(text, want, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
-    }
 
     fn model(web_endpoints: &[&str]) -> Model {
         let web = service(

@@ -314,6 +314,16 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Compares rendered rules with `testdata/NAME` (UPDATE_GOLDEN=1 rewrites the file).
+    pub fn golden(name: &str, text: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+        if std::env::var("UPDATE_GOLDEN").is_ok() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, want, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+    }
+
     pub fn service(name: &str, v: serde_json::Value) -> Service {
         let mut obj = json!({"metadata": {"name": name, "namespace": "default"}, "spec": v});
         if let Some(st) = obj["spec"].get("status").cloned() {

@@ -363,7 +363,7 @@ impl Applied {
 mod tests {
     use super::*;
     use crate::model::build;
-    use crate::model::tests::{service, slice};
+    use crate::model::tests::{golden, service, slice};
     use serde_json::json;
 
     fn two_services() -> Model {
@@ -378,15 +378,6 @@ mod tests {
             json!([{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}, {"addresses": ["10.244.2.7"], "conditions": {"ready": true}}]),
         );
         build([&web, &dns], [&web_eps], "a")
-    }
-
-    fn golden(name: &str, text: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
-        if std::env::var("UPDATE_GOLDEN").is_ok() {
-            std::fs::write(&path, text).unwrap();
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(text, want, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
     }
 
     #[test]

@@ -285,6 +285,20 @@ impl Plugin for Priority {
     }
 }
 
+/// The name of the class (a cluster-scoped `group/v1` resource) annotated as the default
+/// (`annotation`, JSON-pointer escaped): the newest, if several, as upstream picks.
+async fn newest_default(reg: &Registry, group: &str, plural: &str, annotation: &str) -> ApiResult<Option<String>> {
+    let Some(info) = reg.catalog.find(group, "v1", plural) else { return Ok(None) };
+    let pointer = format!("/metadata/annotations/{annotation}");
+    let mut defaults: Vec<Value> =
+        cached(reg, &info, None).await?.into_iter().filter(|c| c.pointer(&pointer).and_then(Value::as_str) == Some("true")).collect();
+    defaults.sort_by(|a, b| {
+        let t = |v: &Value| v.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
+        t(b).cmp(&t(a)).then_with(|| meta::name(a).cmp(meta::name(b)))
+    });
+    Ok(defaults.first().map(|c| meta::name(c).to_string()))
+}
+
 /// DefaultStorageClass: a claim created without `storageClassName` gets the class annotated
 /// `storageclass.kubernetes.io/is-default-class: "true"` (the newest, if several).
 pub struct DefaultStorageClass;
@@ -302,18 +316,8 @@ impl Plugin for DefaultStorageClass {
             if obj.pointer("/spec/storageClassName").is_some_and(|v| !v.is_null()) {
                 return Ok(());
             }
-            let Some(info) = reg.catalog.find("storage.k8s.io", "v1", "storageclasses") else { return Ok(()) };
-            let mut defaults: Vec<Value> = cached(reg, &info, None)
-                .await?
-                .into_iter()
-                .filter(|sc| sc.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true"))
-                .collect();
-            defaults.sort_by(|a, b| {
-                let t = |v: &Value| v.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
-                t(b).cmp(&t(a)).then_with(|| meta::name(a).cmp(meta::name(b)))
-            });
-            if let Some(sc) = defaults.first() {
-                meta::obj_mut(obj, &["spec"]).insert("storageClassName".into(), json!(meta::name(sc)));
+            if let Some(name) = newest_default(reg, "storage.k8s.io", "storageclasses", "storageclass.kubernetes.io~1is-default-class").await? {
+                meta::obj_mut(obj, &["spec"]).insert("storageClassName".into(), json!(name));
             }
             Ok(())
         })
@@ -340,18 +344,8 @@ impl Plugin for DefaultIngressClass {
             {
                 return Ok(());
             }
-            let Some(info) = reg.catalog.find("networking.k8s.io", "v1", "ingressclasses") else { return Ok(()) };
-            let mut defaults: Vec<Value> = cached(reg, &info, None)
-                .await?
-                .into_iter()
-                .filter(|c| c.pointer("/metadata/annotations/ingressclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true"))
-                .collect();
-            defaults.sort_by(|a, b| {
-                let t = |v: &Value| v.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
-                t(b).cmp(&t(a)).then_with(|| meta::name(a).cmp(meta::name(b)))
-            });
-            if let Some(c) = defaults.first() {
-                meta::obj_mut(obj, &["spec"]).insert("ingressClassName".into(), json!(meta::name(c)));
+            if let Some(name) = newest_default(reg, "networking.k8s.io", "ingressclasses", "ingressclass.kubernetes.io~1is-default-class").await? {
+                meta::obj_mut(obj, &["spec"]).insert("ingressClassName".into(), json!(name));
             }
             Ok(())
         })
