@@ -281,6 +281,10 @@ fn cluster_dns_answers_service_names_from_pods(mode: &'static str) {
     let out = nslookup(&["sts-1.sts.default.svc.cluster.local"]);
     assert!(out.contains(&format!("Address: {sts1}")), "{out}");
     // Other names go to the upstream resolver.
+    // Pod names by dashed address (CoreDNS's `pods insecure`).
+    let client_ip = s.k(&["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]);
+    let out = nslookup(&[&format!("{}.default.pod.cluster.local", client_ip.replace('.', "-"))]);
+    assert!(out.contains(&format!("Address: {client_ip}")), "{out}");
     let out = nslookup(&["outside.test"]);
     assert!(out.contains("Address: 192.0.2.1"), "{out}");
     // The short name through the search path, all the way to a pod (DNS, then the proxy).

@@ -40,6 +40,10 @@ fn norm(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+fn dashed(ip: Ipv4Addr) -> String {
+    ip.to_string().replace('.', "-")
+}
+
 fn reverse(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
@@ -98,6 +102,11 @@ impl Index {
                     if cluster_ip.is_none() {
                         names.entry(reverse(*ip)).or_default().push(Data::Ptr(fqdn));
                     }
+                } else if cluster_ip.is_none() {
+                    // CoreDNS names a headless service's endpoints without a hostname by their
+                    // dashed address.
+                    let fqdn = format!("{}.{base}", dashed(*ip));
+                    names.entry(fqdn).or_default().push(Data::A(*ip));
                 }
             }
             for p in spec.ports.iter().flatten() {
@@ -133,6 +142,16 @@ impl Index {
     pub fn lookup(&self, name: &str, qtype: &str) -> Lookup {
         let name = norm(name);
         let ours = name == self.domain || name.ends_with(&format!(".{}", self.domain));
+        // `a-b-c-d.<namespace>.pod.<domain>`: the address in the name, unchecked (CoreDNS's
+        // `pods insecure`, kubeadm's default).
+        if let Some(rest) = name.strip_suffix(&format!(".pod.{}", self.domain)) {
+            let mut labels = rest.split('.');
+            let ip = labels.next().and_then(|l| l.replace('-', ".").parse::<Ipv4Addr>().ok());
+            return match (ip, labels.next(), labels.next()) {
+                (Some(ip), Some(_ns), None) => Lookup::Found(if matches!(qtype, "A" | "ANY") { vec![Data::A(ip)] } else { vec![] }),
+                _ => Lookup::NxDomain,
+            };
+        }
         let Some(data) = self.names.get(&name) else {
             return if ours { Lookup::NxDomain } else { Lookup::NotOurs };
         };
@@ -189,6 +208,21 @@ mod tests {
         let Lookup::Found(srv) = ix.lookup("_http._tcp.web.default.svc.cluster.local", "SRV") else { panic!() };
         assert_eq!(srv.len(), 2);
         assert_eq!(ix.lookup("50.0.96.10.in-addr.arpa", "PTR"), Lookup::Found(vec![Data::Ptr("my-nginx.default.svc.cluster.local".into())]));
+    }
+
+    #[test]
+    fn pod_names_and_unnamed_headless_endpoints() {
+        let ix = index();
+        assert_eq!(ix.lookup("10-244-3-7.default.pod.cluster.local", "A"), Lookup::Found(vec![Data::A("10.244.3.7".parse().unwrap())]));
+        assert_eq!(ix.lookup("10-244-3-7.default.pod.cluster.local", "AAAA"), Lookup::Found(vec![]));
+        assert_eq!(ix.lookup("nonsense.default.pod.cluster.local", "A"), Lookup::NxDomain);
+        let svcs: Vec<Service> = vec![obj(json!({"metadata": {"name": "h", "namespace": "default"}, "spec": {"clusterIP": "None"}}))];
+        let slices: Vec<EndpointSlice> = vec![obj(json!({
+            "metadata": {"name": "h-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "h"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}}],
+        }))];
+        let ix = Index::build(&svcs, &slices, "cluster.local");
+        assert_eq!(ix.lookup("10-244-1-5.h.default.svc.cluster.local", "A"), Lookup::Found(vec![Data::A("10.244.1.5".parse().unwrap())]));
     }
 
     #[test]
