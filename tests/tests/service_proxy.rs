@@ -162,6 +162,21 @@ fn cluster_ips_and_node_ports_reach_ready_pods(mode: &'static str) {
     let body = text(ns.exec(&format!("curl -s -m 5 http://{}:8081/", ns.node_ip())));
     assert!(body.starts_with("served-by-test1-"), "load balancer address: {body}");
 
+    // externalTrafficPolicy Local: a health check node port, answered 200 by a node with
+    // endpoints of the service.
+    s.k_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"test1-local"},"spec":{"type":"LoadBalancer","externalTrafficPolicy":"Local","selector":{"app":"test1"},"ports":[{"port":8083,"targetPort":80}]}}"#,
+    );
+    let hc = s.k(&["get", "svc", "test1-local", "-o", "jsonpath={.spec.healthCheckNodePort}"]);
+    assert!(hc.parse::<u16>().is_ok_and(|p| (30000..=32767).contains(&p)), "a health check port from the node port range: {hc:?}");
+    let probe = |want: &str| {
+        let out = text(ns.exec(&format!("curl -s -m 5 -w ' %{{http_code}}' http://{}:{hc}/", ns.node_ip())));
+        out.contains(want).then_some(out)
+    };
+    let out = wait_for("the health check port answering 200", Duration::from_secs(30), || probe(" 200"));
+    assert!(out.contains(r#""localEndpoints":2"#) && out.contains(r#""name":"test1-local""#), "{out}");
+
     // No ready endpoints: the service refuses at once instead of timing out.
     s.k(&["scale", "deployment", "test1", "--replicas=0"]);
     wait_for("the service refuses with no endpoints", Duration::from_secs(60), || {
@@ -171,6 +186,11 @@ fn cluster_ips_and_node_ports_reach_ready_pods(mode: &'static str) {
     });
     let out = text(ns.exec(&format!("curl -s -m 5 -o /dev/null -w '%{{http_code}} %{{errormsg}}' http://{}:{node_port}/", ns.node_ip())));
     assert!(out.contains("refused") || out.contains("Couldn't connect"), "node port without endpoints: {out}");
+    let out = wait_for("the health check port answering 503", Duration::from_secs(30), || probe(" 503"));
+    assert!(out.contains(r#""localEndpoints":0"#), "{out}");
+    // Back to the cluster-wide policy: the health check port is given back.
+    s.k(&["patch", "svc", "test1-local", "-p", r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#]);
+    assert_eq!(s.k(&["get", "svc", "test1-local", "-o", "jsonpath={.spec.healthCheckNodePort}"]), "");
 }
 
 /// A stand-in for the outside world's resolver, on the lab's host-side address: answers any A

@@ -108,10 +108,8 @@ impl Allocators {
         if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<Ipv4Addr>().ok()) {
             self.ips.reserve(&ip.to_string(), &owner).await?;
         }
-        for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
-                self.ports.reserve(&port_item(np as u16, &protocol(p)), &owner).await?;
-            }
+        for (port, proto) in held_ports(svc) {
+            self.ports.reserve(&port_item(port, &proto), &owner).await?;
         }
         Ok(())
     }
@@ -234,6 +232,52 @@ impl Allocators {
             spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
             spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
         }
+        // A LoadBalancer that keeps client addresses (externalTrafficPolicy Local) gets a
+        // health check port: load balancers ask each node whether it has local endpoints.
+        let wants_health_check = ty == "LoadBalancer" && spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+        let requested_hc = spec.get("healthCheckNodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
+        let old_hc = old.and_then(|o| o.pointer("/spec/healthCheckNodePort")).and_then(Value::as_u64).map(|v| v as u16).filter(|v| *v > 0);
+        if !wants_health_check {
+            spec.remove("healthCheckNodePort");
+        } else {
+            let field = "spec.healthCheckNodePort";
+            let hc = if requested_hc == 0 || Some(requested_hc) == old_hc {
+                match old_hc {
+                    Some(p) => p,
+                    None => match self.pick_port("TCP", &owner, dry_run).await? {
+                        Some(p) => {
+                            if !dry_run {
+                                taken.ports.push((p, "TCP".into()));
+                            }
+                            p
+                        }
+                        None => {
+                            errs.push(FieldError::invalid(field, &json!(0), "range is full"));
+                            0
+                        }
+                    },
+                }
+            } else if requested_hc < self.node_ports.0 || requested_hc > self.node_ports.1 {
+                errs.push(FieldError::invalid(
+                    field,
+                    &json!(requested_hc),
+                    format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.0, self.node_ports.1),
+                ));
+                requested_hc
+            } else {
+                let item = port_item(requested_hc, "TCP");
+                let got = if dry_run { !self.ports.is_reserved(&item).await? } else { self.ports.reserve(&item, &owner).await? };
+                if !got {
+                    errs.push(FieldError::invalid(field, &json!(requested_hc), "provided port is already allocated"));
+                } else if !dry_run {
+                    taken.ports.push((requested_hc, "TCP".into()));
+                }
+                requested_hc
+            };
+            if hc != 0 {
+                spec.insert("healthCheckNodePort".into(), json!(hc));
+            }
+        }
         let wants_node_ports = ty == "NodePort" || (ty == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)));
         let old_ports: Vec<Value> = old.and_then(|o| o.pointer("/spec/ports")).and_then(Value::as_array).cloned().unwrap_or_default();
         let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else { return Ok(errs) };
@@ -319,10 +363,8 @@ impl Allocators {
             if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
                 held.insert(format!("{IPS}{ip}"));
             }
-            for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
-                    held.insert(format!("{PORTS}{}", port_item(np as u16, &protocol(p))));
-                }
+            for (port, proto) in held_ports(svc) {
+                held.insert(format!("{PORTS}{}", port_item(port, &proto)));
             }
         }
         let mut released = 0;
@@ -344,21 +386,29 @@ impl Allocators {
         {
             log_release(self.ips.release(&ip.to_string()).await);
         }
-        let ports_of = |v: &Value| -> Vec<(u16, String)> {
-            v.pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get("nodePort").and_then(Value::as_u64).map(|n| (n as u16, protocol(p))))
-                .collect()
-        };
-        let keep = new.map(ports_of).unwrap_or_default();
-        for (port, proto) in ports_of(old) {
+        let keep = new.map(held_ports).unwrap_or_default();
+        for (port, proto) in held_ports(old) {
             if !keep.contains(&(port, proto.clone())) {
                 log_release(self.ports.release(&port_item(port, &proto)).await);
             }
         }
     }
+}
+
+/// The node ports a Service holds: its ports' and, for a LoadBalancer with
+/// externalTrafficPolicy Local, its health check port (TCP).
+fn held_ports(svc: &Value) -> Vec<(u16, String)> {
+    let mut out: Vec<(u16, String)> = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64).map(|n| (n as u16, protocol(p))))
+        .collect();
+    if let Some(hc) = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64).filter(|n| *n > 0) {
+        out.push((hc as u16, "TCP".into()));
+    }
+    out
 }
 
 fn owner_of(svc: &Value) -> String {

@@ -78,6 +78,9 @@ pub struct ServicePort {
     pub external_local: bool,
     /// sessionAffinity ClientIP: how long (seconds) a client stays with its endpoint.
     pub affinity_timeout: Option<u32>,
+    /// A LoadBalancer's health check port (externalTrafficPolicy Local): load balancers ask
+    /// each node there whether it has endpoints of the service.
+    pub health_check_node_port: Option<u16>,
 }
 
 pub type Model = BTreeMap<PortName, ServicePort>;
@@ -162,6 +165,7 @@ pub fn build_service<'a>(svc: &Service, slices: impl IntoIterator<Item = &'a End
         let t = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
         t.filter(|t| *t > 0).unwrap_or(10800) as u32
     });
+    let health_check_node_port = spec.health_check_node_port.filter(|p| *p > 0 && external_local).map(|p| p as u16);
     for p in spec.ports.iter().flatten() {
         let protocol = Protocol::parse(p.protocol.as_deref());
         let port_name = p.name.clone().unwrap_or_default();
@@ -184,6 +188,7 @@ pub fn build_service<'a>(svc: &Service, slices: impl IntoIterator<Item = &'a End
                 external_endpoints: if external_local { local } else { all },
                 external_local,
                 affinity_timeout,
+                health_check_node_port,
             },
         ));
     }
@@ -205,6 +210,18 @@ pub fn build<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl I
         model.extend(build_service(svc, by_service.get(&key).into_iter().flatten().copied(), node));
     }
     model
+}
+
+/// Health check ports and what they answer: port -> (namespace, service, local endpoints).
+pub fn health_checks(model: &Model) -> BTreeMap<u16, (String, String, usize)> {
+    let mut out: BTreeMap<u16, (String, String, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
+    for (name, sp) in model {
+        if let Some(p) = sp.health_check_node_port {
+            let e = out.entry(p).or_insert_with(|| (name.namespace.clone(), name.service.clone(), BTreeSet::new()));
+            e.2.extend(sp.external_endpoints.iter().map(|ep| ep.ip));
+        }
+    }
+    out.into_iter().map(|(p, (ns, svc, ips))| (p, (ns, svc, ips.len()))).collect()
 }
 
 /// The change tracker: Services and EndpointSlices as they come and go, the model kept up to

@@ -241,6 +241,56 @@ impl Event {
     }
 }
 
+/// Answers load balancers' health checks on each LoadBalancer's healthCheckNodePort (200 when
+/// this node has endpoints of the service, 503 when not), as kube-proxy does.
+#[derive(Default)]
+struct HealthCheckServers {
+    answers: Arc<Mutex<std::collections::BTreeMap<u16, (String, String, usize)>>>,
+    listeners: std::collections::BTreeMap<u16, tokio::task::JoinHandle<()>>,
+}
+
+impl HealthCheckServers {
+    async fn update(&mut self, want: std::collections::BTreeMap<u16, (String, String, usize)>) {
+        for port in self.listeners.keys().copied().filter(|p| !want.contains_key(p)).collect::<Vec<_>>() {
+            if let Some(h) = self.listeners.remove(&port) {
+                h.abort();
+            }
+        }
+        for port in want.keys().copied().filter(|p| !self.listeners.contains_key(p)).collect::<Vec<_>>() {
+            let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(port, error = %e, "health check node port unavailable");
+                    continue;
+                }
+            };
+            let answers = self.answers.clone();
+            self.listeners.insert(
+                port,
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((mut s, _)) = listener.accept().await else { continue };
+                        let answer = answers.lock().unwrap().get(&port).cloned();
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 2048];
+                            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+                            let (ns, name, n) = answer.unwrap_or_default();
+                            let body = serde_json::json!({"service": {"namespace": ns, "name": name}, "localEndpoints": n, "serviceProxyHealthy": true}).to_string();
+                            let status = if n > 0 { "200 OK" } else { "503 Service Unavailable" };
+                            let resp = format!(
+                                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nX-Load-Balancing-Endpoint-Weight: {n}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = s.write_all(resp.as_bytes()).await;
+                        });
+                    }
+                }),
+            );
+        }
+        *self.answers.lock().unwrap() = want;
+    }
+}
+
 async fn sync_loop(
     mut backend: impl Backend,
     cfg: &Config,
@@ -249,6 +299,7 @@ async fn sync_loop(
 ) -> anyhow::Result<()> {
     let mut tracker = Tracker::new(&cfg.node_name);
     let mut need_full = true;
+    let mut health_checks = HealthCheckServers::default();
     loop {
         while let Ok(ev) = rx.try_recv() {
             ev.apply(&mut tracker);
@@ -273,6 +324,7 @@ async fn sync_loop(
         match result {
             Ok(partial) => {
                 tracing::debug!(services = model.len(), partial, elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
+                health_checks.update(crate::model::health_checks(model)).await;
                 // Once no rule sends new packets there, the old UDP flows go too.
                 let stale = conntrack::stale_udp_flows(&change);
                 if !stale.is_empty() {
