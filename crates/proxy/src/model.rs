@@ -213,7 +213,9 @@ pub fn build<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl I
 }
 
 /// Health check ports and what they answer: port -> (namespace, service, local endpoints).
-pub fn health_checks(model: &Model) -> BTreeMap<u16, (String, String, usize)> {
+pub type HealthChecks = BTreeMap<u16, (String, String, usize)>;
+
+pub fn health_checks(model: &Model) -> HealthChecks {
     let mut out: BTreeMap<u16, (String, String, BTreeSet<Ipv4Addr>)> = BTreeMap::new();
     for (name, sp) in model {
         if let Some(p) = sp.health_check_node_port {

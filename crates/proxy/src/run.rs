@@ -245,12 +245,12 @@ impl Event {
 /// this node has endpoints of the service, 503 when not), as kube-proxy does.
 #[derive(Default)]
 struct HealthCheckServers {
-    answers: Arc<Mutex<std::collections::BTreeMap<u16, (String, String, usize)>>>,
+    answers: Arc<Mutex<crate::model::HealthChecks>>,
     listeners: std::collections::BTreeMap<u16, tokio::task::JoinHandle<()>>,
 }
 
 impl HealthCheckServers {
-    async fn update(&mut self, want: std::collections::BTreeMap<u16, (String, String, usize)>) {
+    async fn update(&mut self, want: crate::model::HealthChecks) {
         for port in self.listeners.keys().copied().filter(|p| !want.contains_key(p)).collect::<Vec<_>>() {
             if let Some(h) = self.listeners.remove(&port) {
                 h.abort();
