@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{TestServer, r8s_bin, wait_for};
+use crate::{TestServer, poll_until, r8s_bin, wait_for};
 
 /// The test image: busybox-static with its applets, imported from the airgap directory.
 pub const BUSYBOX: &str = "r8s.test/busybox:1";
@@ -444,31 +444,22 @@ pub fn clean_node(agent_dir: &Path, cgroup: &str) {
         let out = Command::new("pgrep").arg("-f").arg(pattern).output().expect("pgrep");
         String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !pgrep(format!("containerd --config {}", state.display())).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while std::time::Instant::now() < deadline {
-        let pids = pgrep(format!("containerd-shim-runc-v2 .*-address {}", sock.display()));
-        if pids.is_empty() {
-            break;
+    let gone = |pids: Vec<String>| pids.is_empty().then_some(());
+    let _ = poll_until(Duration::from_secs(10), || gone(pgrep(format!("containerd --config {}", state.display()))));
+    let kill_all = |pids: Vec<String>| {
+        if !pids.is_empty() {
+            let _ = sh(&format!("kill -9 {}", pids.join(" ")));
         }
-        let _ = sh(&format!("kill -9 {}", pids.join(" ")));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        gone(pids)
+    };
+    let _ = poll_until(Duration::from_secs(10), || kill_all(pgrep(format!("containerd-shim-runc-v2 .*-address {}", sock.display()))));
     // Killing a shim leaves its container's processes running (reparented to init): end
     // every process in the agent's cgroups, then remove them.
     let cgroups = format!("/sys/fs/cgroup/*/{cgroup}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
+    let _ = poll_until(Duration::from_secs(10), || {
         let out = sh(&format!("cat $(find {cgroups} -name cgroup.procs 2>/dev/null) 2>/dev/null"));
-        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
-        if pids.is_empty() {
-            break;
-        }
-        let _ = sh(&format!("kill -9 {}", pids.join(" ")));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        kill_all(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect())
+    });
     // Then the sandboxes' and containers' mounts, so the data dir can go.
     let _ = sh(&format!("for m in $(awk '{{print $2}}' /proc/self/mounts | grep '^{d}' | sort -r); do umount -l $m; done", d = agent_dir.display()));
     let _ = sh(&format!("find {cgroups} -depth -type d -exec rmdir {{}} \\; 2>/dev/null"));

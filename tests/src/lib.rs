@@ -21,20 +21,25 @@ pub fn r8s_bin() -> PathBuf {
     bin
 }
 
-/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// Polls `f` until it returns Some (backing off from 10 to 200 ms), or None after `timeout`.
+pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(10);
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(200));
     }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 pub struct TestServer {

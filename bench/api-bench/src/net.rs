@@ -296,13 +296,6 @@ fn datapath_section() -> String {
         wait_for("the cluster IP answers", Duration::from_secs(30), || {
             String::from_utf8_lossy(&ns.exec(&format!("curl -s -m 2 http://{cluster_ip}/")).stdout).contains("hello").then_some(())
         });
-        // BENCH_HOLD=FILE: keep the lab up (for looking around) until FILE is removed.
-        if let Ok(hold) = std::env::var("BENCH_HOLD") {
-            std::fs::write(&hold, format!("ns={} client_pid={client_pid} pod_ip={pod_ip} cluster_ip={cluster_ip}\n", ns.name)).unwrap();
-            while std::path::Path::new(&hold).exists() {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
         let from_pod = format!("nsenter --net=/proc/{client_pid}/ns/net");
         let from_node = format!("nsenter --net=/run/netns/{}", ns.name);
         // The pod's own address and port, or the Service's (port 80 -> targetPort 8080).
