@@ -147,6 +147,53 @@ impl Allocators {
         }
     }
 
+    /// One node port for a Service: the one it asks for (checked against the range and
+    /// reserved), else the one it keeps from before, else a free one. 0 with an error in `errs`
+    /// when none can be had.
+    async fn claim_node_port(
+        &self,
+        c: NodePortClaim<'_>,
+        owner: &str,
+        dry_run: bool,
+        taken: &mut Allocation,
+        errs: &mut Vec<FieldError>,
+    ) -> Result<u16, StoreError> {
+        let NodePortClaim { requested, kept, proto, field } = c;
+        if requested == 0 {
+            if let Some(k) = kept {
+                return Ok(k);
+            }
+            return Ok(match self.pick_port(proto, owner, dry_run).await? {
+                Some(p) => {
+                    if !dry_run {
+                        taken.ports.push((p, proto.to_string()));
+                    }
+                    p
+                }
+                None => {
+                    errs.push(FieldError::invalid(field, &json!(0), "range is full"));
+                    0
+                }
+            });
+        }
+        if requested < self.node_ports.0 || requested > self.node_ports.1 {
+            errs.push(FieldError::invalid(
+                field,
+                &json!(requested),
+                format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.0, self.node_ports.1),
+            ));
+            return Ok(requested);
+        }
+        let item = port_item(requested, proto);
+        let got = if dry_run { !self.ports.is_reserved(&item).await? } else { self.ports.reserve(&item, owner).await? };
+        if !got {
+            errs.push(FieldError::invalid(field, &json!(requested), "provided port is already allocated"));
+        } else if !dry_run {
+            taken.ports.push((requested, proto.to_string()));
+        }
+        Ok(requested)
+    }
+
     /// Fills in and reserves a Service's ClusterIP and node ports. `old`: the stored Service on
     /// update (what it holds stays its own). On error nothing stays reserved.
     pub async fn allocate(&self, svc: &mut Value, old: Option<&Value>, dry_run: bool) -> Result<Allocation, AllocError> {
@@ -235,45 +282,14 @@ impl Allocators {
         // A LoadBalancer that keeps client addresses (externalTrafficPolicy Local) gets a
         // health check port: load balancers ask each node whether it has local endpoints.
         let wants_health_check = ty == "LoadBalancer" && spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
-        let requested_hc = spec.get("healthCheckNodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
+        let requested_hc = spec.get("healthCheckNodePort").and_then(Value::as_u64).map(|v| v as u16).filter(|v| *v > 0);
         let old_hc = old.and_then(|o| o.pointer("/spec/healthCheckNodePort")).and_then(Value::as_u64).map(|v| v as u16).filter(|v| *v > 0);
         if !wants_health_check {
             spec.remove("healthCheckNodePort");
         } else {
-            let field = "spec.healthCheckNodePort";
-            let hc = if requested_hc == 0 || Some(requested_hc) == old_hc {
-                match old_hc {
-                    Some(p) => p,
-                    None => match self.pick_port("TCP", &owner, dry_run).await? {
-                        Some(p) => {
-                            if !dry_run {
-                                taken.ports.push((p, "TCP".into()));
-                            }
-                            p
-                        }
-                        None => {
-                            errs.push(FieldError::invalid(field, &json!(0), "range is full"));
-                            0
-                        }
-                    },
-                }
-            } else if requested_hc < self.node_ports.0 || requested_hc > self.node_ports.1 {
-                errs.push(FieldError::invalid(
-                    field,
-                    &json!(requested_hc),
-                    format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.0, self.node_ports.1),
-                ));
-                requested_hc
-            } else {
-                let item = port_item(requested_hc, "TCP");
-                let got = if dry_run { !self.ports.is_reserved(&item).await? } else { self.ports.reserve(&item, &owner).await? };
-                if !got {
-                    errs.push(FieldError::invalid(field, &json!(requested_hc), "provided port is already allocated"));
-                } else if !dry_run {
-                    taken.ports.push((requested_hc, "TCP".into()));
-                }
-                requested_hc
-            };
+            let requested = requested_hc.filter(|p| Some(*p) != old_hc).unwrap_or(0);
+            let claim = NodePortClaim { requested, kept: old_hc, proto: "TCP", field: "spec.healthCheckNodePort".into() };
+            let hc = self.claim_node_port(claim, &owner, dry_run, taken, &mut errs).await?;
             if hc != 0 {
                 spec.insert("healthCheckNodePort".into(), json!(hc));
             }
@@ -296,42 +312,16 @@ impl Allocators {
                 .and_then(|op| op.get("nodePort"))
                 .and_then(Value::as_u64)
                 .map(|v| v as u16);
-            let field = format!("spec.ports[{i}].nodePort");
-            let port = if requested == 0 {
-                match old_same {
-                    Some(op) => op,
-                    None => match self.pick_port(&proto, &owner, dry_run).await? {
-                        Some(c) => {
-                            if !dry_run {
-                                taken.ports.push((c, proto.clone()));
-                            }
-                            c
-                        }
-                        None => {
-                            errs.push(FieldError::invalid(field, &json!(0), "range is full"));
-                            0
-                        }
-                    },
-                }
-            } else if Some(requested) == old_same || old_ports.iter().any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(requested as u64)) {
-                requested
-            } else if requested < self.node_ports.0 || requested > self.node_ports.1 {
-                errs.push(FieldError::invalid(
-                    field,
-                    &json!(requested),
-                    format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.0, self.node_ports.1),
-                ));
-                requested
-            } else {
-                let item = port_item(requested, &proto);
-                let got = if dry_run { !self.ports.is_reserved(&item).await? } else { self.ports.reserve(&item, &owner).await? };
-                if !got {
-                    errs.push(FieldError::invalid(field, &json!(requested), "provided port is already allocated"));
-                } else if !dry_run {
-                    taken.ports.push((requested, proto.clone()));
-                }
-                requested
+            // A port this Service already holds (on this port or another of its ports) stays.
+            let already_held = requested != 0
+                && (Some(requested) == old_same || old_ports.iter().any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(requested as u64)));
+            let claim = NodePortClaim {
+                requested: if already_held { 0 } else { requested },
+                kept: if already_held { Some(requested) } else { old_same },
+                proto: &proto,
+                field: format!("spec.ports[{i}].nodePort"),
             };
+            let port = self.claim_node_port(claim, &owner, dry_run, taken, &mut errs).await?;
             if port != 0 {
                 p["nodePort"] = json!(port);
             }
@@ -409,6 +399,15 @@ fn held_ports(svc: &Value) -> Vec<(u16, String)> {
         out.push((hc as u16, "TCP".into()));
     }
     out
+}
+
+/// What one node port field asks for: `requested` (0: any), `kept` (what the Service holds
+/// from before, used when nothing new is asked for).
+struct NodePortClaim<'a> {
+    requested: u16,
+    kept: Option<u16>,
+    proto: &'a str,
+    field: String,
 }
 
 fn owner_of(svc: &Value) -> String {
