@@ -324,7 +324,11 @@ async fn sync_loop(
         match result {
             Ok(partial) => {
                 tracing::debug!(services = model.len(), partial, elapsed_ms = started.elapsed().as_millis() as u64, "proxy rules synced");
-                health_checks.update(crate::model::health_checks(model)).await;
+                // The health check table walks the whole model: only when a change can touch it.
+                let touches_health_checks = change.old.values().chain(change.new.values()).any(|sp| sp.health_check_node_port.is_some());
+                if !partial || touches_health_checks {
+                    health_checks.update(crate::model::health_checks(model)).await;
+                }
                 // Once no rule sends new packets there, the old UDP flows go too.
                 let stale = conntrack::stale_udp_flows(&change);
                 if !stale.is_empty() {
