@@ -103,6 +103,21 @@ pub(crate) async fn nft(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the pod network depends on: each node's name, InternalIP and podCIDR.
+type NetworkInputs = Vec<(String, Option<String>, Option<String>)>;
+
+fn network_inputs(nodes: &[Arc<Node>]) -> NetworkInputs {
+    let mut v: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let ip = n.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| a.iter().find(|a| a.type_ == "InternalIP")).map(|a| a.address.clone());
+            (n.metadata.name.clone().unwrap_or_default(), ip, n.spec.as_ref().and_then(|s| s.pod_cidr.clone()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Brings routes and the masquerade rule in line with the nodes.
 async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<String>) -> anyhow::Result<()> {
     let me = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(cfg.node_name.as_str()));
@@ -187,13 +202,23 @@ pub async fn run(client: kube::Client, cfg: Config) -> anyhow::Result<()> {
     changes.watch(&nodes);
     nodes.synced().await;
     let mut masq = None;
+    // What the last successful sync was for, and when: node heartbeats wake this loop every
+    // few seconds, but the routes only need work when an address or podCIDR changed (and a
+    // periodic pass repairs what someone else removed).
+    let mut applied: Option<(NetworkInputs, std::time::Instant)> = None;
     loop {
-        if let Err(e) = sync(&nodes.list(), &cfg, &mut masq).await {
-            tracing::warn!(error = %e, "pod network routes");
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            continue;
+        let list = nodes.list();
+        let inputs = network_inputs(&list);
+        let fresh = applied.as_ref().is_some_and(|(i, at)| *i == inputs && at.elapsed() < Duration::from_secs(60));
+        if !fresh {
+            if let Err(e) = sync(&list, &cfg, &mut masq).await {
+                tracing::warn!(error = %e, "pod network routes");
+                applied = None;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            applied = Some((inputs, std::time::Instant::now()));
         }
-        // Node status updates (heartbeats) wake this up too; the sync is cheap and idempotent.
         changes.next(Duration::from_millis(100)).await;
     }
 }
