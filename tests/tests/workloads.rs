@@ -29,7 +29,9 @@ fn deployment_flows_of_the_seeds() {
     let mut nodes: Vec<&str> = pods.iter().map(|r| r[6].as_str()).collect();
     nodes.sort();
     assert_eq!(nodes, ["node0", "node1", "node2"]);
-    assert!(pods.iter().all(|r| r[5].starts_with("10.244.")), "pod IPs come from the nodes' podCIDRs: {pods:?}");
+    assert!(pods.iter().all(|r| r[5].starts_with("100.64.")), "pod IPs come from the simulator's own pool: {pods:?}");
+    // Simulated nodes need no podCIDR (node IPAM leaves them alone).
+    assert_eq!(s.k(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]), "");
     // Simulated nodes have no kubelet to ask for logs: a clear error, and no packet sent.
     let out = s.kubectl(&["logs", &pods[0][0]]);
     let err = String::from_utf8_lossy(&out.stderr);

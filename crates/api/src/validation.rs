@@ -151,3 +151,31 @@ mod tests {
         assert!(validate_label_value("a b").is_err());
     }
 }
+
+/// A boolean query parameter as Go's `strconv.ParseBool` reads it: `1 t T TRUE true True` and
+/// `0 f F FALSE false False`; anything else is an error in Go's wording.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!("strconv.ParseBool: parsing {other:?}: invalid syntax")),
+    }
+}
+
+#[cfg(test)]
+mod parse_bool_tests {
+    use super::parse_bool;
+
+    #[test]
+    fn go_parse_bool() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+        for bad in ["", "yes", "tRUE", "2", "on"] {
+            assert_eq!(parse_bool(bad), Err(format!("strconv.ParseBool: parsing {bad:?}: invalid syntax")));
+        }
+    }
+}

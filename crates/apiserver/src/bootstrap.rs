@@ -67,14 +67,14 @@ pub async fn run(reg: &Arc<Registry>, catalog: &Arc<Catalog>, https_port: u16, a
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
     }
-    follow_crds(catalog).await?;
+    follow_crds(reg, catalog).await?;
     Ok(())
 }
 
 /// Serves what the stored CRDs define and follows every CRD change through the CRD watch
 /// cache (so every API server over one store serves the same custom resources, whichever
 /// server wrote the CRD).
-pub async fn follow_crds(catalog: &Arc<Catalog>) -> anyhow::Result<()> {
+pub async fn follow_crds(reg: &Arc<Registry>, catalog: &Arc<Catalog>) -> anyhow::Result<()> {
     let crd = catalog.find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crds");
     let cache = catalog.cache(&crd).ok_or_else(|| anyhow::anyhow!("no watch cache for CRDs"))?;
     // Start from a cache that holds every stored CRD.
@@ -82,10 +82,16 @@ pub async fn follow_crds(catalog: &Arc<Catalog>) -> anyhow::Result<()> {
     let prefix = catalog.storage_info(&crd).key_prefix();
     let decode = |e: &crate::cache::CacheEntry| serde_json::from_slice::<Value>(&e.bytes).ok();
     let catalog = catalog.clone();
+    // The CRD status controllers see each event after it is served here.
+    let status = crate::crd_status::start(reg.clone(), catalog.clone());
+    let settle = move |v: &Value, rev: i64| {
+        let _ = status.send(crate::crd_status::Event { name: r8s_api::meta::name(v).to_string(), rev });
+    };
     let mut sub = cache.subscribe(None, &prefix).map_err(|_| anyhow::anyhow!("cannot subscribe to CRDs"))?;
     for e in &sub.initial {
         if let Some(v) = decode(e) {
             register_crd(&catalog, &v, false);
+            settle(&v, sub.rev);
         }
     }
     catalog.set_crds_seen(sub.rev);
@@ -95,8 +101,8 @@ pub async fn follow_crds(catalog: &Arc<Catalog>) -> anyhow::Result<()> {
                 Ok(ev) => {
                     if let Some(v) = decode(&ev.obj) {
                         register_crd(&catalog, &v, ev.kind == crate::cache::EventKind::Deleted);
+                        settle(&v, ev.rev);
                     }
-                    catalog.set_crds_seen(ev.rev);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Missed events: start over from the cache's current state.
@@ -106,6 +112,7 @@ pub async fn follow_crds(catalog: &Arc<Catalog>) -> anyhow::Result<()> {
                     catalog.retain_custom(|group, plural| live.iter().any(|c| crd_names(c) == (group, plural)));
                     for v in &live {
                         register_crd(&catalog, v, false);
+                        settle(v, sub.rev);
                     }
                     catalog.set_crds_seen(sub.rev);
                 }
@@ -128,7 +135,18 @@ pub fn register_crd(catalog: &Catalog, crd: &Value, deleted: bool) {
         }
         return;
     }
-    for (info, schema) in crate::crd::resources(crd) {
+    // Served under the names the naming controller accepted (upstream serves a CRD once its
+    // names are accepted or it is established).
+    let accepted = r8s_api::kinds::customresourcedefinition::condition_true(crd, "NamesAccepted")
+        || r8s_api::kinds::customresourcedefinition::condition_true(crd, "Established");
+    if !accepted {
+        return;
+    }
+    let mut served = crd.clone();
+    if let Some(names) = crd.pointer("/status/acceptedNames").filter(|n| n.get("plural").and_then(Value::as_str).is_some_and(|p| !p.is_empty())) {
+        served["spec"]["names"] = names.clone();
+    }
+    for (info, schema) in crate::crd::resources(&served) {
         catalog.set_schema(&info, schema);
         catalog.set_columns(&info, crate::crd::printer_columns(crd, &info.version));
         catalog.add(Arc::new(info));

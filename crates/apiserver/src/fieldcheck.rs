@@ -37,6 +37,9 @@ pub struct Findings {
     pub unknown: Vec<String>,
     /// The first wrongly-typed value, as Go's decoder words it.
     pub type_error: Option<String>,
+    /// The same value as upstream's unstructured converter (`FromUnstructured`, which a
+    /// strategic merge patch's result goes through) words it: `cannot restore map from string`.
+    pub unstructured_error: Option<String>,
 }
 
 /// Checks `obj` (a built-in kind in `group/version`) and removes the unknown fields it finds.
@@ -130,6 +133,7 @@ impl Walk<'_> {
         if self.findings.type_error.is_some() {
             return;
         }
+        self.findings.unstructured_error = Some(self.unstructured_wording(v, schema));
         let what = value_desc.unwrap_or_else(|| json_kind(v).to_string());
         let ty = go_type(self.defs, schema);
         self.findings.type_error = Some(if self.go_fields.is_empty() {
@@ -205,6 +209,29 @@ impl Walk<'_> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// runtime.DefaultUnstructuredConverter's error for a value of the wrong shape: maps,
+    /// slices and structs cannot be restored from another kind; simple types cannot be
+    /// converted.
+    fn unstructured_wording(&self, v: &Value, schema: &Value) -> String {
+        // Go's reflect kind and type of a decoded JSON value.
+        let (kind, ty) = match v {
+            Value::String(_) => ("string", "string"),
+            Value::Bool(_) => ("bool", "bool"),
+            Value::Number(n) if n.is_i64() || n.is_u64() => ("int64", "int64"),
+            Value::Number(_) => ("float64", "float64"),
+            Value::Array(_) => ("slice", "[]interface {}"),
+            Value::Object(_) => ("map", "map[string]interface {}"),
+            Value::Null => ("ptr", "<nil>"),
+        };
+        let target = ref_name(schema).and_then(|n| self.defs.get(n)).unwrap_or(schema);
+        match target.get("type").and_then(Value::as_str) {
+            Some("object") if target.get("properties").is_some() => format!("cannot restore struct from: {kind}"),
+            Some("object") => format!("cannot restore map from {kind}"),
+            Some("array") => format!("cannot restore slice from {kind}"),
+            _ => format!("cannot convert {ty} to {}", go_type(self.defs, schema)),
         }
     }
 

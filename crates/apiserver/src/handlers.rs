@@ -38,14 +38,22 @@ pub struct AppState {
 
 type Query = HashMap<String, String>;
 
+/// Every JSON or YAML response body of the API is written here.
 pub fn json_response(code: StatusCode, v: &Value, out: Output) -> Response {
     match out {
         Output::Yaml => {
             let body = serde_yaml::to_string(v).unwrap_or_default();
             (code, [(http::header::CONTENT_TYPE, "application/yaml")], body).into_response()
         }
-        _ => (code, [(http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response(),
+        _ => json_bytes(code, "application/json", serde_json::to_vec(v).unwrap_or_default()),
     }
+}
+
+/// A response with an already encoded JSON body, ended by the newline upstream's encoder
+/// (Go's json.Encoder) writes after every object.
+pub fn json_bytes(code: StatusCode, content_type: impl Into<String>, mut body: Vec<u8>) -> Response {
+    body.push(b'\n');
+    (code, [(http::header::CONTENT_TYPE, content_type.into())], body).into_response()
 }
 
 fn text(code: StatusCode, s: &'static str) -> Response {
@@ -120,7 +128,7 @@ pub async fn dispatch(state: &Arc<AppState>, ctx: &RequestContext, body: Bytes) 
                 let v = if entry.contains("v=v2beta1") { "v2beta1" } else { "v2" };
                 let doc = crate::discovery::aggregated(&state.catalog, core, &format!("apidiscovery.k8s.io/{v}"));
                 let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
-                return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, ct)], serde_json::to_vec(&doc).unwrap()).into_response());
+                return Ok(json_bytes(StatusCode::OK, ct, serde_json::to_vec(&doc).unwrap_or_default()));
             }
             let doc = if core { crate::discovery::api_versions(&state.server_address) } else { crate::discovery::api_group_list(&state.catalog) };
             Ok(json_response(StatusCode::OK, &doc, Output::Json))
@@ -149,8 +157,42 @@ async fn metrics(state: &AppState) -> Response {
 }
 
 /// Boolean query parameters as Go's strconv.ParseBool reads them (clients send "True" too).
+/// Values are checked once per request by [`check_bool_params`], so an unparseable one never
+/// gets this far.
 pub fn query_bool(query: &Query, key: &str) -> bool {
-    query.get(key).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+    query.get(key).is_some_and(|v| r8s_api::validation::parse_bool(v) == Ok(true))
+}
+
+/// The boolean parameters of the API's options (ListOptions, Get/Patch/Delete options, the
+/// pod log, exec and attach options).
+const BOOL_PARAMS: &[&str] = &[
+    "watch",
+    "allowWatchBookmarks",
+    "sendInitialEvents",
+    "pretty",
+    "force",
+    "orphanDependents",
+    "ignoreStoreReadErrorWithClusterBreakingPotential",
+    "stdin",
+    "stdout",
+    "stderr",
+    "tty",
+    "follow",
+    "previous",
+    "timestamps",
+    "insecureSkipTLSVerifyBackend",
+];
+
+/// A boolean parameter that strconv.ParseBool cannot read is the client's error: 400.
+pub fn check_bool_params(query: &Query) -> ApiResult<()> {
+    for k in BOOL_PARAMS {
+        if let Some(v) = query.get(*k)
+            && let Err(e) = r8s_api::validation::parse_bool(v)
+        {
+            return Err(ApiError::bad_request(format!("invalid value for query parameter {k}: {e}")));
+        }
+    }
+    Ok(())
 }
 
 fn list_options(info: &ResourceInfo, query: &Query) -> ApiResult<ListOptions> {
@@ -263,6 +305,7 @@ fn find_resource(state: &AppState, rp: &ResourcePath) -> ApiResult<Arc<ResourceI
 
 async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath, query: &Query, body: Bytes) -> ApiResult<Response> {
     let (method, headers) = (&ctx.parts.method, &ctx.parts.headers);
+    check_bool_params(query)?;
     let info = find_resource(state, rp)?;
     if info.group == "metrics.k8s.io" {
         return crate::metrics::serve(state, &info, rp.namespace.as_deref(), rp.name.as_deref(), method).await;
@@ -286,7 +329,7 @@ async fn resource(state: &Arc<AppState>, ctx: &RequestContext, rp: &ResourcePath
     let verb_allowed = |v: &str| info.verbs.iter().any(|x| x == v);
     match (method.clone(), name, sub) {
         (Method::GET, None, _) => {
-            let watch = rp.watch_prefix || query.get("watch").is_some_and(|w| w.eq_ignore_ascii_case("true") || w == "1");
+            let watch = rp.watch_prefix || query_bool(query, "watch");
             let out = negotiate(headers)?;
             let opts = list_options(&info, query)?;
             if watch {
@@ -519,7 +562,7 @@ fn render_list(state: &AppState, info: &ResourceInfo, res: ListResult, out: Outp
                 body.extend_from_slice(item);
             }
             body.extend_from_slice(b"]}");
-            Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response())
+            Ok(json_bytes(StatusCode::OK, "application/json", body))
         }
         _ => {
             let items: Vec<Value> = res.items.iter().filter_map(|b| serde_json::from_slice::<Value>(b).ok()).map(|v| convert::from_storage(info, v)).collect();

@@ -145,6 +145,10 @@ pub async fn pod_stream(state: &Arc<AppState>, ctx: &RequestContext, info: &Reso
         None if names.len() == 1 => names[0].clone(),
         None => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", names.join(" ")))),
     };
+    let on = |k: &str| query.get(k).is_some_and(|v| r8s_api::validation::parse_bool(v) == Ok(true));
+    if !(on("stdin") || on("stdout") || on("stderr")) {
+        return Err(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
+    }
     if pod["status"]["phase"] == "Succeeded" || pod["status"]["phase"] == "Failed" {
         return Err(ApiError::bad_request(format!(
             "cannot {what} into a container in a completed pod; current phase is {}",

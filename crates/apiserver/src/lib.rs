@@ -15,6 +15,7 @@ pub mod cache;
 pub mod catalog;
 pub mod convert;
 pub mod crd;
+pub mod crd_status;
 pub mod discovery;
 pub mod duplicates;
 pub mod fieldcheck;

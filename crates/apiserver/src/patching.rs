@@ -37,10 +37,47 @@ fn apply_patch(fmt: BodyFormat, info: &ResourceInfo, name: &str, current: &Value
             if !patch.is_object() {
                 return Err(ApiError::bad_request("strategic merge patch must be an object"));
             }
-            strategic_merge_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {e}", info.kind)))
+            let merged =
+                strategic_merge_patch(current, patch).map_err(|e| ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {e}", info.kind)))?;
+            // Upstream merges maps before it decodes the result (FromUnstructured): a value of
+            // the wrong shape is reported against the whole patch, with the converter's words.
+            let mut typed = merged.clone();
+            match crate::fieldcheck::check(&info.group, &info.version, &info.kind, &mut typed).unstructured_error {
+                Some(e) => Err(invalid_patch(patch, &e)),
+                None => Ok(merged),
+            }
         }
         _ => Err(ApiError::unsupported_media_type("")),
     }
+}
+
+/// Upstream's `field.Invalid(field.NewPath("patch"), fmt.Sprintf("%+v", patchMap), err)` in
+/// an Invalid error without a kind or name.
+fn invalid_patch(patch: &Value, err: &str) -> ApiError {
+    let body = format!("Invalid value: {}: {err}", go_quote(&go_format(patch)));
+    ApiError::new(422, "Invalid", format!(" \"\" is invalid: patch: {body}"))
+        .with_details(json!({"causes": [{"reason": "FieldValueInvalid", "message": body, "field": "patch"}]}))
+}
+
+/// A decoded JSON value as Go's `%+v` prints it: `map[k:v ...]` with sorted keys, `[a b]`.
+fn go_format(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys.iter().map(|k| format!("{k}:{}", go_format(&m[*k]))).collect();
+            format!("map[{}]", parts.join(" "))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(go_format).collect::<Vec<_>>().join(" ")),
+        Value::String(s) => s.clone(),
+        Value::Null => "<nil>".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Go's `%q` of a string (the field error's rendering of an invalid value).
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -408,7 +408,7 @@ impl Registry {
         match self.store().put(&key, bytes, Precondition::Absent).await? {
             WriteOutcome::Done { kv, .. } => {
                 set_rv(&mut obj, kv.mod_revision);
-                self.after_write(&sinfo, &obj).await;
+                self.after_write(&sinfo, &obj, opts.origin != WriteOrigin::Internal).await;
                 Ok(convert::from_storage(info, obj))
             }
             WriteOutcome::Failed { .. } => {
@@ -514,10 +514,13 @@ impl Registry {
         Ok(())
     }
 
-    /// A CRD write is answered once this server serves (or stops serving) what it defines:
-    /// the CRD follower learns of it through the watch like every other server does.
-    async fn after_write(&self, info: &ResourceInfo, obj: &Value) {
-        if info.group == "apiextensions.k8s.io"
+    /// A client's CRD write is answered once this server serves (or stops serving) what it
+    /// defines and its CRD controllers have settled the status (the follower learns of it
+    /// through the watch like every other server does). The controllers' own writes
+    /// (`settle` false) do not wait: they are what settles it.
+    async fn after_write(&self, info: &ResourceInfo, obj: &Value, settle: bool) {
+        if settle
+            && info.group == "apiextensions.k8s.io"
             && info.kind == "CustomResourceDefinition"
             && let Some(rev) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok())
         {
@@ -590,7 +593,7 @@ impl Registry {
                 return match self.store().delete(&key, Precondition::ModRevision(rev)).await? {
                     WriteOutcome::Done { kv, .. } => {
                         set_rv(&mut obj, kv.mod_revision);
-                        self.on_deleted(&sinfo, &obj).await;
+                        self.on_deleted(&sinfo, &obj, opts.origin != WriteOrigin::Internal).await;
                         Ok(convert::from_storage(info, obj))
                     }
                     WriteOutcome::Failed { .. } => continue,
@@ -604,7 +607,7 @@ impl Registry {
                     if kind.allocates_service_addresses() {
                         self.alloc.release_unused(&current, Some(&obj)).await;
                     }
-                    self.after_write(&sinfo, &obj).await;
+                    self.after_write(&sinfo, &obj, opts.origin != WriteOrigin::Internal).await;
                     return Ok(convert::from_storage(info, obj));
                 }
                 WriteOutcome::Failed { current: None } => {
@@ -855,7 +858,7 @@ impl Registry {
                 WriteOutcome::Done { kv, .. } => {
                     let mut last = current.clone();
                     set_rv(&mut last, kv.mod_revision);
-                    self.on_deleted(&sinfo, &last).await;
+                    self.on_deleted(&sinfo, &last, opts.user.is_some()).await;
                     return Ok(convert::from_storage(info, last));
                 }
                 WriteOutcome::Failed { .. } => continue,
@@ -864,11 +867,11 @@ impl Registry {
         Err(ApiError::stale(info, name))
     }
 
-    async fn on_deleted(&self, sinfo: &ResourceInfo, obj: &Value) {
+    async fn on_deleted(&self, sinfo: &ResourceInfo, obj: &Value, settle: bool) {
         if sinfo.group.is_empty() && sinfo.kind == "Service" {
             self.alloc.release_unused(obj, None).await;
         }
-        self.after_write(sinfo, obj).await;
+        self.after_write(sinfo, obj, settle).await;
     }
 
     /// Deletes everything a LIST with these options returns.

@@ -182,8 +182,14 @@ pub fn decode_body(body: &Bytes, yaml: bool) -> ApiResult<Value> {
     if !yaml || looks_json {
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => return Ok(v),
+            // A YAML document sent as JSON (`kubectl create --raw -f pod.yaml` sends the file
+            // as it is): read it as YAML, as upstream's YAML-or-JSON decoder does.
             Err(e) if !yaml => {
-                return Err(ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")));
+                let as_yaml = (!looks_json).then(|| serde_yaml::from_slice::<serde_yaml::Value>(body).ok()).flatten();
+                match as_yaml.and_then(|v| serde_json::to_value(v).ok()).filter(Value::is_object) {
+                    Some(v) => return Ok(v),
+                    None => return Err(ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
+                }
             }
             Err(_) => {}
         }

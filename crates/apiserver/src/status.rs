@@ -131,22 +131,22 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
+        // Go's field order of metav1.Status: kind, apiVersion, metadata, status, message,
+        // reason, details, code (clients print and some compare these bodies verbatim).
+        let mut s = serde_json::Map::new();
+        s.insert("kind".into(), json!("Status"));
+        s.insert("apiVersion".into(), json!("v1"));
+        s.insert("metadata".into(), json!({}));
+        s.insert("status".into(), json!("Failure"));
+        s.insert("message".into(), json!(self.message));
+        if !self.reason.is_empty() {
+            s.insert("reason".into(), json!(self.reason));
+        }
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s.insert("details".into(), d.clone());
         }
-        if self.reason.is_empty() {
-            s.as_object_mut().unwrap().remove("reason");
-        }
-        s
+        s.insert("code".into(), json!(self.code));
+        Value::Object(s)
     }
 }
 
@@ -170,8 +170,7 @@ impl From<r8s_store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
-        (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        crate::handlers::json_response(code, &self.to_status(), crate::request::Output::Json)
     }
 }
 

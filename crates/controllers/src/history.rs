@@ -46,6 +46,9 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(
             name: Some(name.clone()),
             namespace: Some(ns.clone()),
             labels: Some(labels),
+            // Upstream's DaemonSet and StatefulSet controllers copy the owner's annotations,
+            // so `kubernetes.io/change-cause` shows as CHANGE-CAUSE in `rollout history`.
+            annotations: owner.meta().annotations.clone().filter(|a| !a.is_empty()),
             owner_references: Some(vec![util::owner_ref(owner)]),
             ..Default::default()
         },

@@ -64,6 +64,19 @@ pub struct Controller {
     informers: Informers,
     queue: WorkQueue<ObjKey>,
     alloc: Mutex<Allocator>,
+    recorder: r8s_client::events::Recorder,
+    /// Nodes already told that no podCIDR is left (one event and log line each, not one per retry).
+    starved: Mutex<std::collections::HashSet<String>>,
+}
+
+/// How often a node without a podCIDR looks again while the cluster CIDR is full (a deleted
+/// node's range also wakes every waiting node at once).
+const FULL_RETRY: Duration = Duration::from_secs(60);
+
+/// Simulated nodes (`r8s sim-nodes`) run no CNI: their pods take addresses from the simulator's
+/// own pool, so they get no range (thousands of them would exhaust the cluster CIDR).
+fn simulated(n: &Node) -> bool {
+    n.metadata.annotations.as_ref().and_then(|a| a.get("r8s.io/simulated")).is_some_and(|v| v == "true")
 }
 
 fn pod_cidr(n: &Node) -> Option<String> {
@@ -72,7 +85,13 @@ fn pod_cidr(n: &Node) -> Option<String> {
 
 impl Controller {
     pub async fn start(informers: Informers, cluster_cidr: &str) -> anyhow::Result<()> {
-        let c = Arc::new(Controller { informers: informers.clone(), queue: WorkQueue::new(), alloc: Mutex::new(Allocator::new(cluster_cidr, 24)?) });
+        let c = Arc::new(Controller {
+            informers: informers.clone(),
+            queue: WorkQueue::new(),
+            alloc: Mutex::new(Allocator::new(cluster_cidr, 24)?),
+            recorder: r8s_client::events::Recorder::new(informers.client().clone(), "cidrAllocator"),
+            starved: Mutex::new(Default::default()),
+        });
         let nodes = informers.get::<Node>();
         {
             let c2 = c.clone();
@@ -80,13 +99,17 @@ impl Controller {
                 Some(n) => {
                     if let Some(cidr) = pod_cidr(n) {
                         c2.alloc.lock().unwrap().occupy(&cidr);
-                    } else {
+                    } else if !simulated(n) {
                         c2.queue.add(key_of(n.as_ref()));
                     }
                 }
                 None => {
                     if let Some(cidr) = old.and_then(|o| pod_cidr(o)) {
                         c2.alloc.lock().unwrap().release(&cidr);
+                        // A range is free again: the nodes waiting for one try now.
+                        for waiting in c2.starved.lock().unwrap().drain() {
+                            c2.queue.add((String::new(), waiting));
+                        }
                     }
                 }
             });
@@ -95,6 +118,7 @@ impl Controller {
         for n in nodes.list() {
             match pod_cidr(&n) {
                 Some(cidr) => c.alloc.lock().unwrap().occupy(&cidr),
+                None if simulated(&n) => {}
                 None => c.queue.add(key_of(n.as_ref())),
             }
         }
@@ -116,8 +140,14 @@ impl Controller {
             return Ok(None);
         }
         let Some(cidr) = self.alloc.lock().unwrap().allocate() else {
-            anyhow::bail!("no podCIDR left in the cluster CIDR for node {name}");
+            // Upstream's range allocator: a CIDRNotAvailable event on the node.
+            if self.starved.lock().unwrap().insert(name.clone()) {
+                tracing::warn!(node = %name, "no podCIDR left in the cluster CIDR (--cluster-cidr): the node gets none until a range is freed");
+                self.recorder.normal(node.as_ref(), "CIDRNotAvailable", format!("Node {name} status is now: CIDRNotAvailable"));
+            }
+            return Ok(Some(FULL_RETRY));
         };
+        self.starved.lock().unwrap().remove(&name);
         let api: Api<Node> = Api::all(self.informers.client().clone());
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}))).await {
             Ok(_) => Ok(None),

@@ -19,7 +19,6 @@ use futures::{SinkExt, StreamExt};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -31,6 +30,108 @@ use crate::spdy::{self, Frame};
 /// The WebSocket subprotocol of SPDY tunnelled in WebSocket (client-go's tunneling dialer).
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
+/// The WebSocket channel protocols of port forwarding (upstream's kubelet: "", v4 binary and
+/// base64; v5 and the bare names are read the same way).
+const CHANNEL_PROTOCOLS: &[&str] =
+    &["v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io", PORTFORWARD_PROTOCOL];
+
+/// The ports of a WebSocket port-forward: `ports=` (as clients send it to the API) or
+/// `port=` (as upstream's API server passes it to the kubelet), each repeatable and
+/// comma-separated.
+fn requested_ports(query: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k != "ports" && k != "port" {
+            continue;
+        }
+        if v.is_empty() {
+            return Err(format!("query parameter {k:?} cannot be empty"));
+        }
+        for p in v.split(',') {
+            match p.trim().parse::<u16>() {
+                Ok(0) => return Err(format!("port {v:?} must be > 0")),
+                Ok(n) => ports.push(n),
+                Err(e) => return Err(format!("unable to parse {v:?} as a port: {e}")),
+            }
+        }
+    }
+    if ports.is_empty() {
+        return Err("query parameter \"ports\" is required".into());
+    }
+    Ok(ports)
+}
+
+/// Port forwarding over the WebSocket channel protocol: for the i-th requested port, channel
+/// 2i carries its data and 2i+1 its errors; each channel first says its port (two bytes, little
+/// endian) in a message of its own. Every port's connection to the pod opens at once; the
+/// WebSocket closes when all of them have ended.
+async fn channel_session<S>(ws: tokio_tungstenite::WebSocketStream<S>, framing: crate::streaming::Framing, rt: Runtime, sandbox: String, ports: Vec<u16>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    for (i, port) in ports.iter().enumerate() {
+        for ch in [2 * i as u8, 2 * i as u8 + 1] {
+            if ws_tx.send(framing.encode(ch, &port.to_le_bytes())).await.is_err() {
+                return;
+            }
+        }
+    }
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(u8, Bytes)>();
+    let mut inputs = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel::<Option<Bytes>>();
+        inputs.push(tx);
+        let out = out_tx.clone();
+        let (rt, sandbox) = (rt.clone(), sandbox.clone());
+        let (data_ch, err_ch) = (2 * i as u8, 2 * i as u8 + 1);
+        tokio::spawn(async move {
+            let mut rx = rx;
+            let emit = |is_error: bool, b: Bytes| out.send((if is_error { err_ch } else { data_ch }, b)).is_ok();
+            if let Err(e) = relay(&rt, &sandbox, port, &mut rx, &emit).await {
+                emit(true, Bytes::from(format!("error forwarding port {port} to pod {sandbox}: {e}")));
+            }
+        });
+    }
+    drop(out_tx);
+    let mut all_done = false;
+    loop {
+        tokio::select! {
+            m = ws_rx.next() => match m {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(m)) => {
+                    if let Some((ch, data)) = framing.decode(&m)
+                        && ch % 2 == 0
+                        && let Some(tx) = inputs.get(ch as usize / 2)
+                        && !data.is_empty()
+                    {
+                        let _ = tx.send(Some(Bytes::from(data)));
+                    }
+                }
+            },
+            out = out_rx.recv() => match out {
+                Some((ch, data)) => {
+                    if ws_tx.send(framing.encode(ch, &data)).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    all_done = true;
+                    break;
+                }
+            },
+        }
+    }
+    drop(inputs);
+    if all_done {
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = ws_tx.send(Message::Close(Some(frame))).await;
+    }
+    let _ = ws_tx.close().await;
+}
 /// After the client closes its side, how long the pod's side may still answer (containerd
 /// waits the same second before closing both).
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -53,7 +154,32 @@ pub async fn handler(State(k): State<Arc<Kubelet>>, Path((ns, pod)): Path<(Strin
     if let Some(key) = headers.get("sec-websocket-key") {
         let offered = crate::streaming::offered_protocols(&headers);
         if !offered.iter().any(|p| p == TUNNEL_PROTOCOL) {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("no supported WebSocket subprotocol among {offered:?} (want {TUNNEL_PROTOCOL})"));
+            // The channel protocol the Python and JavaScript clients speak.
+            let ports = match requested_ports(request.uri().query().unwrap_or("")) {
+                Ok(p) => p,
+                Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e),
+            };
+            let proto = if offered.is_empty() {
+                None
+            } else {
+                match offered.iter().find(|p| CHANNEL_PROTOCOLS.contains(&p.as_str())) {
+                    Some(p) => Some(p.clone()),
+                    None => {
+                        return status(
+                            StatusCode::BAD_REQUEST,
+                            "BadRequest",
+                            format!("no supported WebSocket subprotocol among {offered:?} (want one of {TUNNEL_PROTOCOL:?}, {CHANNEL_PROTOCOLS:?})"),
+                        );
+                    }
+                }
+            };
+            let framing = crate::streaming::Framing::of(proto.as_deref().unwrap_or(""));
+            tokio::spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else { return };
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Server, None).await;
+                channel_session(ws, framing, rt, sandbox, ports).await;
+            });
+            return crate::streaming::switching_protocols(key, proto.as_deref());
         }
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
@@ -62,14 +188,7 @@ pub async fn handler(State(k): State<Arc<Kubelet>>, Path((ns, pod)): Path<(Strin
             tokio::spawn(unwrap_tunnel(ws, tunnel_io));
             session(session_io, rt, sandbox).await;
         });
-        return Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(http::header::CONNECTION, "Upgrade")
-            .header(http::header::UPGRADE, "websocket")
-            .header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
-            .header("Sec-WebSocket-Protocol", TUNNEL_PROTOCOL)
-            .body(axum::body::Body::empty())
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        return crate::streaming::switching_protocols(key, Some(TUNNEL_PROTOCOL));
     }
     let is_spdy = headers.get(http::header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
     if !is_spdy {
@@ -255,7 +374,8 @@ async fn forward(
     mut from_client: mpsc::UnboundedReceiver<Option<Bytes>>,
     out: mpsc::UnboundedSender<Frame>,
 ) {
-    if let Err(e) = relay(&rt, &sandbox, port, data_id, error_id, &mut from_client, &out).await {
+    let emit = |is_error: bool, data: Bytes| out.send(Frame::Data { stream: if is_error { error_id } else { data_id }, fin: false, data }).is_ok();
+    if let Err(e) = relay(&rt, &sandbox, port, &mut from_client, &emit).await {
         let msg = format!("error forwarding port {port} to pod {sandbox}: {e}");
         let _ = out.send(Frame::Data { stream: error_id, fin: false, data: Bytes::from(msg) });
     }
@@ -263,14 +383,15 @@ async fn forward(
     let _ = out.send(Frame::Data { stream: error_id, fin: true, data: Bytes::new() });
 }
 
+/// One forwarded connection to `port` in the pod: the client's bytes (None: the client is done
+/// sending) go in; the pod's bytes and the runtime's error text come out through `emit`
+/// (false: data, true: error), which answers false once the client side is gone.
 async fn relay(
     rt: &Runtime,
     sandbox: &str,
     port: u16,
-    data_id: u32,
-    error_id: u32,
     from_client: &mut mpsc::UnboundedReceiver<Option<Bytes>>,
-    out: &mpsc::UnboundedSender<Frame>,
+    emit: &(dyn Fn(bool, Bytes) -> bool + Sync),
 ) -> anyhow::Result<()> {
     let url = rt
         .runtime
@@ -318,8 +439,7 @@ async fn relay(
             prefix_left[ch] -= skip;
             payload = &payload[skip..];
             for chunk in payload.chunks(spdy::MAX_DATA) {
-                let stream = if ch == 0 { data_id } else { error_id };
-                if out.send(Frame::Data { stream, fin: false, data: Bytes::copy_from_slice(chunk) }).is_err() {
+                if !emit(ch == 1, Bytes::copy_from_slice(chunk)) {
                     return;
                 }
             }

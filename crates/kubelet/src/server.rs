@@ -190,7 +190,7 @@ async fn container_logs(
         Ok(rs) => rs,
         Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.message().to_string()),
     };
-    let previous = q.get("previous").is_some_and(|v| v == "true");
+    let previous = q.get("previous").is_some_and(|v| r8s_api::validation::parse_bool(v) == Ok(true));
     let instance = if previous { rs.previous(&container) } else { rs.latest(&container) };
     let Some(inst) = instance.cloned() else {
         let msg = if previous {
@@ -201,8 +201,8 @@ async fn container_logs(
         return status(StatusCode::BAD_REQUEST, "BadRequest", msg);
     };
     let opts = LogOptions {
-        follow: q.get("follow").is_some_and(|v| v == "true") && !previous,
-        timestamps: q.get("timestamps").is_some_and(|v| v == "true"),
+        follow: q.get("follow").is_some_and(|v| r8s_api::validation::parse_bool(v) == Ok(true)) && !previous,
+        timestamps: q.get("timestamps").is_some_and(|v| r8s_api::validation::parse_bool(v) == Ok(true)),
         tail: q.get("tailLines").and_then(|v| v.parse().ok()),
         since: q
             .get("sinceSeconds")

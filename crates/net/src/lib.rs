@@ -15,9 +15,11 @@
 pub mod netpol;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use r8s_client::informer::{Changes, Informers};
 
@@ -49,40 +51,37 @@ const VXLAN_PORT: &str = "8472";
 pub struct Config {
     pub node_name: String,
     pub backend: Backend,
-    pub cluster_cidr: String,
+    pub cluster_cidr: Ipv4Net,
     /// Service cluster IPs: routed locally so that this node's own connections to them (the
     /// ingress controller's, a user's curl) find a route before the proxy's DNAT, also on a
     /// node without a default route.
-    pub service_cidr: String,
+    pub service_cidr: Ipv4Net,
+}
+
+/// A node's podCIDR as a network (the API validates it; anything else is ignored here, never
+/// formatted into a command or a ruleset).
+pub fn pod_cidr(n: &Node) -> Option<Ipv4Net> {
+    n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok().map(|c| c.trunc())
+}
+
+/// A node's InternalIP.
+pub fn internal_ip(n: &Node) -> Option<Ipv4Addr> {
+    n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()
 }
 
 /// podCIDR -> next hop, for every other node that has both.
-pub fn desired_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<String, String> {
-    nodes
-        .iter()
-        .filter(|n| n.metadata.name.as_deref() != Some(me))
-        .filter_map(|n| {
-            let cidr = n.spec.as_ref()?.pod_cidr.clone()?;
-            let ip = n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP")?.address.clone();
-            Some((cidr, ip))
-        })
-        .collect()
+pub fn desired_routes(nodes: &[Arc<Node>], me: &str) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(me)).filter_map(|n| Some((pod_cidr(n)?, internal_ip(n)?))).collect()
 }
 
 /// The MAC of a node's VXLAN device: locally administered, the InternalIP in the low bytes.
-pub fn vtep_mac(ip: &str) -> Option<String> {
-    let a: std::net::Ipv4Addr = ip.parse().ok()?;
-    let o = a.octets();
-    Some(format!("0e:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]))
-}
-
-/// A podCIDR's network address (`10.244.1.0/24` -> `10.244.1.0`): the VXLAN gateway address.
-pub fn cidr_base(cidr: &str) -> &str {
-    cidr.split('/').next().unwrap_or(cidr)
+pub fn vtep_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("0e:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
 /// The masquerade rule for this node's pods, as one nft transaction.
-pub fn masquerade_rules(pod_cidr: &str, cluster_cidr: &str) -> String {
+pub fn masquerade_rules(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> String {
     format!(
         "add table ip r8s-net\ndelete table ip r8s-net\ntable ip r8s-net {{\n  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr {pod_cidr} ip daddr != {cluster_cidr} masquerade\n  }}\n}}\n"
     )
@@ -104,47 +103,40 @@ pub(crate) async fn nft(text: &str) -> anyhow::Result<()> {
 }
 
 /// What the pod network depends on: each node's name, InternalIP and podCIDR.
-type NetworkInputs = Vec<(String, Option<String>, Option<String>)>;
+type NetworkInputs = Vec<(String, Option<Ipv4Addr>, Option<Ipv4Net>)>;
 
 fn network_inputs(nodes: &[Arc<Node>]) -> NetworkInputs {
-    let mut v: Vec<_> = nodes
-        .iter()
-        .map(|n| {
-            let ip = n.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| a.iter().find(|a| a.type_ == "InternalIP")).map(|a| a.address.clone());
-            (n.metadata.name.clone().unwrap_or_default(), ip, n.spec.as_ref().and_then(|s| s.pod_cidr.clone()))
-        })
-        .collect();
+    let mut v: Vec<_> = nodes.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), internal_ip(n), pod_cidr(n))).collect();
     v.sort();
     v
 }
 
 /// Brings routes and the masquerade rule in line with the nodes.
-async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<String>) -> anyhow::Result<()> {
+async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<Ipv4Net>) -> anyhow::Result<()> {
     let me = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(cfg.node_name.as_str()));
-    if let Some(cidr) = me.and_then(|n| n.spec.as_ref()?.pod_cidr.clone())
-        && applied_masq.as_deref() != Some(cidr.as_str())
+    let (my_ip, my_cidr) = (me.and_then(|n| internal_ip(n)), me.and_then(|n| pod_cidr(n)));
+    if let Some(cidr) = my_cidr
+        && *applied_masq != Some(cidr)
     {
-        nft(&masquerade_rules(&cidr, &cfg.cluster_cidr)).await?;
+        nft(&masquerade_rules(cidr, cfg.cluster_cidr)).await?;
         *applied_masq = Some(cidr);
     }
-    if let Some(ip) = me.and_then(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone())) {
-        sh(&["ip", "route", "replace", &cfg.service_cidr, "dev", "lo", "src", &ip, "proto", ROUTE_PROTO]).await?;
+    if let Some(ip) = my_ip {
+        sh(&["ip", "route", "replace", &cfg.service_cidr.to_string(), "dev", "lo", "src", &ip.to_string(), "proto", ROUTE_PROTO]).await?;
     }
     let peers = desired_routes(nodes, &cfg.node_name);
-    // dst -> gateway the route should have.
+    // dst -> gateway the route should have, as `ip route` prints them.
     let want: BTreeMap<String, String> = match cfg.backend {
-        Backend::HostGw => peers.clone(),
-        Backend::Vxlan => peers.keys().map(|cidr| (cidr.clone(), cidr_base(cidr).to_string())).collect(),
+        Backend::HostGw => peers.iter().map(|(c, ip)| (c.to_string(), ip.to_string())).collect(),
+        Backend::Vxlan => peers.keys().map(|c| (c.to_string(), c.network().to_string())).collect(),
     };
     if cfg.backend == Backend::Vxlan {
-        let my_ip = me.and_then(|n| n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()));
-        let my_cidr = me.and_then(|n| n.spec.as_ref()?.pod_cidr.clone());
         let (Some(ip), Some(cidr)) = (my_ip, my_cidr) else { return Ok(()) };
-        vxlan_device(&ip, &cidr).await?;
+        vxlan_device(ip, cidr).await?;
         for (cidr, peer_ip) in &peers {
-            let Some(mac) = vtep_mac(peer_ip) else { continue };
-            sh(&["ip", "neigh", "replace", cidr_base(cidr), "lladdr", &mac, "dev", VXLAN_DEVICE, "nud", "permanent"]).await?;
-            sh(&["bridge", "fdb", "replace", &mac, "dev", VXLAN_DEVICE, "dst", peer_ip, "self", "permanent"]).await?;
+            let mac = vtep_mac(*peer_ip);
+            sh(&["ip", "neigh", "replace", &cidr.network().to_string(), "lladdr", &mac, "dev", VXLAN_DEVICE, "nud", "permanent"]).await?;
+            sh(&["bridge", "fdb", "replace", &mac, "dev", VXLAN_DEVICE, "dst", &peer_ip.to_string(), "self", "permanent"]).await?;
         }
     }
     let current = sh(&["ip", "-4", "route", "show", "proto", ROUTE_PROTO]).await?;
@@ -166,22 +158,23 @@ async fn sync(nodes: &[Arc<Node>], cfg: &Config, applied_masq: &mut Option<Strin
 
 /// Creates (or fixes up) this node's VXLAN device: local address, derived MAC, the podCIDR's
 /// gateway address, and room for the 50 bytes of encapsulation.
-async fn vxlan_device(node_ip: &str, pod_cidr: &str) -> anyhow::Result<()> {
-    let mac = vtep_mac(node_ip).ok_or_else(|| anyhow::anyhow!("VXLAN needs an IPv4 node address, not {node_ip}"))?;
+async fn vxlan_device(node_ip: Ipv4Addr, pod_cidr: Ipv4Net) -> anyhow::Result<()> {
+    let mac = vtep_mac(node_ip);
+    let ip = node_ip.to_string();
     let existing = sh(&["ip", "-d", "link", "show", VXLAN_DEVICE]).await.unwrap_or_default();
-    if !existing.contains(&format!("local {node_ip} ")) {
+    if !existing.contains(&format!("local {ip} ")) {
         let _ = sh(&["ip", "link", "del", VXLAN_DEVICE]).await;
-        sh(&["ip", "link", "add", VXLAN_DEVICE, "type", "vxlan", "id", "1", "local", node_ip, "dstport", VXLAN_PORT, "nolearning"]).await?;
+        sh(&["ip", "link", "add", VXLAN_DEVICE, "type", "vxlan", "id", "1", "local", &ip, "dstport", VXLAN_PORT, "nolearning"]).await?;
     }
     if !existing.contains(&mac) {
         sh(&["ip", "link", "set", VXLAN_DEVICE, "address", &mac]).await?;
     }
     // The encapsulation's 50 bytes come off the underlay's MTU.
-    let underlay = sh(&["ip", "-o", "route", "get", node_ip]).await.unwrap_or_default();
+    let underlay = sh(&["ip", "-o", "route", "get", &ip]).await.unwrap_or_default();
     let dev = underlay.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("lo").to_string();
     let mtu = std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).ok().and_then(|m| m.trim().parse::<u32>().ok()).unwrap_or(1500).min(1500);
     sh(&["ip", "link", "set", VXLAN_DEVICE, "mtu", &(mtu - 50).to_string(), "up"]).await?;
-    sh(&["ip", "addr", "replace", &format!("{}/32", cidr_base(pod_cidr)), "dev", VXLAN_DEVICE]).await?;
+    sh(&["ip", "addr", "replace", &format!("{}/32", pod_cidr.network()), "dev", VXLAN_DEVICE]).await?;
     Ok(())
 }
 
@@ -239,15 +232,28 @@ mod tests {
     fn routes_to_every_other_node_with_a_pod_cidr() {
         let nodes = [node("a", Some("10.244.0.0/24"), "198.19.5.2"), node("b", Some("10.244.1.0/24"), "198.19.5.3"), node("c", None, "198.19.5.4")];
         let r = desired_routes(&nodes, "a");
-        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![("10.244.1.0/24".to_string(), "198.19.5.3".to_string())]);
-        assert!(masquerade_rules("10.244.0.0/24", "10.244.0.0/16").contains("ip saddr 10.244.0.0/24 ip daddr != 10.244.0.0/16 masquerade"));
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec![("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(198, 19, 5, 3))]);
+        let masq = masquerade_rules("10.244.0.0/24".parse().unwrap(), "10.244.0.0/16".parse().unwrap());
+        assert!(masq.contains("ip saddr 10.244.0.0/24 ip daddr != 10.244.0.0/16 masquerade"));
+    }
+
+    #[test]
+    fn values_that_are_not_addresses_never_reach_a_route_or_ruleset() {
+        // A podCIDR carrying nft syntax (stored before the API validated nodes) is not a network.
+        let nodes = [
+            node("a", Some("10.244.0.0/24"), "198.19.5.2"),
+            node("b", Some("10.0.0.0/24; flush ruleset"), "198.19.5.3"),
+            node("c", Some("10.244.2.0/24"), "not-an-ip"),
+        ];
+        assert!(desired_routes(&nodes, "a").is_empty());
+        assert_eq!(pod_cidr(&nodes[1]), None);
+        // Host bits are dropped, as `ip route` prints the network.
+        assert_eq!(pod_cidr(&node("d", Some("10.244.3.7/24"), "198.19.5.5")), Some("10.244.3.0/24".parse().unwrap()));
     }
 
     #[test]
     fn vxlan_macs_come_from_the_node_address() {
-        assert_eq!(vtep_mac("198.19.5.3").as_deref(), Some("0e:58:c6:13:05:03"));
-        assert_eq!(vtep_mac("fe80::1"), None);
-        assert_eq!(cidr_base("10.244.1.0/24"), "10.244.1.0");
+        assert_eq!(vtep_mac(Ipv4Addr::new(198, 19, 5, 3)), "0e:58:c6:13:05:03");
         assert_eq!("vxlan".parse::<Backend>(), Ok(Backend::Vxlan));
     }
 }

@@ -480,8 +480,8 @@ async fn agent(args: AgentArgs, with_proxy: bool) -> anyhow::Result<()> {
         let cfg = r8s_net::Config {
             node_name: node.node_name.clone(),
             backend: args.node.flannel_backend.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-            cluster_cidr: args.cluster_cidr.clone(),
-            service_cidr: args.service_cidr.clone(),
+            cluster_cidr: args.cluster_cidr.parse().with_context(|| format!("--cluster-cidr {}", args.cluster_cidr))?,
+            service_cidr: args.service_cidr.parse().with_context(|| format!("--service-cidr {}", args.service_cidr))?,
         };
         let client = client.clone();
         tokio::spawn(async move {
@@ -585,8 +585,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             let cfg = r8s_net::Config {
                 node_name: node.node_name.clone(),
                 backend: args.node.flannel_backend.parse().map_err(|e: String| anyhow::anyhow!(e))?,
-                cluster_cidr: args.controllers.cluster_cidr.clone(),
-                service_cidr: args.service_cluster_ip_range.clone(),
+                cluster_cidr: args.controllers.cluster_cidr.parse().with_context(|| format!("--cluster-cidr {}", args.controllers.cluster_cidr))?,
+                service_cidr: args.service_cluster_ip_range.parse().with_context(|| format!("--service-cidr {}", args.service_cluster_ip_range))?,
             };
             let client = local::client(running.state.clone(), &format!("system:node:{}", node.node_name));
             tokio::spawn(async move {

@@ -1,42 +1,46 @@
-//! Pod IPs out of each simulated node's podCIDR (what the CNI's host-local IPAM does on a
-//! real node), keyed by pod uid.
+//! Pod IPs for simulated nodes: one pool for every node of the process (what kwok's fake pod
+//! CIDR is), so a simulated node needs no podCIDR and any number of nodes fit. The pool is in
+//! 100.64.0.0/10 (shared address space, RFC 6598): addresses nothing on the machine uses, and
+//! no packet is ever sent to them (a simulated node's probes pass without one).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+
+/// The pool: 100.64.0.0/10.
+const BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);
+const SIZE: u32 = 1 << 22;
 
 #[derive(Default)]
 pub struct PodIpam {
-    /// node -> used addresses
-    used: HashMap<String, HashSet<Ipv4Addr>>,
-    /// pod uid -> (node, address)
-    by_pod: HashMap<String, (String, Ipv4Addr)>,
-}
-
-/// The network address and size of a CIDR small enough for pods (at most a /30).
-fn parse_cidr(cidr: &str) -> Option<(u32, u32)> {
-    let net: ipnet::Ipv4Net = cidr.parse().ok()?;
-    (net.prefix_len() <= 30).then(|| (u32::from(net.network()), 1u32 << (32 - net.prefix_len() as u32)))
+    /// pod uid -> offset in the pool
+    by_pod: HashMap<String, u32>,
+    /// Offsets given back, handed out again first (lowest first).
+    free: BTreeSet<u32>,
+    /// The first offset never handed out.
+    next: u32,
 }
 
 impl PodIpam {
-    pub fn allocate(&mut self, node: &str, cidr: &str, uid: &str) -> Option<String> {
-        if let Some((_, ip)) = self.by_pod.get(uid) {
-            return Some(ip.to_string());
+    /// The address of pod `uid` (the same one again while it has one).
+    pub fn allocate(&mut self, uid: &str) -> Option<Ipv4Addr> {
+        if let Some(off) = self.by_pod.get(uid) {
+            return Some(Ipv4Addr::from(BASE + off));
         }
-        let (base, size) = parse_cidr(cidr)?;
-        let used = self.used.entry(node.to_string()).or_default();
-        // .0 is the network, .1 the node's bridge, the last the broadcast address.
-        let ip = (2..size - 1).map(|i| Ipv4Addr::from(base + i)).find(|ip| !used.contains(ip))?;
-        used.insert(ip);
-        self.by_pod.insert(uid.to_string(), (node.to_string(), ip));
-        Some(ip.to_string())
+        let off = match self.free.pop_first() {
+            Some(off) => off,
+            None if self.next < SIZE => {
+                self.next += 1;
+                self.next - 1
+            }
+            None => return None,
+        };
+        self.by_pod.insert(uid.to_string(), off);
+        Some(Ipv4Addr::from(BASE + off))
     }
 
     pub fn release(&mut self, uid: &str) {
-        if let Some((node, ip)) = self.by_pod.remove(uid)
-            && let Some(u) = self.used.get_mut(&node)
-        {
-            u.remove(&ip);
+        if let Some(off) = self.by_pod.remove(uid) {
+            self.free.insert(off);
         }
     }
 }
@@ -48,13 +52,20 @@ mod tests {
     #[test]
     fn allocates_distinct_addresses_and_reuses_released_ones() {
         let mut ipam = PodIpam::default();
-        let a = ipam.allocate("n", "10.244.1.0/24", "a").unwrap();
-        let b = ipam.allocate("n", "10.244.1.0/24", "b").unwrap();
-        assert_eq!(a, "10.244.1.2");
-        assert_eq!(b, "10.244.1.3");
-        assert_eq!(ipam.allocate("n", "10.244.1.0/24", "a").unwrap(), a, "same pod, same address");
+        let a = ipam.allocate("a").unwrap();
+        let b = ipam.allocate("b").unwrap();
+        assert_eq!(a, Ipv4Addr::new(100, 64, 0, 0));
+        assert_eq!(b, Ipv4Addr::new(100, 64, 0, 1));
+        assert_eq!(ipam.allocate("a").unwrap(), a, "same pod, same address");
         ipam.release("a");
-        assert_eq!(ipam.allocate("n", "10.244.1.0/24", "c").unwrap(), "10.244.1.2");
-        assert!(ipam.allocate("n", "10.244.1.0/31", "d").is_none());
+        assert_eq!(ipam.allocate("c").unwrap(), a);
+        assert_eq!(ipam.allocate("d").unwrap(), Ipv4Addr::new(100, 64, 0, 2));
+    }
+
+    #[test]
+    fn holds_more_pods_than_any_node_range() {
+        let mut ipam = PodIpam::default();
+        let last = (0..70_000).map(|i| ipam.allocate(&i.to_string()).unwrap()).last().unwrap();
+        assert_eq!(last, Ipv4Addr::from(BASE + 69_999));
     }
 }

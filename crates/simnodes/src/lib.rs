@@ -238,13 +238,11 @@ async fn start_kubelets(client: &Client, cfg: &SimConfig, indexed: &[(usize, Str
     let all_pods = informers.get::<Pod>();
     let nodes = informers.get::<Node>();
     nodes.synced().await;
+    let ipam: Arc<std::sync::Mutex<ipam::PodIpam>> = Default::default();
     for (i, name) in indexed {
         let world = runtime::World {
             node_name: name.clone(),
-            pod_cidr: {
-                let (nodes, name) = (nodes.clone(), name.clone());
-                Box::new(move || nodes.get("", &name).and_then(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.clone())))
-            },
+            ipam: ipam.clone(),
             pod: {
                 let pods = all_pods.clone();
                 Box::new(move |ns, n| pods.get(ns, n))

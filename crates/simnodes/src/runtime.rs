@@ -25,8 +25,8 @@ pub type PodLookup = Box<dyn Fn(&str, &str) -> Option<Arc<Pod>> + Send + Sync>;
 /// What the runtime may look up about the node and its pods.
 pub struct World {
     pub node_name: String,
-    /// The node's podCIDR once node IPAM has assigned it.
-    pub pod_cidr: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    /// The process's pod address pool, shared by all its nodes (no podCIDR needed).
+    pub ipam: Arc<std::sync::Mutex<PodIpam>>,
     /// A pod by namespace and name (for its restartPolicy, init containers and annotations).
     pub pod: PodLookup,
 }
@@ -46,7 +46,6 @@ struct Ctr {
 struct State {
     sandboxes: HashMap<String, Sandbox>,
     containers: HashMap<String, Ctr>,
-    ipam: PodIpam,
 }
 
 #[derive(Clone)]
@@ -137,13 +136,7 @@ impl pb::runtime_service_server::RuntimeService for SimRuntime {
         let ip = if host_network {
             String::new()
         } else {
-            let cidr = (self.world.pod_cidr)().ok_or_else(|| Status::unavailable(format!("node {} has no podCIDR yet", self.world.node_name)))?;
-            self.state
-                .lock()
-                .unwrap()
-                .ipam
-                .allocate(&self.world.node_name, &cidr, &meta.uid)
-                .ok_or_else(|| Status::resource_exhausted(format!("no free pod IP in {cidr}")))?
+            self.world.ipam.lock().unwrap().allocate(&meta.uid).ok_or_else(|| Status::resource_exhausted("no free pod IP in the simulated pool"))?.to_string()
         };
         let id = new_id();
         let status = pb::PodSandboxStatus {
@@ -174,7 +167,7 @@ impl pb::runtime_service_server::RuntimeService for SimRuntime {
             s.status.metadata.clone().unwrap_or_default().uid
         });
         if let Some(uid) = uid {
-            st.ipam.release(&uid);
+            self.world.ipam.lock().unwrap().release(&uid);
         }
         Ok(Response::new(pb::StopPodSandboxResponse {}))
     }
@@ -183,7 +176,7 @@ impl pb::runtime_service_server::RuntimeService for SimRuntime {
         let id = r.into_inner().pod_sandbox_id;
         let mut st = self.state.lock().unwrap();
         if let Some(s) = st.sandboxes.remove(&id) {
-            st.ipam.release(&s.status.metadata.unwrap_or_default().uid);
+            self.world.ipam.lock().unwrap().release(&s.status.metadata.unwrap_or_default().uid);
         }
         st.containers.retain(|_, c| c.sandbox_id != id);
         Ok(Response::new(pb::RemovePodSandboxResponse {}))
@@ -381,12 +374,8 @@ mod tests {
     }
 
     fn runtime(p: Arc<Pod>) -> r8s_kubelet::cri::Runtime {
-        SimRuntime::new(World {
-            node_name: "n".into(),
-            pod_cidr: Box::new(|| Some("10.244.3.0/24".into())),
-            pod: Box::new(move |ns, n| (ns == "ns" && n == "p").then(|| p.clone())),
-        })
-        .into_runtime()
+        SimRuntime::new(World { node_name: "n".into(), ipam: Default::default(), pod: Box::new(move |ns, n| (ns == "ns" && n == "p").then(|| p.clone())) })
+            .into_runtime()
     }
 
     async fn start(rt: &r8s_kubelet::cri::Runtime, sandbox: &str, name: &str) -> String {
@@ -444,7 +433,7 @@ mod tests {
     async fn containers_live_as_the_pod_describes() {
         let rt = runtime(pod("Never", serde_json::json!({ANN_EXIT_CODE: "3"})));
         let (sb, ip) = sandbox(&rt).await;
-        assert_eq!(ip, "10.244.3.2");
+        assert_eq!(ip, "100.64.0.0");
         let init = start(&rt, &sb, "init").await;
         assert_eq!(state(&rt, &init).await, (EXITED, 0));
         let c = start(&rt, &sb, "c").await;

@@ -20,7 +20,7 @@ mod certificatesigningrequest;
 mod configmap;
 mod controllerrevision;
 mod cronjob;
-mod customresourcedefinition;
+pub mod customresourcedefinition;
 mod daemonset;
 mod deployment;
 mod endpoints;
