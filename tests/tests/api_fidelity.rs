@@ -212,3 +212,100 @@ fn more_kinds_validate_as_upstream() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("roleRef: Invalid value"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot change roleRef"));
 }
+
+#[tokio::test]
+async fn status_bodies_and_json_responses_are_byte_for_byte_upstreams() {
+    let s = TestServer::start();
+    let c = s.client().await;
+    // metav1.Status in Go's field order, ended by the newline of Go's json.Encoder.
+    let (code, body) = r8s_tests::raw_bytes(&c, "GET", "/api/v1/namespaces/default/pods/nope", "application/json", vec![]).await;
+    assert_eq!(code, 404);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"nope\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"nope\",\"kind\":\"pods\"},\"code\":404}\n"
+    );
+    // Objects, lists and discovery end the same way.
+    for path in ["/api/v1/namespaces/default", "/api/v1/namespaces", "/api", "/apis/apps/v1"] {
+        let (code, body) = r8s_tests::raw_bytes(&c, "GET", path, "application/json", vec![]).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(body.ends_with(b"}\n") && !body.ends_with(b"\n\n"), "{path}: {:?}", String::from_utf8_lossy(&body[body.len().saturating_sub(20)..]));
+        serde_json::from_slice::<Value>(&body).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn boolean_query_parameters_read_as_go_parse_bool() {
+    let s = TestServer::start();
+    let c = s.client().await;
+    // "True" is a watch (the Python client's spelling), and so are 1, t and TRUE.
+    for v in ["True", "1", "t", "TRUE"] {
+        let (code, body) = r8s_tests::raw_bytes(&c, "GET", &format!("/api/v1/namespaces?watch={v}&timeoutSeconds=1"), "application/json", vec![]).await;
+        assert_eq!(code, 200, "{v}");
+        let first: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(first["type"], "ADDED", "watch={v} streams events");
+    }
+    let (code, body) = r8s_tests::raw_bytes(&c, "GET", "/api/v1/namespaces?watch=False", "application/json", vec![]).await;
+    assert_eq!((code, serde_json::from_slice::<Value>(&body).unwrap()["kind"].clone()), (200, json!("NamespaceList")));
+    // What ParseBool cannot read is the client's error, never a 500.
+    for q in ["watch=maybe", "pretty=yes", "allowWatchBookmarks=on&watch=1", "sendInitialEvents=2&watch=1"] {
+        let (code, v) = raw(&c, "GET", &format!("/api/v1/namespaces?{q}"), "application/json", vec![]).await;
+        assert_eq!(code, 400, "{q}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("strconv.ParseBool: parsing"), "{q}: {v}");
+    }
+    let (code, v) = raw(&c, "GET", "/api/v1/namespaces/default/pods/p/log?follow=sometimes", "application/json", vec![]).await;
+    assert_eq!(code, 400, "{v}");
+}
+
+#[test]
+fn yaml_bodies_sent_as_json_are_read_and_mismatched_kinds_refused() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = dir.path().join("ns.yaml");
+    std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: from-yaml\n").unwrap();
+    let created: Value = serde_json::from_str(&s.k(&["create", "--raw", "/api/v1/namespaces", "-f", ns.to_str().unwrap()])).unwrap();
+    assert_eq!(created["metadata"]["name"], "from-yaml");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers: [{name: c, image: busybox}]\n").unwrap();
+    let err = s.k_err(&["create", "--raw", "/api/v1/namespaces", "-f", pod.to_str().unwrap()]);
+    assert!(err.contains("Error from server (BadRequest): the object provided is unrecognized (must be of type Namespace): converting (v1.Pod) to (core.Namespace)"), "{err}");
+    // Not YAML either: the JSON decoder's words.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, "{not json").unwrap();
+    let err = s.k_err(&["create", "--raw", "/api/v1/namespaces", "-f", junk.to_str().unwrap()]);
+    assert!(err.contains("couldn't get version/kind; json parse error"), "{err}");
+}
+
+#[test]
+fn strategic_merge_patch_of_the_wrong_shape_is_upstreams_invalid_patch() {
+    let s = TestServer::start();
+    s.k(&["create", "configmap", "m", "--from-literal=a=1"]);
+    let err = s.k_err(&["patch", "configmap", "m", "-p", r#"{"metadata":{"labels":"invalid"}}"#]);
+    assert_eq!(err.trim(), r#"The request is invalid: patch: Invalid value: "map[metadata:map[labels:invalid]]": cannot restore map from string"#);
+    let err = s.k_err(&["patch", "configmap", "m", "-p", r#"{"data":["x"]}"#]);
+    assert!(err.contains(r#"patch: Invalid value: "map[data:[x]]": cannot restore map from slice"#), "{err}");
+    // Nothing was written.
+    assert_eq!(s.k(&["get", "cm", "m", "-o", "jsonpath={.metadata.labels}{.data.a}"]), "1");
+}
+
+#[test]
+fn node_specs_are_validated_as_upstream() {
+    let s = TestServer::start();
+    let node = |spec: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n1}}\nspec: {spec}\n");
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &node(r#"{podCIDR: "10.0.0.0/24; flush ruleset"}"#));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"The Node "n1" is invalid: spec.podCIDRs[0]: Invalid value: "10.0.0.0/24; flush ruleset": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#),
+        "{err}"
+    );
+    let err = String::from_utf8_lossy(&s.kubectl_stdin(&["create", "-f", "-"], &node(r#"{podCIDRs: [10.244.1.0/24, 10.244.2.0/24]}"#)).stderr).into_owned();
+    assert!(err.contains("may specify no more than one CIDR for each IP family"), "{err}");
+    let err = String::from_utf8_lossy(&s.kubectl_stdin(&["create", "-f", "-"], &node(r#"{taints: [{key: a, effect: Sometimes}]}"#)).stderr).into_owned();
+    assert!(err.contains(r#"spec.taints[0].effect: Unsupported value: "Sometimes""#), "{err}");
+    // podCIDR becomes podCIDRs; once set it stays.
+    s.k_stdin(&["create", "-f", "-"], &node(r#"{podCIDR: 10.244.7.0/24, providerID: "r8s://n1"}"#));
+    assert_eq!(s.k(&["get", "node", "n1", "-o", "jsonpath={.spec.podCIDRs}"]), r#"["10.244.7.0/24"]"#);
+    let err = s.k_err(&["patch", "node", "n1", "-p", r#"{"spec":{"podCIDR":"10.244.8.0/24","podCIDRs":["10.244.8.0/24"]}}"#]);
+    assert!(err.contains(r#"spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "" to valid"#), "{err}");
+    let err = s.k_err(&["patch", "node", "n1", "-p", r#"{"spec":{"providerID":"r8s://other"}}"#]);
+    assert!(err.contains("spec.providerID: Forbidden"), "{err}");
+}
