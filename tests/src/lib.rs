@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod lab;
+pub mod ws;
 
 /// Path of the `r8s` binary built by this workspace.
 pub fn r8s_bin() -> PathBuf {

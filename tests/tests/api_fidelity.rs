@@ -267,7 +267,12 @@ fn yaml_bodies_sent_as_json_are_read_and_mismatched_kinds_refused() {
     let pod = dir.path().join("pod.yaml");
     std::fs::write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers: [{name: c, image: busybox}]\n").unwrap();
     let err = s.k_err(&["create", "--raw", "/api/v1/namespaces", "-f", pod.to_str().unwrap()]);
-    assert!(err.contains("Error from server (BadRequest): the object provided is unrecognized (must be of type Namespace): converting (v1.Pod) to (core.Namespace)"), "{err}");
+    assert!(
+        err.contains(
+            "Error from server (BadRequest): the object provided is unrecognized (must be of type Namespace): converting (v1.Pod) to (core.Namespace)"
+        ),
+        "{err}"
+    );
     // Not YAML either: the JSON decoder's words.
     let junk = dir.path().join("junk");
     std::fs::write(&junk, "{not json").unwrap();

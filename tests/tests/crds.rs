@@ -63,16 +63,17 @@ async fn a_crd_becomes_established_through_a_watch_and_serves_at_once() {
     assert_eq!(accepted.short_names, Some(vec!["wd".to_string()]));
     // A custom resource right after.
     let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &widgets());
-    let w1: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}})).unwrap();
+    let w1: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}})).unwrap();
     api.create(&PostParams::default(), &w1).await.unwrap();
     // kubectl: a file with the CRD applied, then `kubectl wait` as installers do, then its resource.
     let gadgets = serde_json::to_string(&crd("gadgets", "Gadget", "Namespaced", &[])).unwrap();
     s.k_stdin(&["apply", "-f", "-"], &gadgets);
-    assert_eq!(s.k(&["wait", "--for=condition=established", "crd/gadgets.example.com", "--timeout=30s"]).trim(), "customresourcedefinition.apiextensions.k8s.io/gadgets.example.com condition met");
     assert_eq!(
-        s.k_stdin(&["create", "-f", "-"], "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\n").trim(),
-        "gadget.example.com/g1 created"
+        s.k(&["wait", "--for=condition=established", "crd/gadgets.example.com", "--timeout=30s"]).trim(),
+        "customresourcedefinition.apiextensions.k8s.io/gadgets.example.com condition met"
     );
+    assert_eq!(s.k_stdin(&["create", "-f", "-"], "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\n").trim(), "gadget.example.com/g1 created");
     assert_eq!(s.k(&["get", "wd", "-o", "name"]).trim(), "widget.example.com/w1");
 }
 

@@ -549,3 +549,123 @@ fn port_forward_cp_attach_logs_follow_and_exec_with_a_tty() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("typed-42") && text.contains("/dev/pts/"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The official Python client's exec, attach and port-forward, and a WebSocket client of our own
+/// over every subprotocol clients offer, compared message by message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_websocket_clients_exec_attach_and_port_forward() {
+    use r8s_tests::ws;
+    let lab = Lab::start();
+    let s = &lab.server;
+    s.k(&[
+        "run",
+        "web",
+        &format!("--image={BUSYBOX}"),
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /www; echo forwarded-page > /www/index.html; exec httpd -f -p 80 -h /www",
+    ]);
+    s.k(&["run", "ticker", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.3; done"]);
+    for p in ["web", "ticker"] {
+        wait_for(&format!("{p} Running"), Duration::from_secs(90), || (jsonpath(&lab, &["pod", p], "{.status.phase}") == "Running").then_some(()));
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/streams.py");
+    // Bounded: a client that hangs fails the test with what it printed.
+    let out = tokio::process::Command::new("timeout")
+        .args(["120", "python3", "-u"])
+        .arg(&script)
+        .arg(&s.kubeconfig)
+        .args(["web", "ticker"])
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("python streams ok"),
+        "python streams failed:\n{}\n{}\nagent: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        lab.agent.log_text()
+    );
+
+    // exec over each subprotocol: the opening empty stdout message, the output on its channels,
+    // the exit status (a v4 Status, or before v4 only the failure's text) and a normal close.
+    let exec = "/api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&command=echo%20out%3B%20echo%20err%20%3E%262%3B%20exit%203&stdout=True&stderr=1";
+    // Go's encoder escapes '>' and '&' in the Status it writes.
+    let failure = br#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: error executing command [sh -c echo out; echo err \u003e\u00262; exit 3], exit code 3","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#;
+    for (offered, negotiated, b64, status_json) in [
+        (vec!["v5.channel.k8s.io", "v4.channel.k8s.io"], Some("v5.channel.k8s.io"), false, true),
+        (vec!["v4.channel.k8s.io"], Some("v4.channel.k8s.io"), false, true),
+        (vec!["v4.base64.channel.k8s.io"], Some("v4.base64.channel.k8s.io"), true, true),
+        (vec!["v3.channel.k8s.io"], Some("v3.channel.k8s.io"), false, false),
+        (vec!["v2.channel.k8s.io"], Some("v2.channel.k8s.io"), false, false),
+        (vec!["channel.k8s.io"], Some("channel.k8s.io"), false, false),
+        (vec!["base64.channel.k8s.io"], Some("base64.channel.k8s.io"), true, false),
+        (vec![], None, false, false),
+    ] {
+        let (proto, mut sock) = ws::connect(&s.kubeconfig, exec, &offered).await.unwrap_or_else(|e| panic!("{offered:?}: {e}"));
+        assert_eq!(proto.as_deref(), negotiated);
+        let (msgs, close) = ws::drain(&mut sock, b64, Duration::from_secs(30)).await;
+        assert_eq!(msgs.first(), Some(&(1u8, vec![])), "{offered:?}: the session opens with an empty stdout message");
+        assert_eq!(ws::channel(&msgs, 1), b"out\n", "{offered:?}");
+        assert_eq!(ws::channel(&msgs, 2), b"err\n", "{offered:?}");
+        let status = ws::channel(&msgs, 3);
+        if status_json {
+            assert_eq!(String::from_utf8_lossy(&status), String::from_utf8_lossy(failure), "{offered:?}");
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(failure).unwrap();
+            assert_eq!(String::from_utf8_lossy(&status), v["message"].as_str().unwrap(), "{offered:?}");
+        }
+        assert_eq!(close, Some(1000), "{offered:?}");
+    }
+    // A subprotocol nobody speaks is refused before the upgrade.
+    let err = ws::connect(&s.kubeconfig, exec, &["v9.channel.k8s.io"]).await.err().expect("refused");
+    assert!(err.starts_with("400") && err.contains("no supported WebSocket subprotocol"), "{err}");
+    // stdin with v5's close, and the exit status of a command that succeeds.
+    let (_, mut sock) =
+        ws::connect(&s.kubeconfig, "/api/v1/namespaces/default/pods/web/exec?command=wc&command=-l&stdin=true&stdout=true", &["v5.channel.k8s.io"])
+            .await
+            .unwrap();
+    ws::send(&mut sock, 0, b"one\ntwo\n").await;
+    ws::send(&mut sock, 255, &[0]).await;
+    let (msgs, _) = ws::drain(&mut sock, false, Duration::from_secs(30)).await;
+    assert_eq!(String::from_utf8_lossy(&ws::channel(&msgs, 1)).trim(), "2");
+    assert_eq!(ws::channel(&msgs, 3), br#"{"metadata":{},"status":"Success"}"#);
+    // The resize channel sets the TTY's size.
+    let (_, mut sock) = ws::connect(
+        &s.kubeconfig,
+        "/api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&command=sleep%201%3B%20stty%20size&stdin=true&stdout=true&tty=true",
+        &["v4.channel.k8s.io"],
+    )
+    .await
+    .unwrap();
+    ws::send(&mut sock, 4, br#"{"Width":100,"Height":40}"#).await;
+    let (msgs, _) = ws::drain(&mut sock, false, Duration::from_secs(30)).await;
+    assert_eq!(String::from_utf8_lossy(&ws::channel(&msgs, 1)).trim(), "40 100");
+    // No stream asked for: upstream's 400.
+    let err = ws::connect(&s.kubeconfig, "/api/v1/namespaces/default/pods/web/exec?command=true&stdout=false", &["v4.channel.k8s.io"]).await.err().unwrap();
+    assert!(err.starts_with("400") && err.contains("you must specify at least 1 of stdin, stdout, stderr"), "{err}");
+
+    // Port-forward over the channel protocol: per port a data and an error channel, each
+    // opened with its port (little endian); 80 answers, 81 reports its error, then a close.
+    let (proto, mut sock) = ws::connect(&s.kubeconfig, "/api/v1/namespaces/default/pods/web/portforward?ports=80,81", &["v4.channel.k8s.io"]).await.unwrap();
+    assert_eq!(proto.as_deref(), Some("v4.channel.k8s.io"));
+    ws::send(&mut sock, 0, b"GET / HTTP/1.0\r\n\r\n").await;
+    let (msgs, close) = ws::drain(&mut sock, false, Duration::from_secs(30)).await;
+    assert_eq!(&msgs[..4], &[(0, vec![80, 0]), (1, vec![80, 0]), (2, vec![81, 0]), (3, vec![81, 0])]);
+    let page = String::from_utf8_lossy(&ws::channel(&msgs[4..], 0)).into_owned();
+    assert!(page.starts_with("HTTP/1.") && page.ends_with("forwarded-page\n"), "{page}");
+    let refused = String::from_utf8_lossy(&ws::channel(&msgs[4..], 3)).into_owned();
+    assert!(refused.contains("error forwarding port 81"), "{refused}");
+    assert!(ws::channel(&msgs[4..], 1).is_empty() && ws::channel(&msgs[4..], 2).is_empty());
+    assert_eq!(close, Some(1000));
+    for offered in [vec!["v5.channel.k8s.io"], vec!["portforward.k8s.io"], vec![]] {
+        let (_, mut sock) = ws::connect(&s.kubeconfig, "/api/v1/namespaces/default/pods/web/portforward?ports=80", &offered).await.unwrap();
+        ws::send(&mut sock, 0, b"GET / HTTP/1.0\r\n\r\n").await;
+        let (msgs, _) = ws::drain(&mut sock, false, Duration::from_secs(30)).await;
+        assert!(String::from_utf8_lossy(&ws::channel(&msgs[2..], 0)).ends_with("forwarded-page\n"), "{offered:?}: {msgs:?}");
+    }
+    let err = ws::connect(&s.kubeconfig, "/api/v1/namespaces/default/pods/web/portforward?ports=http", &["v4.channel.k8s.io"]).await.err().unwrap();
+    assert!(err.starts_with("400") && err.contains(r#"unable to parse \"http\" as a port"#), "{err}");
+}

@@ -74,6 +74,9 @@ impl Framing {
         use base64::Engine;
         match m {
             Message::Binary(b) if !self.base64 => b.split_first().map(|(c, d)| (*c, d.to_vec())),
+            // Upstream reads a text frame like a binary one (the Python client writes a str
+            // to stdin as text: "\x00" then the data).
+            Message::Text(t) if !self.base64 => t.as_bytes().split_first().map(|(c, d)| (*c, d.to_vec())),
             Message::Text(t) if self.base64 => {
                 let (c, rest) = t.as_str().split_at_checked(1)?;
                 let ch = c.as_bytes()[0].checked_sub(b'0')?;
@@ -411,6 +414,7 @@ mod tests {
         let b = Framing::of("v4.channel.k8s.io");
         assert_eq!(b.encode(2, b"x"), Message::Binary(vec![2, b'x'].into()));
         assert_eq!(b.decode(&Message::Binary(vec![0, b'y'].into())), Some((0, b"y".to_vec())));
+        assert_eq!(b.decode(&Message::Text("\u{0}typed\n".into())), Some((0, b"typed\n".to_vec())));
     }
 
     #[test]

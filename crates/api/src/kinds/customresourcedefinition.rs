@@ -265,8 +265,11 @@ mod tests {
     fn names_another_crd_of_the_group_holds_are_refused() {
         let taken = json!({"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList", "shortNames": ["wd"]});
         let other = crd("widgets.example.com", taken.clone(), Some(taken));
-        let mine =
-            crd("gizmos.example.com", json!({"plural": "gizmos", "singular": "gizmo", "kind": "Widget", "listKind": "GizmoList", "shortNames": ["wd"]}), Some(json!({"plural": "", "kind": ""})));
+        let mine = crd(
+            "gizmos.example.com",
+            json!({"plural": "gizmos", "singular": "gizmo", "kind": "Widget", "listKind": "GizmoList", "shortNames": ["wd"]}),
+            Some(json!({"plural": "", "kind": ""})),
+        );
         let n = names_and_conditions(&mine, &[other.clone(), mine.clone()]);
         // Upstream checks kind after shortNames: the last conflict found is the one reported.
         assert_eq!(n.names_accepted, Condition::new("False", "KindConflict", "\"Widget\" is already in use"));
