@@ -620,7 +620,7 @@ async fn python_and_websocket_clients_exec_attach_and_port_forward() {
         assert_eq!(close, Some(1000), "{offered:?}");
     }
     // A subprotocol nobody speaks is refused before the upgrade.
-    let err = ws::connect(&s.kubeconfig, exec, &["v9.channel.k8s.io"]).await.err().expect("refused");
+    let err = ws::connect(&s.kubeconfig, exec, &["v9.channel.k8s.io"]).await.err().unwrap_or_else(|| panic!("refused"));
     assert!(err.starts_with("400") && err.contains("no supported WebSocket subprotocol"), "{err}");
     // stdin with v5's close, and the exit status of a command that succeeds.
     let (_, mut sock) =
