@@ -23,6 +23,9 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)   # the proxy clears stale UDP flows
 command -v openssl >/dev/null || need_apt+=(openssl)       # tests make TLS certificates
 command -v curl >/dev/null || need_apt+=(curl)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)   # the image pull tests' registry
+command -v script >/dev/null || need_apt+=(bsdutils)                # kubectl exec -it on a pseudo-terminal
+command -v pgrep >/dev/null || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -115,6 +115,13 @@ async fn wrongly_typed_fields_are_rejected_on_every_write_path() {
                 assert!(msg.starts_with("failed to create typed patch object (apps/v1, Kind=Deployment default/typed5): "), "{msg}");
                 assert!(msg.ends_with(go), "{msg}");
             }
+            // A strategic merge patch's result goes through the unstructured converter: the
+            // patch (as Go prints a map) is the invalid value, with the converter's words.
+            "strategic merge patch" => {
+                assert_eq!(code, 422, "{}: {v}", p.name);
+                assert_eq!(msg, " \"\" is invalid: patch: Invalid value: \"map[spec:map[replicas:three]]\": unrecognized type: int32");
+                assert_eq!(v["details"]["causes"][0]["field"], "patch");
+            }
             // ...and 422 for a patch whose result does not decode, the patched object as the
             // invalid value of "patch".
             _ => {

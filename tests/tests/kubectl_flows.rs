@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use r8s_tests::{TestServer, normalize_ages, wait_for};
+use serde_json::Value;
 
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -349,4 +350,37 @@ fn kubectl_version_skew_131_and_133() {
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("replicas"), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
     }
     wait_for("both deployments", Duration::from_secs(5), || (s.k(&["get", "deploy", "-o", "name"]).lines().count() == 2).then_some(()));
+}
+
+#[test]
+fn server_side_apply_takes_over_what_client_side_apply_set() {
+    let s = TestServer::start();
+    let cm = |name: &str, a: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{a: \"{a}\", b: keep}}\n");
+    // kubectl's documented upgrade path: client-side apply, then --server-side.
+    s.k_stdin(&["apply", "-f", "-"], &cm("csa", "1"));
+    assert_eq!(s.k_stdin(&["apply", "--server-side", "-f", "-"], &cm("csa", "2")).trim(), "configmap/csa serverside-applied");
+    assert_eq!(s.k(&["get", "cm", "csa", "-o", "jsonpath={.data.a}"]), "2");
+    // An object created with --save-config (manager kubectl-create): its fields equal the
+    // last-applied annotation, so kubectl's server-side apply takes them without a conflict.
+    s.k_stdin(&["create", "--save-config", "-f", "-"], &cm("saved", "x"));
+    assert_eq!(s.k_stdin(&["apply", "--server-side", "-f", "-"], &cm("saved", "y")).trim(), "configmap/saved serverside-applied");
+    assert_eq!(s.k(&["get", "cm", "saved", "-o", "jsonpath={.data.a}"]), "y");
+    // The annotation now records the server-side applied configuration.
+    let last: Value =
+        serde_json::from_str(&s.k(&["get", "cm", "saved", "-o", "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}"]))
+            .unwrap();
+    assert_eq!(last["data"]["a"], "y");
+    // A field someone else changed since still conflicts.
+    s.k(&["patch", "cm", "saved", "-p", r#"{"data":{"a":"edited"}}"#]);
+    let out = s.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &cm("saved", "z"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("conflict with \"kubectl-patch\"") && err.contains(".data.a"), "{err}");
+    // Another field manager gets no such upgrade.
+    s.k_stdin(&["create", "--save-config", "-f", "-"], &cm("other", "x"));
+    let out = s.kubectl_stdin(&["apply", "--server-side", "--field-manager=tool", "-f", "-"], &cm("other", "y"));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("conflict with \"kubectl-create\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

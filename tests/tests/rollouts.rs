@@ -153,3 +153,33 @@ fn components_hold_their_leader_leases() {
     let _ = extra.kill();
     let _ = extra.wait();
 }
+
+#[test]
+fn controller_revisions_carry_the_change_cause_and_undo_to_the_current_revision_is_a_no_op() {
+    let s = TestServer::start_cluster(&[]);
+    let _nodes = SimNodes::start(&s, "hist", 2, &[]);
+    s.k_stdin(
+        &["apply", "--record", "-f", "-"],
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: logs}\nspec:\n  selector: {matchLabels: {app: logs}}\n  template:\n    metadata: {labels: {app: logs}}\n    spec: {containers: [{name: a, image: busybox:1.35}]}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: store}\nspec:\n  serviceName: store\n  replicas: 1\n  selector: {matchLabels: {app: store}}\n  template:\n    metadata: {labels: {app: store}}\n    spec: {containers: [{name: c, image: postgres:15}]}\n",
+    );
+    s.k(&["rollout", "status", "ds/logs", "--timeout=60s"]);
+    s.k(&["rollout", "status", "sts/store", "--timeout=60s"]);
+    s.k(&["set", "image", "ds/logs", "a=busybox:1.36", "--record"]);
+    s.k(&["set", "image", "sts/store", "c=postgres:16", "--record"]);
+    s.k(&["rollout", "status", "ds/logs", "--timeout=60s"]);
+    s.k(&["rollout", "status", "sts/store", "--timeout=60s"]);
+    // Every revision copies its owner's annotations, the change cause among them.
+    let causes = s.k(&["get", "controllerrevisions", "-o", "jsonpath={range .items[*]}{.metadata.annotations.kubernetes\\.io/change-cause}{\"\\n\"}{end}"]);
+    assert_eq!(causes.lines().filter(|l| l.contains("kubectl apply")).count(), 2, "{causes}");
+    assert_eq!(causes.lines().filter(|l| l.contains("kubectl set image")).count(), 2, "{causes}");
+    for (what, image) in [("ds/logs", "busybox:1.36"), ("sts/store", "postgres:16")] {
+        let hist = s.k(&["rollout", "history", what]);
+        let lines: Vec<&str> = hist.lines().collect();
+        assert!(lines[2].starts_with("1         kubectl apply") && lines[3].starts_with("2         kubectl set image"), "{what}: {hist}");
+        // Undo to the revision that is already current changes nothing.
+        let out = s.k(&["rollout", "undo", what, "--to-revision=2"]);
+        assert!(out.contains("skipped rollback (current template already matches revision 2)"), "{what}: {out}");
+        let path = "jsonpath={.spec.template.spec.containers[0].image}";
+        assert_eq!(s.k(&["get", what, "-o", path]), image, "{what}");
+    }
+}

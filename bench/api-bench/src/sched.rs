@@ -1,7 +1,9 @@
 //! Scheduler benchmark: `r8s-sched-bench --nodes 5000 --pods 10000 --mode basic|anti|spread`.
 //! Starts a release `r8s server` (scheduler and controllers in-process) and `r8s sim-nodes`,
-//! creates the pods with 64 clients and watches them get bound: throughput is pods over the
-//! time from the first create to the last binding, latency is create-sent to bound-seen.
+//! creates the pods with 64 clients and watches them get bound and then Running (reported by
+//! the simulated kubelets): throughput is pods over the time from the first create to the last
+//! binding (and to the last Running), latency is create-sent to bound-seen (Running-seen). The
+//! row ends with the RSS of the server and of the sim-nodes process.
 
 mod common;
 
@@ -68,8 +70,9 @@ async fn main() -> Result<()> {
         return deployment_bench(&c, &srv, nodes, pods).await;
     }
 
-    // Watch bindings (re-watching from the last seen revision if the stream ends).
+    // Watch bindings and Running (re-watching from the last seen revision if the stream ends).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (run_tx, mut run_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     {
         let c = c.clone();
         tokio::spawn(async move {
@@ -83,8 +86,12 @@ async fn main() -> Result<()> {
                 while let Some(Ok(ev)) = s.next().await {
                     if let kube::api::WatchEvent::Modified(o) | kube::api::WatchEvent::Added(o) = ev {
                         rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+                        let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
                         if o["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
-                            let _ = tx.send((o["metadata"]["name"].as_str().unwrap_or("").to_string(), Instant::now()));
+                            let _ = tx.send((name.clone(), Instant::now()));
+                        }
+                        if o["status"]["phase"] == "Running" {
+                            let _ = run_tx.send((name, Instant::now()));
                         }
                     }
                 }
@@ -121,15 +128,28 @@ async fn main() -> Result<()> {
     }
     let last = bound.values().max().copied().unwrap();
     let total = last - start_t;
+    // Then every pod reported Running by its (simulated) kubelet.
+    let mut running: HashMap<String, Instant> = HashMap::new();
+    while running.len() < pods {
+        let (name, at) = tokio::time::timeout(Duration::from_secs(600), run_rx.recv()).await?.unwrap();
+        running.entry(name).or_insert(at);
+    }
+    let run_total = running.values().max().copied().unwrap() - start_t;
     let sent = sent.lock().unwrap();
     let lat: Vec<Duration> = bound.iter().map(|(n, at)| *at - sent[n]).collect();
+    let run_lat: Vec<Duration> = running.iter().map(|(n, at)| *at - sent[n]).collect();
+    let sim_rss: f64 = srv.children.iter().map(|c| rss_mib(c.id())).sum();
     let line = format!(
-        "| {mode} | {nodes} | {pods} | {:.0} | {:.0} ms / {:.0} ms | {:.1} s | {:.0} MiB |",
+        "| {mode} | {nodes} | {pods} | {:.0} | {:.0} ms / {:.0} ms | {:.0} | {:.0} ms / {:.0} ms | {:.1} s | {:.0} MiB | {:.0} MiB |",
         pods as f64 / total.as_secs_f64(),
         pct(lat.clone(), 0.5),
         pct(lat, 0.99),
+        pods as f64 / run_total.as_secs_f64(),
+        pct(run_lat.clone(), 0.5),
+        pct(run_lat, 0.99),
         created.as_secs_f64(),
         rss_mib(srv.child.id()),
+        sim_rss,
     );
     println!("{line}");
     let out = std::env::var("BENCH_OUT").unwrap_or_default();

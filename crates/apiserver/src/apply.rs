@@ -302,6 +302,7 @@ pub struct Conflict {
     pub manager: String,
     pub api_version: String,
     pub path: String,
+    field: Path,
 }
 
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
@@ -393,6 +394,7 @@ pub fn apply(live: Option<&Value>, config: &Value, manager: &str, force: bool, a
                     manager: e.get("manager").and_then(Value::as_str).unwrap_or("").to_string(),
                     api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string(),
                     path: render_path(p),
+                    field: p.clone(),
                 });
             }
         }
@@ -439,9 +441,90 @@ pub fn apply(live: Option<&Value>, config: &Value, manager: &str, force: bool, a
     Ok(merged)
 }
 
+/// kubectl's last-applied-configuration annotation (client-side apply's record).
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Server-side apply as upstream's apiserver wraps it for kubectl (`lastAppliedManager` and
+/// `lastAppliedUpdater`): when the manager is `kubectl` and the object was applied client-side,
+/// conflicts on fields whose live value still equals the last-applied annotation's are no
+/// conflicts (the apply takes them: kubectl's documented move from client-side to server-side
+/// apply); conflicts on fields changed since remain. A successful apply by `kubectl` on such an
+/// object rewrites the annotation to the applied configuration, so a later client-side apply
+/// starts from it.
+pub fn apply_as_kubectl_upgrade(live: &Value, config: &Value, manager: &str, force: bool, api_version: &str) -> Result<Value, Vec<Conflict>> {
+    let last = (manager == "kubectl")
+        .then(|| live.pointer("/metadata/annotations").and_then(|a| a.get(LAST_APPLIED)).and_then(Value::as_str))
+        .flatten()
+        .and_then(|a| serde_json::from_str::<Value>(a).ok());
+    let Some(last) = last else {
+        return apply(Some(live), config, manager, force, api_version);
+    };
+    let mut out = match apply(Some(live), config, manager, force, api_version) {
+        Ok(v) => v,
+        Err(conflicts) => {
+            // Fields of the last-applied configuration that still hold its value.
+            let allowed: BTreeSet<Path> =
+                path_set(&last).into_iter().filter(|p| resolve(&last, p).is_some() && resolve(&last, p) == resolve(live, p)).collect();
+            let remaining: Vec<Conflict> = conflicts.into_iter().filter(|c| !allowed.contains(&c.field)).collect();
+            if !remaining.is_empty() {
+                return Err(remaining);
+            }
+            apply(Some(live), config, manager, true, api_version)?
+        }
+    };
+    let mut applied = config.clone();
+    if let Some(a) = applied.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            applied["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+        }
+    }
+    // Go's encoder: keys sorted, a newline at the end.
+    let text = format!("{}\n", serde_json::to_string(&sorted(&applied)).unwrap_or_default());
+    if let Some(a) = out.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        a.insert(LAST_APPLIED.into(), Value::String(text));
+    }
+    Ok(out)
+}
+
+/// A JSON value with every object's keys in sorted order (as Go marshals a map).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubectl_takes_unchanged_client_side_fields_without_conflict() {
+        let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data});
+        // What `kubectl apply` (client-side) leaves: the annotation, and an Update entry.
+        let mut live = cm(json!({"a": "1", "b": "2"}));
+        live["metadata"]["annotations"] = json!({LAST_APPLIED: "{\"apiVersion\":\"v1\",\"data\":{\"a\":\"1\",\"b\":\"2\"},\"kind\":\"ConfigMap\",\"metadata\":{\"annotations\":{},\"name\":\"c\"}}\n"});
+        live["metadata"]["managedFields"] = json!([{"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}, "f:b": {}}, "f:metadata": {"f:annotations": {".": {}, format!("f:{LAST_APPLIED}"): {}}}}}]);
+        let out = apply_as_kubectl_upgrade(&live, &cm(json!({"a": "10", "b": "2"})), "kubectl", false, "v1").unwrap();
+        assert_eq!(out["data"], json!({"a": "10", "b": "2"}));
+        let ann = out["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap();
+        assert_eq!(ann, "{\"apiVersion\":\"v1\",\"data\":{\"a\":\"10\",\"b\":\"2\"},\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"}}\n");
+        // Another manager gets the conflict, as upstream: only kubectl upgrades.
+        let err = apply_as_kubectl_upgrade(&live, &cm(json!({"a": "10", "b": "2"})), "other", false, "v1").unwrap_err();
+        assert_eq!(err.len(), 1);
+        // A field changed since the client-side apply (someone edited it) still conflicts.
+        let mut edited = live.clone();
+        edited["data"]["a"] = json!("5");
+        let err = apply_as_kubectl_upgrade(&edited, &cm(json!({"a": "10", "b": "2"})), "kubectl", false, "v1").unwrap_err();
+        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using v1: .data.a");
+    }
 
     fn deploy(replicas: i64, image: &str) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"app": "d"}},

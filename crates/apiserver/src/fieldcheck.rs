@@ -231,7 +231,21 @@ impl Walk<'_> {
             Some("object") if target.get("properties").is_some() => format!("cannot restore struct from: {kind}"),
             Some("object") => format!("cannot restore map from {kind}"),
             Some("array") => format!("cannot restore slice from {kind}"),
-            _ => format!("cannot convert {ty} to {}", go_type(self.defs, schema)),
+            _ => {
+                // Simple types: Go converts integers to numbers (and an integral float to an
+                // integer) and integers to strings, but a conversion JSON does not allow is
+                // refused; a value Go cannot convert at all falls through to the kind switch.
+                let target = go_type(self.defs, schema);
+                let numeric = |t: &str| t.starts_with("int") || t.starts_with("uint") || t.starts_with("float");
+                let convertible = match kind {
+                    "int64" => numeric(&target) || target == "string",
+                    "float64" => numeric(&target),
+                    "string" => target == "string",
+                    "bool" => target == "bool",
+                    _ => false,
+                };
+                if convertible { format!("cannot convert {ty} to {target}") } else { format!("unrecognized type: {target}") }
+            }
         }
     }
 

@@ -166,8 +166,8 @@ async fn server_side_apply(
                 let res = state
                     .registry
                     .update_with(info, ns, name, sub, &opts, |current| {
-                        let mut merged =
-                            crate::apply::apply(Some(&current), &config, &manager, force, &api_version).map_err(|c| conflict_error(info, name, &c))?;
+                        let mut merged = crate::apply::apply_as_kubectl_upgrade(&current, &config, &manager, force, &api_version)
+                            .map_err(|c| conflict_error(info, name, &c))?;
                         // Apply never carries a resourceVersion precondition of its own.
                         if let Some(rv) = current.pointer("/metadata/resourceVersion") {
                             r8s_api::meta::metadata_mut(&mut merged).insert("resourceVersion".into(), rv.clone());

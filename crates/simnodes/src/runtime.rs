@@ -449,6 +449,6 @@ mod tests {
         rt.runtime.clone().remove_pod_sandbox(req(pb::RemovePodSandboxRequest { pod_sandbox_id: sb }, Duration::from_secs(5))).await.unwrap();
         let list = rt.runtime.clone().list_containers(req(pb::ListContainersRequest { filter: None }, Duration::from_secs(5))).await.unwrap();
         assert!(list.into_inner().containers.is_empty());
-        assert_eq!(sandbox(&rt).await.1, "10.244.3.2");
+        assert_eq!(sandbox(&rt).await.1, "100.64.0.0");
     }
 }
