@@ -126,6 +126,10 @@ async fn deleting_a_crd_removes_its_resources_first_and_it_can_come_back_with_an
         (names == "held").then_some(())
     });
     assert!(api.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
+    // No new instances while it terminates.
+    let out = s.kubectl_stdin(&["create", "-f", "-"], "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: late}\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("create not allowed while custom resource definition is terminating"), "{err}");
     // The instance's own finalizer goes: then the CRD goes.
     s.k(&["patch", "widget", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
     s.k(&["wait", "--for=delete", "crd/widgets.example.com", "--timeout=30s"]);

@@ -98,6 +98,9 @@ pub async fn send(c: &kube::Client, method: &str, path: &str, body: Vec<u8>) -> 
 }
 
 pub fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i].as_secs_f64() * 1000.0

@@ -129,7 +129,9 @@ fn crd_names(crd: &Value) -> (&str, &str) {
 
 pub fn register_crd(catalog: &Catalog, crd: &Value, deleted: bool) {
     let (group, plural) = crd_names(crd);
-    if deleted || crd.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    let deleting = crd.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+    catalog.set_terminating(group, plural, deleting && !deleted);
+    if deleted || deleting {
         if deleted {
             catalog.remove_custom(group, plural);
         }

@@ -22,6 +22,8 @@ pub struct Catalog {
     generation: std::sync::atomic::AtomicU64,
     /// The store revision up to which CRD changes are reflected in the served resources.
     crds_seen: tokio::sync::watch::Sender<i64>,
+    /// Custom resources (`group/plural`) whose CRD is being deleted: no creates.
+    terminating: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Catalog {
@@ -35,6 +37,7 @@ impl Catalog {
             columns: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             crds_seen: tokio::sync::watch::channel(0).0,
+            terminating: Default::default(),
         });
         for r in resources {
             cat.add(r);
@@ -70,6 +73,22 @@ impl Catalog {
         res.retain(|r| !(r.group == info.group && r.version == info.version && r.plural == info.plural));
         res.push(info);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks a custom resource's CRD as being deleted (or not).
+    pub fn set_terminating(&self, group: &str, plural: &str, terminating: bool) {
+        let key = format!("{group}/{plural}");
+        let mut t = self.terminating.write().unwrap();
+        if terminating {
+            t.insert(key);
+        } else {
+            t.remove(&key);
+        }
+    }
+
+    /// Whether the CRD of this custom resource is being deleted.
+    pub fn is_terminating(&self, info: &ResourceInfo) -> bool {
+        info.custom && self.terminating.read().unwrap().contains(&format!("{}/{}", info.group, info.plural))
     }
 
     /// Removes every version of a custom resource (`plural.group`).

@@ -34,6 +34,8 @@ pub struct AppState {
     pub ready: std::sync::atomic::AtomicBool,
     /// TLS with the apiserver-kubelet-client certificate, for the kubelet proxy (set at start).
     pub kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// Resource requests served, by verb, group, resource and subresource.
+    pub requests: crate::request_metrics::RequestCounts,
 }
 
 type Query = HashMap<String, String>;
@@ -153,6 +155,7 @@ async fn metrics(state: &AppState) -> Response {
     if let Ok(rev) = state.catalog.store().current_revision().await {
         out.push_str(&format!("# TYPE r8s_store_revision gauge\nr8s_store_revision {rev}\n"));
     }
+    out.push_str(&state.requests.render());
     (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

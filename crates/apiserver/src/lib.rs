@@ -33,6 +33,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod request_info;
+pub mod request_metrics;
 pub mod reviews;
 pub mod server;
 pub mod status;
@@ -133,6 +134,7 @@ pub fn build_state(
         openapi: openapi::OpenApi::default(),
         ready: std::sync::atomic::AtomicBool::new(false),
         kubelet_tls: Default::default(),
+        requests: Default::default(),
     })
 }
 

@@ -72,6 +72,9 @@ pub async fn handle(state: Arc<AppState>, req: http::Request<Body>) -> Response 
             Err(e) => return e.into_response(),
         }
     };
+    if info.is_resource_request {
+        state.requests.count(&info);
+    }
     let mut parts = parts;
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let ctx = RequestContext { info, user, parts, raw_body: std::sync::Mutex::new(raw_body), upgrade: std::sync::Mutex::new(upgrade) };

@@ -334,6 +334,12 @@ impl Registry {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body of the request must be an object"));
         }
+        if self.catalog.is_terminating(info) {
+            // Upstream's CRD handler while the CRD's finalizer empties it.
+            let mut d = json!({"kind": info.plural});
+            d["group"] = json!(info.group);
+            return Err(ApiError::new(405, "MethodNotAllowed", "create not allowed while custom resource definition is terminating").with_details(d));
+        }
         self.check_fields(info, &mut obj, opts)?;
         // Namespace from the URL; a differing one in the body is an error.
         {

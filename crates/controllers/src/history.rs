@@ -52,9 +52,7 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(
             owner_references: Some(vec![util::owner_ref(owner)]),
             ..Default::default()
         },
-        // What `kubectl rollout undo` applies as a strategic merge patch: the directive sits
-        // inside the template, so the rest of the spec (selector, strategy) is untouched.
-        data: Some(RawExtension(json!({"spec": {"template": with_replace_directive(template)}}))),
+        data: Some(RawExtension(revision_data(template))),
         revision: max + 1,
     };
     match api.create(&PostParams::default(), &cr).await {
@@ -64,10 +62,57 @@ pub async fn ensure<K: Resource<DynamicType = ()>>(
     }
 }
 
-fn with_replace_directive(template: &Value) -> Value {
+/// A revision's data: what `kubectl rollout undo` applies as a strategic merge patch (the
+/// `$patch: replace` directive sits inside the template, so the rest of the spec is
+/// untouched), laid out byte for byte as upstream's controllers and kubectl write it (Go's
+/// typed encoding, then a map's: keys sorted, `creationTimestamp: null` in the template's
+/// metadata, `resources: {}` in every container). kubectl compares these bytes with the same
+/// patch made from the live object to skip a rollback to the current revision.
+pub fn revision_data(template: &Value) -> Value {
     let mut t = template.clone();
     if let Some(m) = t.as_object_mut() {
+        let md = m.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(md) = md.as_object_mut() {
+            md.entry("creationTimestamp").or_insert(Value::Null);
+        }
+        for list in ["initContainers", "containers"] {
+            for c in m.get_mut("spec").and_then(|s| s.get_mut(list)).and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(c) = c.as_object_mut() {
+                    c.entry("resources").or_insert_with(|| json!({}));
+                }
+            }
+        }
+        m.entry("spec").or_insert_with(|| json!({}));
         m.insert("$patch".into(), json!("replace"));
     }
-    t
+    sorted(&json!({"spec": {"template": t}}))
+}
+
+/// Keys in sorted order at every level (Go's encoding of a map).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_data_is_laid_out_as_go_writes_it() {
+        let template =
+            json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}], "restartPolicy": "Always"}});
+        let text = serde_json::to_string(&revision_data(&template)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"a"}},"spec":{"containers":[{"image":"busybox:1.36","name":"c","resources":{}}],"restartPolicy":"Always"}}}}"#
+        );
+    }
 }

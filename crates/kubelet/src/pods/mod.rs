@@ -716,7 +716,32 @@ fn min_dur(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
-/// Equal apart from fields the API fills itself.
+/// Equal apart from fields the API fills itself. Nulls count as absent: the computed status
+/// says `lastProbeTime: null` where the stored one (read back through the typed client) has
+/// no field, and a difference there alone is no reason for a PATCH.
 fn same_status(current: &serde_json::Value, new: &serde_json::Value) -> bool {
+    let (current, new) = (without_nulls(current), without_nulls(new));
     new.as_object().is_some_and(|m| m.iter().all(|(k, v)| current.get(k) == Some(v)))
+}
+
+fn without_nulls(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect()),
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod same_status_tests {
+    use super::*;
+
+    #[test]
+    fn nulls_the_stored_status_leaves_out_are_no_difference() {
+        let stored = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        let computed = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": null}]});
+        assert!(same_status(&stored, &computed));
+        let changed = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False", "lastProbeTime": null}]});
+        assert!(!same_status(&stored, &changed));
+    }
 }
