@@ -6,9 +6,12 @@ use std::sync::Mutex;
 
 use crate::request_info::RequestInfo;
 
+/// (verb, group, version, resource, subresource)
+type Labels = (String, String, String, String, String);
+
 #[derive(Default)]
 pub struct RequestCounts {
-    by_kind: Mutex<BTreeMap<(String, String, String, String, String), u64>>,
+    by_kind: Mutex<BTreeMap<Labels, u64>>,
 }
 
 impl RequestCounts {
