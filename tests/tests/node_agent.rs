@@ -455,6 +455,12 @@ fn stream_until(lab: &Lab, args: &[&str], want: &str) -> String {
     seen
 }
 
+/// A busybox httpd pod serving "forwarded-page" on port 80.
+fn run_httpd(s: &r8s_tests::TestServer, name: &str) {
+    let script = "mkdir -p /www; echo forwarded-page > /www/index.html; exec httpd -f -p 80 -h /www";
+    s.k(&["run", name, &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", script]);
+}
+
 /// One HTTP/1.0 request over the forwarded local port (loopback only), the whole answer back.
 fn http_get(port: u16) -> String {
     use std::io::{Read, Write};
@@ -470,16 +476,7 @@ fn http_get(port: u16) -> String {
 fn port_forward_cp_attach_logs_follow_and_exec_with_a_tty() {
     let lab = Lab::start();
     let s = &lab.server;
-    s.k(&[
-        "run",
-        "pf",
-        &format!("--image={BUSYBOX}"),
-        "--command",
-        "--",
-        "sh",
-        "-c",
-        "mkdir -p /www; echo forwarded-page > /www/index.html; exec httpd -f -p 80 -h /www",
-    ]);
+    run_httpd(s, "pf");
     wait_for("pf Running", Duration::from_secs(90), || (jsonpath(&lab, &["pod", "pf"], "{.status.phase}") == "Running").then_some(()));
 
     // kubectl port-forward (SPDY tunnelled in a WebSocket, kubectl's default since 1.31): two
@@ -557,16 +554,7 @@ async fn python_and_websocket_clients_exec_attach_and_port_forward() {
     use r8s_tests::ws;
     let lab = Lab::start();
     let s = &lab.server;
-    s.k(&[
-        "run",
-        "web",
-        &format!("--image={BUSYBOX}"),
-        "--command",
-        "--",
-        "sh",
-        "-c",
-        "mkdir -p /www; echo forwarded-page > /www/index.html; exec httpd -f -p 80 -h /www",
-    ]);
+    run_httpd(s, "web");
     s.k(&["run", "ticker", &format!("--image={BUSYBOX}"), "--command", "--", "sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.3; done"]);
     for p in ["web", "ticker"] {
         wait_for(&format!("{p} Running"), Duration::from_secs(90), || (jsonpath(&lab, &["pod", p], "{.status.phase}") == "Running").then_some(()));

@@ -86,3 +86,17 @@ pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 pub fn empty_object() -> Value {
     json!({})
 }
+
+/// A JSON value with every object's keys in sorted order, as Go's encoder writes a map (byte
+/// comparisons with what kubectl computes depend on it).
+pub fn sorted_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted_keys(&m[k]))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted_keys).collect()),
+        other => other.clone(),
+    }
+}

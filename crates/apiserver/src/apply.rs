@@ -480,24 +480,11 @@ pub fn apply_as_kubectl_upgrade(live: &Value, config: &Value, manager: &str, for
         }
     }
     // Go's encoder: keys sorted, a newline at the end.
-    let text = format!("{}\n", serde_json::to_string(&sorted(&applied)).unwrap_or_default());
+    let text = format!("{}\n", serde_json::to_string(&r8s_api::meta::sorted_keys(&applied)).unwrap_or_default());
     if let Some(a) = out.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
         a.insert(LAST_APPLIED.into(), Value::String(text));
     }
     Ok(out)
-}
-
-/// A JSON value with every object's keys in sorted order (as Go marshals a map).
-fn sorted(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
-        }
-        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]

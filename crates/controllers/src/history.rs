@@ -85,20 +85,7 @@ pub fn revision_data(template: &Value) -> Value {
         m.entry("spec").or_insert_with(|| json!({}));
         m.insert("$patch".into(), json!("replace"));
     }
-    sorted(&json!({"spec": {"template": t}}))
-}
-
-/// Keys in sorted order at every level (Go's encoding of a map).
-fn sorted(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
-        }
-        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
+    r8s_api::meta::sorted_keys(&json!({"spec": {"template": t}}))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket channel protocols of port forwarding (upstream's kubelet: "", v4 binary and
 /// base64; v5 and the bare names are read the same way).
 const CHANNEL_PROTOCOLS: &[&str] =
-    &["v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io", PORTFORWARD_PROTOCOL];
+    &["v4.channel.k8s.io", "v5.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io", PORTFORWARD_PROTOCOL, TUNNEL_PROTOCOL];
 
 /// The ports of a WebSocket port-forward: `ports=` (as clients send it to the API) or
 /// `port=` (as upstream's API server passes it to the kubelet), each repeatable and
@@ -159,19 +159,9 @@ pub async fn handler(State(k): State<Arc<Kubelet>>, Path((ns, pod)): Path<(Strin
                 Ok(p) => p,
                 Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e),
             };
-            let proto = if offered.is_empty() {
-                None
-            } else {
-                match offered.iter().find(|p| CHANNEL_PROTOCOLS.contains(&p.as_str())) {
-                    Some(p) => Some(p.clone()),
-                    None => {
-                        return status(
-                            StatusCode::BAD_REQUEST,
-                            "BadRequest",
-                            format!("no supported WebSocket subprotocol among {offered:?} (want one of {TUNNEL_PROTOCOL:?}, {CHANNEL_PROTOCOLS:?})"),
-                        );
-                    }
-                }
+            let proto = match crate::streaming::negotiate(&offered, CHANNEL_PROTOCOLS) {
+                Ok(p) => p,
+                Err(resp) => return *resp,
             };
             let framing = crate::streaming::Framing::of(proto.as_deref().unwrap_or(""));
             tokio::spawn(async move {

@@ -154,21 +154,9 @@ async fn serve(k: Arc<Kubelet>, ns: String, pod: String, container: String, mut 
     let Some(key) = headers.get("sec-websocket-key").cloned() else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "Upgrade request required".into());
     };
-    let offered = offered_protocols(headers);
-    // A client that offers no subprotocol gets upstream's "" entry: binary, pre-v4.
-    let proto = if offered.is_empty() {
-        None
-    } else {
-        match offered.iter().find(|p| PROTOCOLS.contains(&p.as_str())) {
-            Some(p) => Some(p.clone()),
-            None => {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    format!("no supported WebSocket subprotocol among {offered:?} (want one of {PROTOCOLS:?})"),
-                );
-            }
-        }
+    let proto = match negotiate(&offered_protocols(headers), PROTOCOLS) {
+        Ok(p) => p,
+        Err(resp) => return *resp,
     };
     let framing = Framing::of(proto.as_deref().unwrap_or(""));
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -193,6 +181,22 @@ pub(crate) fn switching_protocols(key: &http::HeaderValue, protocol: Option<&str
         resp = resp.header("Sec-WebSocket-Protocol", p);
     }
     resp.body(axum::body::Body::empty()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The first subprotocol the client offers (in its order) that `supported` has; None when the
+/// client offers none (upstream's "" entry); a 400 when it offers only others.
+pub(crate) fn negotiate(offered: &[String], supported: &[&str]) -> Result<Option<String>, Box<Response>> {
+    if offered.is_empty() {
+        return Ok(None);
+    }
+    match offered.iter().find(|p| supported.contains(&p.as_str())) {
+        Some(p) => Ok(Some(p.clone())),
+        None => Err(Box::new(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("no supported WebSocket subprotocol among {offered:?} (want one of {supported:?})"),
+        ))),
+    }
 }
 
 /// The WebSocket subprotocols a client offers, in its order.
