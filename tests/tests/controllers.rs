@@ -285,3 +285,23 @@ fn statefulset_claims_follow_the_retention_policy() {
     s.k(&["delete", "sts", "web"]);
     wait_for("the last claim goes with the set", T, || s.k(&["get", "pvc", "-o", "name"]).trim().is_empty().then_some(()));
 }
+
+#[test]
+fn nodes_beyond_the_cluster_cidr_get_cidr_not_available() {
+    // One /24 in the cluster CIDR: the first node takes it, the second gets none.
+    let s = TestServer::start_cluster(&["--cluster-cidr", "10.250.0.0/24"]);
+    let node = |n: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}\n");
+    s.k_stdin(&["create", "-f", "-"], &node("first"));
+    wait_for("first node's podCIDR", Duration::from_secs(30), || {
+        (s.k(&["get", "node", "first", "-o", "jsonpath={.spec.podCIDR}"]) == "10.250.0.0/24").then_some(())
+    });
+    s.k_stdin(&["create", "-f", "-"], &node("second"));
+    let ev = wait_for("CIDRNotAvailable on the second node", Duration::from_secs(30), || {
+        let out =
+            s.k(&["get", "events", "--field-selector", "involvedObject.name=second", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}"]);
+        out.contains("CIDRNotAvailable").then_some(out)
+    });
+    assert!(ev.contains("CIDRNotAvailable: Node second status is now: CIDRNotAvailable"), "{ev}");
+    assert_eq!(s.k(&["get", "node", "second", "-o", "jsonpath={.spec.podCIDR}"]), "");
+    assert!(s.server_log().contains("no podCIDR left in the cluster CIDR"), "a clear log line");
+}
