@@ -63,6 +63,31 @@ try:
     raise SystemExit("ghost found")
 except client.exceptions.ApiException as e:
     assert e.status == 404, e.status
+    # upstream's Status, byte for byte: Go's field order and the encoder's newline.
+    assert e.body == ('{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                      '"message":"deployments.apps \\"ghost\\" not found","reason":"NotFound",'
+                      '"details":{"name":"ghost","group":"apps","kind":"deployments"},"code":404}\n'), repr(e.body)
+
+# A CRD, waited for as installers wait (a watch until Established), then a custom object.
+ext = client.ApiextensionsV1Api()
+ext.create_custom_resource_definition({
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "pythings.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "pythings", "kind": "PyThing"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}})
+established = False
+w = watch.Watch()
+for ev in w.stream(ext.list_custom_resource_definition, field_selector="metadata.name=pythings.example.com", timeout_seconds=30):
+    conds = ev["object"].status.conditions or []
+    if any(c.type == "Established" and c.status == "True" for c in conds):
+        established = True
+        w.stop()
+assert established, "the CRD never became Established"
+custom = client.CustomObjectsApi()
+custom.create_namespaced_custom_object("example.com", "v1", "default", "pythings",
+                                       {"apiVersion": "example.com/v1", "kind": "PyThing", "metadata": {"name": "one"}, "spec": {"n": 1}})
+assert custom.get_namespaced_custom_object("example.com", "v1", "default", "pythings", "one")["spec"] == {"n": 1}
 
 apps.delete_namespaced_deployment("py-nginx", "default")
 core.delete_namespaced_service("py-svc", "default")

@@ -143,11 +143,28 @@ impl ApiError {
             s.insert("reason".into(), json!(self.reason));
         }
         if let Some(d) = &self.details {
-            s.insert("details".into(), d.clone());
+            s.insert("details".into(), go_order(d, &["name", "group", "kind", "uid", "causes", "retryAfterSeconds"]));
         }
         s.insert("code".into(), json!(self.code));
         Value::Object(s)
     }
+}
+
+/// An object's members in a Go struct's field order (the listed ones first, the rest after).
+fn go_order(v: &Value, order: &[&str]) -> Value {
+    let Some(m) = v.as_object() else { return v.clone() };
+    let mut out = serde_json::Map::new();
+    for k in order {
+        if let Some(x) = m.get(*k) {
+            out.insert((*k).to_string(), x.clone());
+        }
+    }
+    for (k, x) in m {
+        if !order.contains(&k.as_str()) {
+            out.insert(k.clone(), x.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 impl From<r8s_store::StoreError> for ApiError {
@@ -177,4 +194,18 @@ impl IntoResponse for ApiError {
 /// A success Status (e.g. for deletes of some resources).
 pub fn success_status(details: Value) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_details_keep_go_field_order() {
+        let e = ApiError::new(404, "NotFound", "x").with_details(json!({"kind": "deployments", "causes": [], "name": "n", "group": "apps"}));
+        assert_eq!(
+            serde_json::to_string(&e.to_status()).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"x","reason":"NotFound","details":{"name":"n","group":"apps","kind":"deployments","causes":[]},"code":404}"#
+        );
+    }
 }
