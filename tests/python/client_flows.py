@@ -2,7 +2,7 @@
 Usage: python3 client_flows.py KUBECONFIG. Exits non-zero on the first failed check."""
 import sys, threading
 
-from kubernetes import client, config, watch
+from kubernetes import client, config, dynamic, watch
 
 config.load_kube_config(config_file=sys.argv[1])
 core = client.CoreV1Api()
@@ -88,6 +88,24 @@ custom = client.CustomObjectsApi()
 custom.create_namespaced_custom_object("example.com", "v1", "default", "pythings",
                                        {"apiVersion": "example.com/v1", "kind": "PyThing", "metadata": {"name": "one"}, "spec": {"n": 1}})
 assert custom.get_namespaced_custom_object("example.com", "v1", "default", "pythings", "one")["spec"] == {"n": 1}
+
+# Server-side apply as field manager "kubectl" over what client-side apply left (the
+# last-applied annotation and a kubectl-client-side-apply entry): the unchanged fields are taken
+# without a conflict; another manager still conflicts.
+last = '{"apiVersion":"v1","data":{"a":"1","b":"keep"},"kind":"ConfigMap","metadata":{"annotations":{},"name":"py-csa","namespace":"default"}}\n'
+core.create_namespaced_config_map("default", {"apiVersion": "v1", "kind": "ConfigMap",
+    "metadata": {"name": "py-csa", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last}},
+    "data": {"a": "1", "b": "keep"}}, field_manager="kubectl-client-side-apply")
+cms = dynamic.DynamicClient(client.ApiClient()).resources.get(api_version="v1", kind="ConfigMap")
+applied = cms.server_side_apply(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py-csa"}, "data": {"a": "2", "b": "keep"}},
+                                namespace="default", field_manager="kubectl")
+assert applied.data["a"] == "2", applied.data
+try:
+    cms.server_side_apply(body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py-csa"}, "data": {"a": "3"}},
+                          namespace="default", field_manager="tool")
+    raise SystemExit("another manager took kubectl's field without a conflict")
+except dynamic.exceptions.ConflictError as e:
+    assert e.status == 409, e.status
 
 apps.delete_namespaced_deployment("py-nginx", "default")
 core.delete_namespaced_service("py-svc", "default")
